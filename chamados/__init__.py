@@ -1,0 +1,1 @@
+"""Command line and process supervision for the Chamados services."""

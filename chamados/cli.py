@@ -1,0 +1,70 @@
+"""`chamados`: run, migrate and administer the services.
+
+    chamados up                       migrate, start all five services, create the first admin
+    chamados run SERVICE              one service in this process (what `up` starts)
+    chamados migrate                  upgrade every service's schema to the latest revision
+    chamados revision SERVICE -m MSG  autogenerate a migration from the service's tables
+    chamados create-admin             ensure the first admin (services must be running)
+"""
+import warnings
+
+warnings.filterwarnings("ignore", message="(?s).*Eventlet is deprecated")
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()  # before anything imports sockets, threads or time
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+import common  # noqa: E402,F401  (psycopg wait function)
+from common.config import SERVICE_NAMES, ConfigError, settings_from_env  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="chamados", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="migrate, run every service, create the first admin")
+    run = commands.add_parser("run", help="run one service in this process")
+    run.add_argument("service", choices=SERVICE_NAMES)
+    commands.add_parser("migrate", help="upgrade every service's schema")
+    revision = commands.add_parser("revision", help="autogenerate a migration")
+    revision.add_argument("service", choices=("accounts", "tickets", "devices"))
+    revision.add_argument("-m", "--message", required=True)
+    commands.add_parser("create-admin", help="ensure the first admin of the default tenant")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = settings_from_env()
+    except ConfigError as exc:
+        print(f"chamados: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "run":
+        from chamados.runner import run as run_service
+
+        run_service(args.service)
+    elif args.command == "migrate":
+        from common.migrate import upgrade
+
+        upgrade(settings)
+        print("migrations: every service at head")
+    elif args.command == "revision":
+        from common.migrate import make_revision
+
+        make_revision(settings, args.service, args.message)
+    elif args.command == "create-admin":
+        from chamados.supervisor import create_admin
+
+        return create_admin(settings)
+    elif args.command == "up":
+        from chamados.supervisor import up
+
+        return up(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

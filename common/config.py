@@ -1,0 +1,130 @@
+"""Typed settings, read from the nameko config mapping (config.yml with env substitution)."""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+from sqlalchemy.engine import make_url
+
+SERVICE_NAMES = ("accounts", "tickets", "devices", "scheduler", "gateway")
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_FILE = ROOT / "config.yml"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the key."""
+
+
+def load_config(path: Path | str | None = None) -> dict:
+    """The nameko config: config.yml with ${VAR:default} substituted from the environment."""
+    with warnings.catch_warnings():  # nameko's cli imports the deprecated pkg_resources
+        warnings.simplefilter("ignore")
+        from nameko.cli.main import setup_yaml_parser
+    setup_yaml_parser()
+    with open(path or CONFIG_FILE) as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def _text(mapping, key, default=None):
+    value = mapping.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    return str(value).strip()
+
+
+def _positive(mapping, key, default, kind=int):
+    raw = mapping.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a positive number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{key} must be a positive number, got {raw!r}")
+    return value
+
+
+def _port(mapping, key, default):
+    port = _positive(mapping, key, default)
+    if port > 65535:
+        raise ConfigError(f"{key} must be a TCP port (1-65535), got {port}")
+    return port
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp_uri: str = "amqp://guest:guest@localhost:5672/"
+    database_url: str | None = None  # None: SQLite files under var_dir
+    var_dir: Path = ROOT / "var"
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    metrics_ports: dict = field(default_factory=dict)
+    rpc_timeout_seconds: float = 10.0
+    session_ttl_hours: int = 12
+    max_body_bytes: int = 1_048_576
+    cron_secret: str | None = None
+    internal_health_token: str | None = None
+    archive_dir: Path = ROOT / "archives"
+    export_dir: Path = ROOT / "exports"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_mapping(cls, config: dict) -> "Settings":
+        amqp_uri = _text(config, "AMQP_URI", cls.amqp_uri)
+        if urlsplit(amqp_uri).scheme not in ("amqp", "amqps", "pyamqp"):
+            raise ConfigError(f"AMQP_URI must be an amqp:// URI, got {amqp_uri!r}")
+        database_url = _text(config, "DATABASE_URL")
+        if database_url and not database_url.startswith(("postgresql", "sqlite")):
+            raise ConfigError("DATABASE_URL must be postgresql+psycopg://… or sqlite:///…")
+        metrics_base = _port(config, "METRICS_PORT_BASE", 9101)
+        log_level = (_text(config, "LOG_LEVEL", "INFO")).upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+        return cls(
+            amqp_uri=amqp_uri,
+            database_url=database_url,
+            var_dir=Path(_text(config, "CHAMADOS_VAR_DIR", str(ROOT / "var"))),
+            gateway_host=_text(config, "GATEWAY_HOST", "127.0.0.1"),
+            gateway_port=_port(config, "GATEWAY_PORT", 8000),
+            # one metrics port per service, in SERVICE_NAMES order from METRICS_PORT_BASE
+            metrics_ports={
+                name: metrics_base + index
+                for index, name in enumerate(SERVICE_NAMES)
+                if name != "gateway"
+            },
+            rpc_timeout_seconds=_positive(config, "RPC_TIMEOUT_SECONDS", 10.0, float),
+            session_ttl_hours=_positive(config, "SESSION_TTL_HOURS", 12),
+            max_body_bytes=_positive(config, "MAX_BODY_BYTES", 1_048_576),
+            cron_secret=_text(config, "CRON_SECRET"),
+            internal_health_token=_text(config, "INTERNAL_HEALTH_TOKEN"),
+            archive_dir=Path(_text(config, "ARCHIVE_DIR", str(ROOT / "archives"))),
+            export_dir=Path(_text(config, "EXPORT_DIR", str(ROOT / "exports"))),
+            log_level=log_level,
+        )
+
+    def database_url_for(self, service: str) -> str:
+        """Each service owns its data: a PostgreSQL schema, or its own SQLite file."""
+        if self.database_url is None:
+            return f"sqlite:///{self.var_dir / (service + '.db')}"
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite":
+            path = Path(url.database or "chamados.db")
+            return url.set(database=str(path.with_name(f"{path.stem}-{service}{path.suffix}"))).render_as_string()
+        return self.database_url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url is None or self.database_url.startswith("sqlite")
+
+
+def settings_from_env() -> Settings:
+    return Settings.from_mapping(load_config())
+
+
+def environ_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -1,0 +1,223 @@
+"""Storage plumbing every service shares: engines, the unit of work, the Database provider.
+
+A service owns one PostgreSQL schema (its name; reached through `search_path`, so its tables
+and Alembic's version table need no schema prefix) or, on the embedded default, its own
+SQLite file under ./var/. The unit of work commits inside the worker (ENGINEERING.md
+pitfall 5: nameko acks before teardown hooks run) and writes the outbox rows for its events
+in the same transaction.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import common  # noqa: F401  (psycopg wait function, before SQLAlchemy loads psycopg)
+import orjson
+from nameko.extensions import DependencyProvider
+from sqlalchemy import DateTime, MetaData, create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from common.config import Settings
+from common.events import validate_event
+
+log = logging.getLogger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_metadata() -> MetaData:
+    """Each service's tables live in their own MetaData with stable constraint names."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC in and out, on PostgreSQL and on SQLite (which drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_service_engine(settings: Settings, service: str) -> Engine:
+    url = make_url(settings.database_url_for(service))
+    if url.get_backend_name() == "sqlite":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(
+        url,
+        connect_args={"options": f"-c search_path={service}", "application_name": service},
+        pool_size=5,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def wait_until_reachable(engine: Engine, what: str, attempts: int | None = None) -> None:
+    """Retry with backoff instead of crash-looping (Swarm ignores depends_on, pitfall 14)."""
+    delay, attempt = 0.5, 0
+    while True:
+        attempt += 1
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return
+        except Exception as exc:  # any driver error means "not yet"
+            if attempts is not None and attempt >= attempts:
+                raise
+            log.warning("%s unreachable (attempt %d): %s; retrying in %.1fs", what, attempt,
+                        exc.__class__.__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
+class UnitOfWork:
+    """One transaction: the service's repository, plus the events to publish after commit."""
+
+    def __init__(self, store: "Store"):
+        self._store = store
+        self.session: Session | None = None
+        self.repo = None
+        self._events_written = False
+
+    def __enter__(self) -> "UnitOfWork":
+        self.session = self._store.session_factory()
+        if self._store.repository is not None:
+            self.repo = self._store.repository(self.session)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.session.rollback()  # a no-op after commit; undoes everything otherwise
+        self.session.close()
+
+    def emit(self, event_type: str, payload: dict) -> dict:
+        """Queue an event in the outbox, inside this transaction (pitfall 8)."""
+        from common.outbox import outbox_row
+
+        message = validate_event(self._store.service, event_type, payload)
+        self.session.execute(self._store.outbox.insert().values(**outbox_row(event_type, message)))
+        self._events_written = True
+        return message
+
+    def commit(self) -> None:
+        self.session.commit()
+        if self._events_written and self._store.on_events_committed is not None:
+            self._store.on_events_committed()
+        self._events_written = False
+
+
+class Store:
+    """A service's database, usable from a nameko worker, the CLI or a test alike."""
+
+    def __init__(self, settings: Settings, service: str, repository=None, metadata=None,
+                 engine: Engine | None = None):
+        from common.outbox import outbox_table
+
+        self.settings = settings
+        self.service = service
+        self.repository = repository
+        self.engine = engine or create_service_engine(settings, service)
+        self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
+        self.outbox = outbox_table(metadata) if metadata is not None else None
+        self.on_events_committed = None
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self)
+
+    @contextmanager
+    def connection(self):
+        with self.engine.begin() as connection:
+            yield connection
+
+    def ping(self) -> bool:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class Database(DependencyProvider):
+    """nameko dependency: `self.db.unit_of_work()` in a worker; relays the outbox when
+    the service has one."""
+
+    def __init__(self, repository=None, metadata=None):
+        self.repository = repository
+        self.metadata = metadata
+        self.store: Store | None = None
+        self.relay = None
+
+    def setup(self):
+        from common.metrics import register_database_collector
+        from common.outbox import OutboxRelay
+
+        settings = Settings.from_mapping(self.container.config)
+        service = self.container.service_name
+        self.store = Store(settings, service, self.repository, self.metadata)
+        wait_until_reachable(self.store.engine, f"database for {service}")
+        register_database_collector(self.store)
+        if self.store.outbox is not None:
+            self.relay = OutboxRelay(self.store, self.container.config)
+            self.store.on_events_committed = self.relay.wake
+
+    def start(self):
+        if self.relay is not None:
+            self.container.spawn_managed_thread(self.relay.run)
+
+    def stop(self):
+        if self.relay is not None:
+            self.relay.stop()
+
+    def kill(self):
+        self.stop()
+
+    def get_dependency(self, worker_ctx):
+        return self.store
+
+
+def dumps(value) -> str:
+    return orjson.dumps(value).decode()

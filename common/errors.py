@@ -1,0 +1,70 @@
+"""Domain errors with stable machine codes, carried across RPC as themselves.
+
+Every subclass is registered with nameko's remote-error registry, so a `NotFound` raised in
+the accounts service arrives in the gateway as a `NotFound` (not a `RemoteError`), with its
+code, message and details intact. The gateway maps the class to an HTTP status in one table.
+"""
+from nameko.exceptions import deserialize_to_instance
+
+
+class DomainError(Exception):
+    default_code = "domain_error"
+
+    def __init__(self, message, code=None, details=None):
+        # the args are exactly what nameko serialises and passes back to __init__
+        super().__init__(str(message), code or self.default_code, details or {})
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        deserialize_to_instance(cls)
+
+    @property
+    def message(self) -> str:
+        return self.args[0]
+
+    @property
+    def code(self) -> str:
+        return self.args[1]
+
+    @property
+    def details(self) -> dict:
+        return self.args[2]
+
+    def __str__(self):
+        return f"{self.code}: {self.message}"
+
+
+deserialize_to_instance(DomainError)
+
+
+class BadRequest(DomainError):
+    default_code = "bad_request"
+
+
+class ValidationFailed(DomainError):
+    default_code = "validation_failed"
+
+
+class Unauthorized(DomainError):
+    default_code = "unauthorized"
+
+
+class Forbidden(DomainError):
+    default_code = "forbidden"
+
+
+class NotFound(DomainError):
+    default_code = "not_found"
+
+
+class Conflict(DomainError):
+    default_code = "conflict"
+
+
+class PayloadTooLarge(DomainError):
+    default_code = "payload_too_large"
+
+
+def validation_failed(messages: dict) -> ValidationFailed:
+    """From marshmallow's `ValidationError.messages` (field -> list of problems)."""
+    return ValidationFailed("the request did not validate", details={"fields": messages})

@@ -1,0 +1,110 @@
+"""Accounts rules, as plain Python: no nameko, SQLAlchemy, kombu or werkzeug here."""
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from common.contracts.accounts import ROLES
+from common.errors import Conflict, Forbidden, ValidationFailed
+
+PEOPLE_ROLES = frozenset(ROLES) - {"machine"}
+USER_TYPES = {"all": frozenset(ROLES), "people": PEOPLE_ROLES, "machines": frozenset({"machine"})}
+
+APELIDO_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+APELIDO_MAX = 63
+PASSWORD_MIN, PASSWORD_MAX = 8, 256  # the upper bound keeps argon2 from hashing megabytes
+DEFAULT_TENANT_SLUG = "default"
+
+
+def normalize_email(email: str) -> str:
+    """Emails are unique per tenant regardless of case; the stored form keeps the case given."""
+    return email.strip().lower()
+
+
+def normalize_apelido(apelido: str) -> str:
+    """A company's short name: lower-case letters, digits and single inner hyphens."""
+    value = apelido.strip().lower()
+    if not value or len(value) > APELIDO_MAX or not APELIDO_PATTERN.match(value):
+        raise ValidationFailed(
+            "apelido must be 1-63 lower-case letters, digits or single inner hyphens",
+            details={"fields": {"apelido": ["must look like 'empresa-x' (a-z, 0-9, '-')"]}},
+        )
+    return value
+
+
+def check_password(password: str) -> None:
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise ValidationFailed(
+            "password too short or too long",
+            details={"fields": {"password": [f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters"]}},
+        )
+
+
+def new_provisioning_code() -> str:
+    """What an installer types into the agent to enrol a machine in a company."""
+    return secrets.token_hex(16)
+
+
+def new_secret_token() -> tuple[str, str]:
+    """An opaque bearer token and the only form of it we keep: its SHA-256."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, as the gateway authenticated them."""
+
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    role: str
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Actor":
+        return cls(uuid.UUID(str(data["user_id"])), uuid.UUID(str(data["tenant_id"])), data["role"])
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def check_can_manage_user(actor: Actor, current_role: str | None, new_role: str | None) -> None:
+    """Admins manage everyone; managers manage staff below them and collaborators.
+    Machine users belong to the devices service and are never created or promoted here."""
+    if new_role == "machine" and current_role != "machine":
+        raise ValidationFailed(
+            "machine users are created by device registration",
+            details={"fields": {"role": ["cannot be set to 'machine'"]}},
+        )
+    if current_role == "machine" and new_role not in (None, "machine"):
+        raise Conflict("a machine user cannot become a person", code="role_change_not_allowed")
+    if actor.is_admin:
+        return
+    if actor.role != "manager":
+        raise Forbidden("only admins and managers manage users", code="forbidden_role")
+    if "admin" in (current_role, new_role):
+        raise Forbidden("only an admin may create, change or promote an admin",
+                        code="forbidden_role")
+
+
+def check_merge(actor: Actor, source, target) -> None:
+    """`source` is merged into `target`; `source` becomes a tombstone."""
+    if source.id == target.id:
+        raise Conflict("cannot merge a user into itself", code="merge_not_allowed")
+    for user in (source, target):
+        if user.merged_into_id is not None:
+            raise Conflict(f"user {user.id} was already merged", code="user_already_merged",
+                           details={"user_id": str(user.id)})
+    if (source.role == "machine") != (target.role == "machine"):
+        raise Conflict("cannot merge a machine user with a person", code="merge_not_allowed")
+    if source.id == actor.user_id:
+        raise Conflict("you cannot merge your own account away", code="merge_not_allowed")
+    if "admin" in (source.role, target.role) and not actor.is_admin:
+        raise Forbidden("only an admin may merge an admin", code="forbidden_role")

@@ -1,0 +1,318 @@
+"""accounts: tenants, companies, users (people and machines), API sessions."""
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from eventlet import tpool
+from nameko.rpc import rpc
+from sqlalchemy.exc import IntegrityError
+
+from common.contracts import accounts as contract
+from common.contracts import load, parse_id
+from common.db import Database, utcnow
+from common.errors import Conflict, NotFound, Unauthorized
+from common.pagination import decode_cursor, encode_cursor
+from common.service_base import ServiceBase
+from services.accounts import domain, storage
+from services.accounts.storage import AccountsRepository, ApiSession, Company, Tenant, User
+
+log = logging.getLogger(__name__)
+hasher = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    domain.check_password(password)
+    return tpool.execute(hasher.hash, password)  # argon2 is slow by design: off the hub
+
+
+def password_matches(password_hash: str | None, password: str) -> bool:
+    if password_hash is None:
+        return False
+    try:
+        return tpool.execute(hasher.verify, password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def user_event(user: User) -> dict:
+    return {"tenant_id": user.tenant_id, "user_id": user.id, "email": user.email,
+            "name": user.name, "role": user.role, "company_id": user.company_id}
+
+
+def company_event(company: Company) -> dict:
+    return {"tenant_id": company.tenant_id, "company_id": company.id, "name": company.name,
+            "apelido": company.apelido}
+
+
+def commit_unique(uow, conflict: Conflict) -> None:
+    """Commit; a unique constraint lost to a concurrent writer is the same conflict the
+    check before it would have reported."""
+    try:
+        uow.commit()
+    except IntegrityError:
+        raise conflict from None
+
+
+class Service(ServiceBase):
+    name = "accounts"
+    db = Database(repository=AccountsRepository, metadata=storage.metadata)
+
+    # tenants and the first admin -------------------------------------------------------
+
+    @rpc
+    def create_tenant(self, name: str, slug: str) -> dict:
+        with self.db.unit_of_work() as uow:
+            tenant = self._create_tenant(uow, name, slug)
+            commit_unique(uow, Conflict("tenant slug taken", code="tenant_exists"))
+            return {"id": str(tenant.id), "name": tenant.name, "slug": tenant.slug}
+
+    @rpc
+    def ensure_admin(self, email: str, password: str | None = None) -> dict:
+        """The first admin of the default tenant (`make up`); an existing one is kept as is.
+        Answers the generated password once, when none was given."""
+        with self.db.unit_of_work() as uow:
+            tenant = uow.repo.tenant_by_slug(domain.DEFAULT_TENANT_SLUG) or self._create_tenant(
+                uow, "Default", domain.DEFAULT_TENANT_SLUG)
+            existing = uow.repo.user_by_email(tenant.id, domain.normalize_email(email))
+            if existing is not None:
+                return {"created": False, "user": contract.User().dump(existing)}
+            generated = password is None
+            password = password or secrets.token_urlsafe(12)
+            user = uow.repo.add(User(tenant_id=tenant.id, email=email.strip(),
+                                     email_normalized=domain.normalize_email(email),
+                                     name="Administrator", role="admin",
+                                     password_hash=hash_password(password)))
+            uow.emit("user_created", user_event(user))
+            commit_unique(uow, Conflict("admin already exists", code="user_exists"))
+            return {"created": True, "user": contract.User().dump(user),
+                    "password": password if generated else None}
+
+    def _create_tenant(self, uow, name: str, slug: str) -> Tenant:
+        slug = domain.normalize_apelido(slug)
+        if uow.repo.tenant_by_slug(slug) is not None:
+            raise Conflict(f"tenant {slug!r} exists", code="tenant_exists")
+        tenant = uow.repo.add(Tenant(name=name, slug=slug))
+        uow.emit("tenant_created", {"tenant_id": tenant.id, "name": name, "slug": slug})
+        return tenant
+
+    # sessions ------------------------------------------------------------------------
+
+    @rpc
+    def sign_in(self, credentials: dict) -> dict:
+        data = load(contract.SignIn, credentials)
+        with self.db.unit_of_work() as uow:
+            candidates = uow.repo.sign_in_candidates(domain.normalize_email(data["email"]),
+                                                     data["tenant"])
+            user = next((u for u in candidates
+                         if password_matches(u.password_hash, data["password"])), None)
+            if user is None:
+                if not candidates:  # same cost whether or not the email exists
+                    password_matches(DUMMY_HASH, data["password"])
+                raise Unauthorized("wrong email or password", code="invalid_credentials")
+            now = utcnow()
+            token, token_hash = domain.new_secret_token()
+            session = uow.repo.add(ApiSession(
+                user_id=user.id, token_hash=token_hash, created_at=now,
+                expires_at=now + timedelta(hours=self.db.settings.session_ttl_hours)))
+            uow.repo.purge_sessions(expired_before=now - timedelta(days=1))
+            uow.commit()
+            return contract.Session().dump({"token": token, "expires_at": session.expires_at,
+                                            "user": user})
+
+    @rpc
+    def authenticate(self, token: str) -> dict:
+        """The principal behind a bearer token, or `invalid_token`."""
+        if not isinstance(token, str) or not 0 < len(token) <= 256:
+            raise Unauthorized("invalid or expired token", code="invalid_token")
+        with self.db.unit_of_work() as uow:
+            session = uow.repo.session_by_token_hash(domain.hash_token(token))
+            if session is None or session.revoked_at is not None or session.expires_at <= utcnow():
+                raise Unauthorized("invalid or expired token", code="invalid_token")
+            user = uow.session.get(User, session.user_id)
+            if user is None or user.merged_into_id is not None:
+                raise Unauthorized("invalid or expired token", code="invalid_token")
+            return contract.Principal().dump({"user_id": user.id, "tenant_id": user.tenant_id,
+                                              "role": user.role, "session_id": session.id})
+
+    @rpc
+    def sign_out(self, token: str) -> None:
+        with self.db.unit_of_work() as uow:
+            session = uow.repo.session_by_token_hash(domain.hash_token(token))
+            if session is not None and session.revoked_at is None:
+                session.revoked_at = utcnow()
+                uow.commit()
+
+    # companies -----------------------------------------------------------------------
+
+    @rpc
+    def list_companies(self, actor: dict, query: dict) -> dict:
+        actor = domain.Actor.from_dict(actor)
+        data = load(contract.CompanyQuery, query)
+        with self.db.unit_of_work() as uow:
+            return contract.CompanyList().dump({"items": uow.repo.companies(actor.tenant_id, data["q"])})
+
+    @rpc
+    def get_company(self, actor: dict, company_id: str) -> dict:
+        actor = domain.Actor.from_dict(actor)
+        with self.db.unit_of_work() as uow:
+            return contract.Company().dump(self._company(uow, actor, company_id))
+
+    @rpc
+    def create_company(self, actor: dict, payload: dict) -> dict:
+        actor = domain.Actor.from_dict(actor)
+        data = load(contract.CompanyCreate, payload)
+        apelido = domain.normalize_apelido(data["apelido"])
+        taken = Conflict(f"apelido {apelido!r} is taken", code="apelido_taken")
+        with self.db.unit_of_work() as uow:
+            if uow.repo.company_by_apelido(actor.tenant_id, apelido) is not None:
+                raise taken
+            company = uow.repo.add(Company(tenant_id=actor.tenant_id,
+                                           name=data["name"].strip(), apelido=apelido,
+                                           provisioning_code=domain.new_provisioning_code()))
+            uow.emit("company_created", company_event(company))
+            commit_unique(uow, taken)
+            return contract.Company().dump(company)
+
+    @rpc
+    def update_company(self, actor: dict, company_id: str, payload: dict) -> dict:
+        actor = domain.Actor.from_dict(actor)
+        data = load(contract.CompanyUpdate, payload)
+        with self.db.unit_of_work() as uow:
+            company = self._company(uow, actor, company_id)
+            if "apelido" in data:
+                apelido = domain.normalize_apelido(data["apelido"])
+                other = uow.repo.company_by_apelido(actor.tenant_id, apelido)
+                if other is not None and other.id != company.id:
+                    raise Conflict(f"apelido {apelido!r} is taken", code="apelido_taken")
+                company.apelido = apelido
+            if "name" in data:
+                company.name = data["name"].strip()
+            if uow.session.is_modified(company):
+                company.updated_at = utcnow()
+                uow.session.flush()
+                uow.emit("company_updated", company_event(company))
+            commit_unique(uow, Conflict("apelido is taken", code="apelido_taken"))
+            return contract.Company().dump(company)
+
+    @rpc
+    def rotate_provisioning_code(self, actor: dict, company_id: str) -> dict:
+        """The old code stops enrolling machines at once; enrolled machines keep their tokens."""
+        actor = domain.Actor.from_dict(actor)
+        with self.db.unit_of_work() as uow:
+            company = self._company(uow, actor, company_id)
+            company.provisioning_code = domain.new_provisioning_code()
+            company.updated_at = utcnow()
+            uow.commit()
+            return contract.Company().dump(company)
+
+    def _company(self, uow, actor: domain.Actor, company_id) -> Company:
+        company = uow.repo.company(actor.tenant_id, parse_id(company_id, "company"))
+        if company is None:
+            raise NotFound("company not found", code="company_not_found")
+        return company
+
+    # users ---------------------------------------------------------------------------
+
+    @rpc
+    def get_user(self, actor: dict, user_id: str) -> dict:
+        actor = domain.Actor.from_dict(actor)
+        with self.db.unit_of_work() as uow:
+            return contract.User().dump(self._user(uow, actor, user_id))
+
+    @rpc
+    def list_users(self, actor: dict, query: dict) -> dict:
+        actor = domain.Actor.from_dict(actor)
+        data = load(contract.UserQuery, query)
+        after = decode_cursor(data["cursor"], 2)
+        with self.db.unit_of_work() as uow:
+            users = uow.repo.users(actor.tenant_id, domain.USER_TYPES[data["type"]], data["q"],
+                                   data["company_id"], data["limit"] + 1, after)
+            page, more = users[:data["limit"]], len(users) > data["limit"]
+            cursor = encode_cursor([page[-1].email_normalized, str(page[-1].id)]) if more else None
+            return contract.UserList().dump({"items": page, "next_cursor": cursor})
+
+    @rpc
+    def create_user(self, actor: dict, payload: dict) -> dict:
+        actor = domain.Actor.from_dict(actor)
+        data = load(contract.UserCreate, payload)
+        domain.check_can_manage_user(actor, None, data["role"])
+        email = data["email"].strip()
+        taken = Conflict(f"{email} is already a user", code="email_taken")
+        with self.db.unit_of_work() as uow:
+            if uow.repo.user_by_email(actor.tenant_id, domain.normalize_email(email)):
+                raise taken
+            company_id = self._company(uow, actor, data["company_id"]).id if data["company_id"] else None
+            user = uow.repo.add(User(
+                tenant_id=actor.tenant_id, email=email,
+                email_normalized=domain.normalize_email(email), name=data["name"].strip(),
+                role=data["role"], company_id=company_id,
+                password_hash=hash_password(data["password"]) if data["password"] else None))
+            uow.emit("user_created", user_event(user))
+            commit_unique(uow, taken)
+            return contract.User().dump(user)
+
+    @rpc
+    def update_user(self, actor: dict, user_id: str, payload: dict) -> dict:
+        """Email, name, role, company or password; the id never changes."""
+        actor = domain.Actor.from_dict(actor)
+        data = load(contract.UserUpdate, payload)
+        with self.db.unit_of_work() as uow:
+            user = self._user(uow, actor, user_id)
+            if user.merged_into_id is not None:
+                raise Conflict("a merged user cannot change", code="user_already_merged")
+            domain.check_can_manage_user(actor, user.role, data.get("role"))
+            if "email" in data:
+                normalized = domain.normalize_email(data["email"])
+                other = uow.repo.user_by_email(actor.tenant_id, normalized)
+                if other is not None and other.id != user.id:
+                    raise Conflict(f"{data['email']} is already a user", code="email_taken")
+                user.email, user.email_normalized = data["email"].strip(), normalized
+            if "name" in data:
+                user.name = data["name"].strip()
+            if "role" in data:
+                if user.role == "admin" and data["role"] != "admin" and uow.repo.count_admins(actor.tenant_id) <= 1:
+                    raise Conflict("the tenant's last admin cannot lose the role", code="last_admin")
+                user.role = data["role"]
+            if "company_id" in data:
+                user.company_id = self._company(uow, actor, data["company_id"]).id if data["company_id"] else None
+            if "password" in data:
+                user.password_hash = hash_password(data["password"])
+                uow.repo.revoke_sessions_of(user.id, utcnow())  # a new password signs everyone out
+            if uow.session.is_modified(user):
+                user.updated_at = utcnow()
+                uow.session.flush()
+                uow.emit("user_updated", user_event(user))
+            commit_unique(uow, Conflict("email is already a user", code="email_taken"))
+            return contract.User().dump(user)
+
+    @rpc
+    def merge_users(self, actor: dict, payload: dict) -> dict:
+        """`from` becomes a tombstone pointing at `into`; every service remaps its
+        references on `user_merged`."""
+        actor = domain.Actor.from_dict(actor)
+        data = load(contract.UserMerge, payload)
+        with self.db.unit_of_work() as uow:
+            source = self._user(uow, actor, data["from_user_id"])
+            target = self._user(uow, actor, data["into_user_id"])
+            domain.check_merge(actor, source, target)
+            now = utcnow()
+            source.merged_into_id, source.merged_at, source.updated_at = target.id, now, now
+            uow.repo.revoke_sessions_of(source.id, now)
+            uow.session.flush()
+            uow.emit("user_merged", {"tenant_id": source.tenant_id, "from_user_id": source.id,
+                                     "into_user_id": target.id})
+            uow.commit()
+            return contract.MergeResult().dump({"from_": source, "into": target})
+
+    def _user(self, uow, actor: domain.Actor, user_id) -> User:
+        user = uow.repo.user(actor.tenant_id, parse_id(user_id, "user"))
+        if user is None:
+            raise NotFound("user not found", code="user_not_found")
+        return user
+
+
+DUMMY_HASH = hasher.hash("timing-equaliser")

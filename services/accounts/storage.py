@@ -1,0 +1,169 @@
+"""Accounts tables and repository (schema `accounts`)."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (ForeignKey, Index, String, delete, func, or_, select, text,
+                        update)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from common.db import UTCDateTime, new_metadata, utcnow
+from common.outbox import outbox_table
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+metadata = Base.metadata
+outbox_table(metadata)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Company(Base):
+    __tablename__ = "companies"
+    __table_args__ = (Index("uq_companies_tenant_apelido", "tenant_id", "apelido", unique=True),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    apelido: Mapped[str] = mapped_column(String(63))
+    provisioning_code: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        # unique per tenant, case-insensitively, among live (not merged) accounts
+        Index("uq_users_tenant_email", "tenant_id", "email_normalized", unique=True,
+              postgresql_where=text("merged_into_id IS NULL"),
+              sqlite_where=text("merged_into_id IS NULL")),
+        Index("ix_users_tenant_role_email", "tenant_id", "role", "email_normalized"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    email: Mapped[str] = mapped_column(String(254))
+    email_normalized: Mapped[str] = mapped_column(String(254))
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    company_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("companies.id"))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    merged_into_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    merged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def has_password(self) -> bool:
+        return self.password_hash is not None
+
+
+class ApiSession(Base):
+    """A signed-in person's bearer token, kept only as its SHA-256."""
+
+    __tablename__ = "sessions"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AccountsRepository:
+    def __init__(self, session: Session):
+        self.session = session
+
+    def add(self, row):
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    # tenants
+    def tenant(self, tenant_id) -> Tenant | None:
+        return self.session.get(Tenant, tenant_id)
+
+    def tenant_by_slug(self, slug: str) -> Tenant | None:
+        return self.session.scalars(select(Tenant).where(Tenant.slug == slug)).first()
+
+    # companies
+    def company(self, tenant_id, company_id) -> Company | None:
+        return self.session.scalars(select(Company).where(
+            Company.tenant_id == tenant_id, Company.id == company_id)).first()
+
+    def company_by_apelido(self, tenant_id, apelido: str) -> Company | None:
+        return self.session.scalars(select(Company).where(
+            Company.tenant_id == tenant_id, Company.apelido == apelido)).first()
+
+    def companies(self, tenant_id, q: str | None) -> list[Company]:
+        query = select(Company).where(Company.tenant_id == tenant_id)
+        if q:
+            pattern = f"%{escape_like(q.lower())}%"
+            query = query.where(or_(func.lower(Company.name).like(pattern, escape="\\"),
+                                    Company.apelido.like(pattern, escape="\\")))
+        return list(self.session.scalars(query.order_by(func.lower(Company.name), Company.id)))
+
+    # users
+    def user(self, tenant_id, user_id) -> User | None:
+        return self.session.scalars(select(User).where(
+            User.tenant_id == tenant_id, User.id == user_id)).first()
+
+    def user_by_email(self, tenant_id, email_normalized: str) -> User | None:
+        return self.session.scalars(select(User).where(
+            User.tenant_id == tenant_id, User.email_normalized == email_normalized,
+            User.merged_into_id.is_(None))).first()
+
+    def sign_in_candidates(self, email_normalized: str, tenant_slug: str | None) -> list[User]:
+        query = select(User).where(User.email_normalized == email_normalized,
+                                   User.merged_into_id.is_(None),
+                                   User.password_hash.is_not(None))
+        if tenant_slug:
+            query = query.join(Tenant, Tenant.id == User.tenant_id).where(Tenant.slug == tenant_slug)
+        return list(self.session.scalars(query.limit(10)))
+
+    def users(self, tenant_id, roles, q, company_id, limit, after) -> list[User]:
+        query = select(User).where(User.tenant_id == tenant_id, User.role.in_(sorted(roles)),
+                                   User.merged_into_id.is_(None))
+        if q:
+            pattern = f"%{escape_like(q.lower())}%"
+            query = query.where(or_(User.email_normalized.like(pattern, escape="\\"),
+                                    func.lower(User.name).like(pattern, escape="\\")))
+        if company_id:
+            query = query.where(User.company_id == company_id)
+        if after:
+            email, user_id = after
+            query = query.where(or_(User.email_normalized > email,
+                                    (User.email_normalized == email) & (User.id > uuid.UUID(user_id))))
+        return list(self.session.scalars(query.order_by(User.email_normalized, User.id).limit(limit)))
+
+    def count_admins(self, tenant_id) -> int:
+        return self.session.scalar(select(func.count()).select_from(User).where(
+            User.tenant_id == tenant_id, User.role == "admin", User.merged_into_id.is_(None)))
+
+    # sessions
+    def session_by_token_hash(self, token_hash: str) -> ApiSession | None:
+        return self.session.scalars(select(ApiSession).where(
+            ApiSession.token_hash == token_hash)).first()
+
+    def revoke_sessions_of(self, user_id, now) -> None:
+        self.session.execute(update(ApiSession).where(
+            ApiSession.user_id == user_id, ApiSession.revoked_at.is_(None)).values(revoked_at=now))
+
+    def purge_sessions(self, expired_before) -> None:
+        """Expired and revoked sessions are worth nothing: the table stays as big as the
+        number of people signed in, not the number of sign-ins ever."""
+        self.session.execute(delete(ApiSession).where(or_(
+            ApiSession.expires_at < expired_before, ApiSession.revoked_at < expired_before)))
+
+
+def escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

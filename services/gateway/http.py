@@ -1,0 +1,192 @@
+"""The gateway's HTTP plumbing: JSON entrypoint, routes table, and the one error table.
+
+Every response is JSON; every error has the API.md shape
+`{"error": {"code", "message", "details"}}`; nothing unmapped leaks a stack trace
+(ENGINEERING.md pitfall 11).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from nameko.exceptions import BadRequest as NamekoBadRequest
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
+from prometheus_client import Counter, Histogram
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound as RouteNotFound
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Request, Response
+
+from common.contracts import StrictSchema, load
+from common.errors import (BadRequest, Conflict, DomainError, Forbidden, NotFound,
+                           PayloadTooLarge, Unauthorized, ValidationFailed)
+
+log = logging.getLogger(__name__)
+
+
+class ServiceUnavailable(DomainError):
+    default_code = "service_unavailable"
+
+
+class GatewayTimeout(DomainError):
+    default_code = "service_timeout"
+
+
+# The one error-mapping table: domain error class -> HTTP status. First match wins.
+ERROR_STATUS: tuple[tuple[type[DomainError], int], ...] = (
+    (BadRequest, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (PayloadTooLarge, 413),
+    (ValidationFailed, 422),
+    (ServiceUnavailable, 503),
+    (GatewayTimeout, 504),
+)
+
+HTTP_REQUESTS = Counter("chamados_http_requests_total", "Gateway HTTP requests by route and status",
+                        ["route", "method", "status"])
+HTTP_DURATION = Histogram("chamados_http_request_duration_seconds", "Gateway HTTP request time",
+                          ["route", "method"],
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+def json_response(status: int, payload=None, headers=None) -> Response:
+    body = b"" if payload is None else orjson.dumps(payload)
+    return Response(body, status=status, headers=headers,
+                    content_type="application/json" if payload is not None else None)
+
+
+def error_body(code: str, message: str, details=None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def error_response(exc: BaseException) -> Response:
+    for error_class, status in ERROR_STATUS:
+        if isinstance(exc, error_class):
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return json_response(status, error_body(exc.code, exc.message, exc.details), headers)
+    if isinstance(exc, RequestEntityTooLarge):
+        return json_response(413, error_body("payload_too_large", "the request body is too large"))
+    if isinstance(exc, MethodNotAllowed):
+        return json_response(405, error_body("method_not_allowed", "method not allowed on this route",
+                                             {"allowed": sorted(exc.valid_methods or [])}))
+    if isinstance(exc, RouteNotFound):
+        return json_response(404, error_body("route_not_found", "no such route"))
+    if isinstance(exc, HTTPException):
+        return json_response(exc.code or 400, error_body("bad_request", exc.name))
+    if isinstance(exc, NamekoBadRequest):
+        return json_response(400, error_body("bad_request", "malformed request"))
+    log.exception("unmapped error in the gateway", exc_info=exc)
+    return json_response(500, error_body("internal_error", "internal error; it has been logged"))
+
+
+class JsonWsgiApp(WsgiApp):
+    """nameko's WSGI app, but routing failures (unknown path, wrong method) answer in the
+    same JSON error shape as everything else."""
+
+    def __call__(self, environ, start_response):
+        request = Request(environ, shallow=True)
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            provider, values = adapter.match()
+            request.path_values = values
+            response = provider.handle_request(request)
+        except Exception as exc:
+            response = error_response(exc)
+        return response(environ, start_response)
+
+
+class GatewayWebServer(WebServer):
+    def get_wsgi_app(self):
+        return JsonWsgiApp(self)
+
+
+class JsonHttpEntrypoint(HttpRequestHandler):
+    server = GatewayWebServer()
+
+    def response_from_exception(self, exc):
+        return error_response(exc)
+
+
+json_http = JsonHttpEntrypoint.decorator
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    path: str  # werkzeug rule, e.g. /api/admin/users/<user_id>
+    summary: str
+    tag: str
+    roles: frozenset | None  # None: public; empty: any signed-in person
+    body: type | None = None
+    query: type | None = None
+    response: type | None = None
+    status: int = 200
+    raw: bool = False  # the handler returns its own werkzeug Response
+    path_params: tuple = field(default=())
+
+
+ROUTES: list[RouteSpec] = []
+ANY_PERSON = frozenset()
+
+
+def route(method, path, *, summary, tag, roles=ANY_PERSON, body=None, query=None,
+          response=None, status=200, raw=False):
+    """Declare a gateway route: auth, role check, body/query validation, JSON response,
+    metrics, error mapping. The handler is `fn(self, principal, body=?, query=?, **path)`."""
+    import re
+
+    spec = RouteSpec(method, path, summary, tag, roles, body, query, response, status, raw,
+                     tuple(re.findall(r"<(?:\w+:)?(\w+)>", path)))
+    ROUTES.append(spec)
+
+    def decorate(fn):
+        def endpoint(self, request, **path_values):
+            return self.handle_route(spec, fn, request, path_values)
+
+        endpoint.__name__ = fn.__name__
+        endpoint.__doc__ = fn.__doc__
+        return json_http(method, path)(endpoint)
+
+    return decorate
+
+
+def parse_json_body(request: Request, schema, max_bytes: int):
+    request.max_content_length = max_bytes
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        data = {}
+    else:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest("the body is not valid JSON", code="malformed_json",
+                             details={"position": exc.pos}) from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object", code="malformed_json")
+    load(schema, data)  # fail here, before any RPC, with the fields at fault
+    return data
+
+
+class NoQuery(StrictSchema):
+    """Routes without query parameters reject any, as bodies reject unknown fields."""
+
+
+def parse_query(request: Request, schema):
+    data = {}
+    for key, values in request.args.lists():
+        if len(values) > 1:
+            raise ValidationFailed("a query parameter was given twice",
+                                   details={"fields": {key: ["give it once"]}})
+        data[key] = values[0]
+    load(schema, data)
+    return data
+
+
+def observe(spec: RouteSpec, started: float, status: int) -> None:
+    HTTP_REQUESTS.labels(spec.path, spec.method, str(status)).inc()
+    HTTP_DURATION.labels(spec.path, spec.method).observe(time.perf_counter() - started)

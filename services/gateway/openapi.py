@@ -1,0 +1,62 @@
+"""/api/openapi.json, generated from the routes table and its marshmallow schemas."""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from services.gateway.schemas import Error
+
+ERROR_STATUSES = {
+    "400": "Malformed request", "401": "Missing, invalid or expired token",
+    "403": "Your role may not do this", "404": "Unknown, or another tenant's",
+    "409": "Conflicts with the current state", "413": "Body too large",
+    "422": "Did not validate", "503": "A service is down", "504": "A service was too slow",
+}
+
+
+def openapi_path(rule: str) -> str:
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
+
+
+def document(routes) -> dict:
+    return _build(tuple(routes))
+
+
+@lru_cache(maxsize=1)
+def _build(routes) -> dict:
+    spec = APISpec(title="Chamados", version="0.1.0", openapi_version="3.0.3",
+                   plugins=[MarshmallowPlugin()],
+                   info={"description": "Helpdesk tickets and device inventory"})
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.schema("Error", schema=Error)
+    error_ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    paths: dict[str, dict] = {}
+    for route in routes:
+        operation = {"summary": route.summary, "tags": [route.tag],
+                     "operationId": f"{route.method.lower()}_{openapi_path(route.path)}",
+                     "parameters": [], "responses": {}}
+        for name in route.path_params:
+            operation["parameters"].append(
+                {"in": "path", "name": name, "required": True, "schema": {"type": "string"}})
+        if route.query is not None:
+            operation["parameters"].append({"in": "query", "schema": route.query})
+        if route.body is not None:
+            operation["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": route.body}}}
+        success = {"description": "OK"}
+        if route.response is not None:
+            success["content"] = {"application/json": {"schema": route.response}}
+        operation["responses"][str(route.status)] = success
+        if route.roles is not None:
+            operation["security"] = [{"bearer": []}]
+        for status, description in ERROR_STATUSES.items():
+            if status in ("401", "403") and route.roles is None:
+                continue
+            operation["responses"][status] = {"description": description, **error_ref}
+        paths.setdefault(openapi_path(route.path), {})[route.method.lower()] = operation
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
