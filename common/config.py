@@ -72,6 +72,8 @@ class Settings:
     archive_dir: Path = ROOT / "archives"
     export_dir: Path = ROOT / "exports"
     log_level: str = "INFO"
+    admin_email: str = "admin@example.com"
+    admin_password: str | None = None
 
     @classmethod
     def from_mapping(cls, config: dict) -> "Settings":
@@ -85,6 +87,9 @@ class Settings:
         log_level = (_text(config, "LOG_LEVEL", "INFO")).upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+        admin_email = _text(config, "CHAMADOS_ADMIN_EMAIL", "admin@example.com")
+        if "@" not in admin_email.strip("@") or " " in admin_email:
+            raise ConfigError(f"CHAMADOS_ADMIN_EMAIL must be an email address, got {admin_email!r}")
         return cls(
             amqp_uri=amqp_uri,
             database_url=database_url,
@@ -105,6 +110,8 @@ class Settings:
             archive_dir=Path(_text(config, "ARCHIVE_DIR", str(ROOT / "archives"))),
             export_dir=Path(_text(config, "EXPORT_DIR", str(ROOT / "exports"))),
             log_level=log_level,
+            admin_email=admin_email,
+            admin_password=_text(config, "CHAMADOS_ADMIN_PASSWORD"),
         )
 
     def database_url_for(self, service: str) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from common.contracts import accounts as contract
 from common.contracts import load, parse_id
 from common.db import Database, utcnow
-from common.errors import Conflict, NotFound, Unauthorized
+from common.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from common.pagination import decode_cursor, encode_cursor
 from common.service_base import ServiceBase
 from services.accounts import domain, storage
@@ -64,9 +64,16 @@ class Service(ServiceBase):
     # tenants and the first admin -------------------------------------------------------
 
     @rpc
-    def create_tenant(self, name: str, slug: str) -> dict:
+    def create_tenant(self, name: str, slug: str, admin_email: str | None = None,
+                      admin_password: str | None = None) -> dict:
+        """A new tenant, optionally with its first admin (operators' tooling and tests)."""
         with self.db.unit_of_work() as uow:
             tenant = self._create_tenant(uow, name, slug)
+            if admin_email:
+                if not admin_password:
+                    raise ValidationFailed("a tenant's first admin needs a password",
+                                           details={"fields": {"admin_password": ["required"]}})
+                self._add_admin(uow, tenant, admin_email, admin_password)
             commit_unique(uow, Conflict("tenant slug taken", code="tenant_exists"))
             return {"id": str(tenant.id), "name": tenant.name, "slug": tenant.slug}
 
@@ -82,14 +89,18 @@ class Service(ServiceBase):
                 return {"created": False, "user": contract.User().dump(existing)}
             generated = password is None
             password = password or secrets.token_urlsafe(12)
-            user = uow.repo.add(User(tenant_id=tenant.id, email=email.strip(),
-                                     email_normalized=domain.normalize_email(email),
-                                     name="Administrator", role="admin",
-                                     password_hash=hash_password(password)))
-            uow.emit("user_created", user_event(user))
+            user = self._add_admin(uow, tenant, email, password)
             commit_unique(uow, Conflict("admin already exists", code="user_exists"))
             return {"created": True, "user": contract.User().dump(user),
                     "password": password if generated else None}
+
+    def _add_admin(self, uow, tenant: Tenant, email: str, password: str) -> User:
+        user = uow.repo.add(User(tenant_id=tenant.id, email=email.strip(),
+                                 email_normalized=domain.normalize_email(email),
+                                 name="Administrator", role="admin",
+                                 password_hash=hash_password(password)))
+        uow.emit("user_created", user_event(user))
+        return user
 
     def _create_tenant(self, uow, name: str, slug: str) -> Tenant:
         slug = domain.normalize_apelido(slug)

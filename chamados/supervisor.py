@@ -1,0 +1,150 @@
+"""`chamados up`: migrate, run the five services as child processes with prefixed logs,
+create the first admin, print where everything is; Ctrl-C stops them all."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import eventlet
+import requests
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from common.config import SERVICE_NAMES, Settings
+
+STOP_GRACE_SECONDS = 10
+READY_TIMEOUT_SECONDS = 90
+
+
+class Child:
+    def __init__(self, name: str):
+        self.name = name
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chamados.cli", "run", self.name],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=os.environ.copy(), start_new_session=True)
+        eventlet.spawn_n(self._relay_output, self.process)
+
+    def _relay_output(self, process) -> None:
+        for line in iter(process.stdout.readline, b""):
+            sys.stdout.write(f"{self.name:<9} | {line.decode(errors='replace').rstrip()}\n")
+            sys.stdout.flush()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.running:
+            self.process.terminate()
+
+    def wait_or_kill(self, deadline: float) -> None:
+        """An HTTP-only nameko service may not exit on SIGTERM (pitfall 13): kill it."""
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def say(message: str) -> None:
+    print(f"chamados  | {message}", flush=True)
+
+
+def gateway_url(settings: Settings) -> str:
+    return f"http://{settings.gateway_host}:{settings.gateway_port}"
+
+
+def wait_until_ready(settings: Settings, children) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if not all(child.running for child in children):
+            return False
+        try:
+            if requests.get(f"{gateway_url(settings)}/readyz", timeout=5).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def ensure_first_admin(settings: Settings) -> dict:
+    with ClusterRpcProxy({"AMQP_URI": settings.amqp_uri}, timeout=30) as rpc:
+        return rpc.accounts.ensure_admin(settings.admin_email, settings.admin_password)
+
+
+def create_admin(settings: Settings) -> int:
+    result = ensure_first_admin(settings)
+    report_admin(settings, result)
+    return 0
+
+
+def report_admin(settings: Settings, result: dict) -> None:
+    email = result["user"]["email"]
+    if not result["created"]:
+        say(f"admin: {email} (exists; its password is unchanged)")
+    elif result.get("password"):
+        say(f"admin: {email} with password {result['password']}  <- shown once, keep it")
+    else:
+        say(f"admin: {email} with the password from CHAMADOS_ADMIN_PASSWORD")
+
+
+def up(settings: Settings) -> int:
+    from common.migrate import upgrade
+
+    where = "SQLite files under " + str(settings.var_dir) if settings.is_sqlite else "PostgreSQL"
+    say(f"data: {where}")
+    upgrade(settings)
+    say("migrations: every service at head")
+
+    children = [Child(name) for name in SERVICE_NAMES]
+    stopping = {"value": False}
+
+    def request_stop(signum, _frame):
+        stopping["value"] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    for child in children:
+        child.start()
+
+    if not wait_until_ready(settings, children):
+        say("the services did not become ready; see their logs above")
+        shutdown(children)
+        return 1
+    report_admin(settings, ensure_first_admin(settings))
+    say(f"gateway: {gateway_url(settings)}  (OpenAPI: {gateway_url(settings)}/api/openapi.json)")
+    for name, port in settings.metrics_ports.items():
+        say(f"{name} metrics: http://{settings.gateway_host}:{port}/metrics")
+    say("ready; Ctrl-C stops every service")
+
+    while not stopping["value"]:
+        for child in children:
+            if not child.running and not stopping["value"]:
+                child.restarts += 1
+                delay = min(2 ** child.restarts, 30)
+                say(f"{child.name} exited ({child.process.returncode}); restarting in {delay}s")
+                time.sleep(delay)
+                child.start()
+        time.sleep(0.5)
+    shutdown(children)
+    return 0
+
+
+def shutdown(children) -> None:
+    say("stopping every service")
+    for child in children:
+        child.stop()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for child in children:
+        child.wait_or_kill(deadline)
+    say("stopped")

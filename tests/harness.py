@@ -1,0 +1,299 @@
+"""Real infrastructure for tests: a PostgreSQL database and a RabbitMQ vhost per run, the
+services as processes, and an HTTP client for the gateway. Nothing here is mocked."""
+from __future__ import annotations
+
+import getpass
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from common.config import ROOT, SERVICE_NAMES
+
+STALE_AFTER_SECONDS = 6 * 3600  # leftovers of killed runs are dropped by the next run
+MANAGEMENT_API = os.environ.get("RABBIT_MANAGEMENT_URL", "http://127.0.0.1:15672/api")
+RABBIT_AUTH = ("guest", "guest")
+
+
+def run_label(prefix: str, separator: str) -> str:
+    return f"{prefix}{separator}{int(time.time())}{separator}{uuid.uuid4().hex[:8]}"
+
+
+def is_stale(name: str, separator: str) -> bool:
+    try:
+        created = int(name.split(separator)[-2])
+    except (IndexError, ValueError):
+        return False
+    return time.time() - created > STALE_AFTER_SECONDS
+
+
+class PostgresServer:
+    def __init__(self, admin_url: str):
+        self.admin_url = admin_url
+        self.engine = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=None)
+
+    @classmethod
+    def find(cls) -> "PostgresServer":
+        user = getpass.getuser()
+        candidates = [os.environ["TEST_DATABASE_URL"]] if os.environ.get("TEST_DATABASE_URL") else [
+            f"postgresql+psycopg://{user}@127.0.0.1:5432/postgres",
+            f"postgresql+psycopg://{user}@/postgres?host=/var/run/postgresql",
+        ]
+        errors = []
+        for url in candidates:
+            try:
+                server = cls(url)
+                with server.engine.connect() as connection:
+                    connection.execute(text("SELECT 1"))
+                return server
+            except Exception as exc:
+                errors.append(f"{url}: {exc.__class__.__name__}: {exc}")
+        raise RuntimeError("no PostgreSQL for the tests (make test starts it):\n" + "\n".join(errors))
+
+    def create_database(self) -> tuple[str, str]:
+        name = run_label("chamados_test", "_")
+        with self.engine.connect() as connection:
+            for (stale,) in connection.execute(text(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'chamados\\_test\\_%'")):
+                if is_stale(stale, "_"):
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+        return name, url
+
+    def drop_database(self, name: str) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.engine.dispose()
+
+
+@dataclass
+class RabbitVhost:
+    name: str
+
+    @classmethod
+    def create(cls) -> "RabbitVhost":
+        existing = requests.get(f"{MANAGEMENT_API}/vhosts", auth=RABBIT_AUTH, timeout=10)
+        existing.raise_for_status()
+        for vhost in existing.json():
+            if vhost["name"].startswith("chamados-test-") and is_stale(vhost["name"], "-"):
+                requests.delete(f"{MANAGEMENT_API}/vhosts/{quote(vhost['name'], safe='')}",
+                                auth=RABBIT_AUTH, timeout=10)
+        name = run_label("chamados-test", "-")
+        vhost = quote(name, safe="")
+        requests.put(f"{MANAGEMENT_API}/vhosts/{vhost}", auth=RABBIT_AUTH, timeout=10).raise_for_status()
+        requests.put(f"{MANAGEMENT_API}/permissions/{vhost}/guest", auth=RABBIT_AUTH, timeout=10,
+                     json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+        return cls(name)
+
+    @property
+    def amqp_uri(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:5672/{quote(self.name, safe='')}"
+
+    def delete(self) -> None:
+        requests.delete(f"{MANAGEMENT_API}/vhosts/{quote(self.name, safe='')}", auth=RABBIT_AUTH,
+                        timeout=10)
+
+    def queue(self, name: str) -> dict | None:
+        response = requests.get(
+            f"{MANAGEMENT_API}/queues/{quote(self.name, safe='')}/{quote(name, safe='')}",
+            auth=RABBIT_AUTH, timeout=10)
+        return response.json() if response.status_code == 200 else None
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port_block(size: int) -> int:
+    for _ in range(200):
+        base = random.randint(20000, 50000)
+        if all(port_is_free(base + offset) for offset in range(size)):
+            return base
+    raise RuntimeError("no free block of ports")
+
+
+class System:
+    """The services as real processes, each with its log file under `workdir`."""
+
+    def __init__(self, *, database_url: str | None, amqp_uri: str, workdir: Path,
+                 services=SERVICE_NAMES, extra_env: dict | None = None):
+        self.database_url = database_url
+        self.amqp_uri = amqp_uri
+        self.workdir = Path(workdir)
+        self.services = tuple(services)
+        self.extra_env = extra_env or {}
+        self.processes: dict[str, subprocess.Popen] = {}
+        base = free_port_block(len(SERVICE_NAMES))
+        self.gateway_port = base + len(SERVICE_NAMES) - 1
+        self.env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+        self.env.update({
+            "AMQP_URI": amqp_uri,
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.gateway_port),
+            "METRICS_PORT_BASE": str(base),
+            "CHAMADOS_VAR_DIR": str(self.workdir / "var"),
+            "ARCHIVE_DIR": str(self.workdir / "archives"),
+            "EXPORT_DIR": str(self.workdir / "exports"),
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        })
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
+        self.metrics_ports = {name: base + index for index, name in enumerate(SERVICE_NAMES)
+                              if name != "gateway"}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def metrics_url(self, service: str) -> str:
+        if service == "gateway":
+            return f"{self.base_url}/metrics"
+        return f"http://127.0.0.1:{self.metrics_ports[service]}/metrics"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "chamados.cli", *args], env=self.env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    def start(self, ready_timeout: float = 90) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        migrated = self.cli("migrate")
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        for name in self.services:
+            self.start_service(name)
+        self.wait_ready(ready_timeout)
+
+    def start_service(self, name: str) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "chamados.cli", "run", name], env=self.env, cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited ({process.returncode}):\n{self.log(name)[-4000:]}")
+            if self._ready():
+                return
+            time.sleep(0.3)
+        raise RuntimeError("services not ready in time:\n" + "\n".join(
+            f"--- {name}\n{self.log(name)[-2000:]}" for name in self.processes))
+
+    def _ready(self) -> bool:
+        try:
+            if "gateway" in self.services:
+                return requests.get(f"{self.base_url}/readyz", timeout=5).status_code == 200
+            return all(requests.get(self.metrics_url(name), timeout=5).status_code == 200
+                       for name in self.services)
+        except requests.RequestException:
+            return False
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop_service(self, name: str, grace: float = 10) -> None:
+        """By PID, with a timeout and a kill (pitfall 13)."""
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.stop_service(name)
+
+
+class Client:
+    """HTTP to the gateway; every call gets a deadline, none follows redirects."""
+
+    def __init__(self, base_url: str, token: str | None = None):
+        self.base_url = base_url
+        self.token = token
+        self.http = requests.Session()
+
+    def request(self, method: str, path: str, *, token: str | None = None, **kwargs):
+        headers = dict(kwargs.pop("headers", None) or {})
+        token = token if token is not None else self.token
+        if token and "Authorization" not in headers:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.http.request(method, self.base_url + path, headers=headers, timeout=30,
+                                 allow_redirects=False, **kwargs)
+
+    def get(self, path, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path, **kwargs):
+        return self.request("POST", path, **kwargs)
+
+    def patch(self, path, **kwargs):
+        return self.request("PATCH", path, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.request("DELETE", path, **kwargs)
+
+    def sign_in(self, email: str, password: str, tenant: str | None = None) -> "Client":
+        body = {"email": email, "password": password}
+        if tenant:
+            body["tenant"] = tenant
+        response = self.post("/api/auth/sign-in", json=body)
+        assert response.status_code == 200, response.text
+        return Client(self.base_url, response.json()["token"])
+
+
+@dataclass
+class Tenant:
+    id: str
+    slug: str
+    admin: Client
+    admin_email: str
+    admin_password: str
+    system: System
+
+    def person(self, role: str, *, company_id: str | None = None, password: str = "pass-word-1"):
+        """A user of this tenant, created through the API, and a client signed in as them."""
+        email = f"{role}-{uuid.uuid4().hex[:8]}@{self.slug}.test"
+        response = self.admin.post("/api/admin/users", json={
+            "email": email, "name": f"{role.title()} Person", "role": role,
+            "company_id": company_id, "password": password})
+        assert response.status_code == 201, response.text
+        client = Client(self.system.base_url).sign_in(email, password, tenant=self.slug)
+        return response.json(), client
+
+    def company(self, name: str | None = None) -> dict:
+        apelido = f"empresa-{uuid.uuid4().hex[:8]}"
+        response = self.admin.post("/api/admin/companies",
+                                   json={"name": name or apelido.title(), "apelido": apelido})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+def new_tenant(system: System, rpc) -> Tenant:
+    slug = f"t-{uuid.uuid4().hex[:10]}"
+    email, password = f"admin@{slug}.test", "admin-pass-1"
+    created = rpc.accounts.create_tenant(f"Tenant {slug}", slug, email, password)
+    admin = Client(system.base_url).sign_in(email, password, tenant=slug)
+    return Tenant(created["id"], slug, admin, email, password, system)
