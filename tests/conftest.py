@@ -64,3 +64,16 @@ def tenant(system, rpc):
 @pytest.fixture
 def anonymous(system):
     return Client(system.base_url)
+
+
+@pytest.fixture(scope="module")
+def private_database(postgres):
+    """A migrated database no running service touches (for tests that drive the outbox
+    relay or the engine themselves)."""
+    from common.config import Settings
+    from common.migrate import upgrade
+
+    name, url = postgres.create_database()
+    upgrade(Settings(database_url=url))
+    yield url
+    postgres.drop_database(name)

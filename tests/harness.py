@@ -120,6 +120,12 @@ def port_is_free(port: int) -> bool:
             return False
 
 
+def port_is_listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def free_port_block(size: int) -> int:
     for _ in range(200):
         base = random.randint(20000, 50000)
