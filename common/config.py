@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +41,13 @@ def _positive(mapping, key, default, kind=int):
     raw = mapping.get(key)
     if raw is None or raw == "":
         return default
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a positive number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{key} must be a positive number, got {raw!r}")
-    return value
+    # YAML already typed the value; accept only what reads as this kind exactly
+    # (no bools, no 80.7 for a port, no "1_000")
+    text = str(raw).strip()
+    pattern = r"\d+" if kind is int else r"\d+(\.\d+)?"
+    if isinstance(raw, bool) or not re.fullmatch(pattern, text) or kind(text) <= 0:
+        raise ConfigError(f"{key} must be a positive {'whole ' if kind is int else ''}number, got {raw!r}")
+    return kind(text)
 
 
 def _port(mapping, key, default):
@@ -84,6 +85,8 @@ class Settings:
         if database_url and not database_url.startswith(("postgresql", "sqlite")):
             raise ConfigError("DATABASE_URL must be postgresql+psycopg://… or sqlite:///…")
         metrics_base = _port(config, "METRICS_PORT_BASE", 9101)
+        if metrics_base + len(SERVICE_NAMES) - 2 > 65535:
+            raise ConfigError(f"METRICS_PORT_BASE leaves no room for four ports, got {metrics_base}")
         log_level = (_text(config, "LOG_LEVEL", "INFO")).upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")

@@ -4,6 +4,7 @@ Every subclass is registered with nameko's remote-error registry, so a `NotFound
 the accounts service arrives in the gateway as a `NotFound` (not a `RemoteError`), with its
 code, message and details intact. The gateway maps the class to an HTTP status in one table.
 """
+import orjson
 from nameko.exceptions import deserialize_to_instance
 
 
@@ -11,8 +12,13 @@ class DomainError(Exception):
     default_code = "domain_error"
 
     def __init__(self, message, code=None, details=None):
-        # the args are exactly what nameko serialises and passes back to __init__
-        super().__init__(str(message), code or self.default_code, details or {})
+        # The args are exactly what nameko serialises and passes back to __init__. nameko
+        # turns every non-string value inside them into text, so the details travel as JSON
+        # (and a JSON string given back to __init__ is the same details again).
+        if isinstance(details, str):
+            details = orjson.loads(details)
+        super().__init__(str(message), code or self.default_code,
+                         orjson.dumps(details or {}, default=str).decode())
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -28,7 +34,7 @@ class DomainError(Exception):
 
     @property
     def details(self) -> dict:
-        return self.args[2]
+        return orjson.loads(self.args[2])
 
     def __str__(self):
         return f"{self.code}: {self.message}"

@@ -66,7 +66,13 @@ def validate_event(source: str, event_type: str, payload: dict) -> dict:
     except KeyError:
         raise ValueError(f"{source} has no event named {event_type!r}") from None
     message = {"event_id": uuid.uuid4(), "occurred_at": datetime.now(timezone.utc), **payload}
-    serialized = schema.dump(message)
+    occurred_at = message["occurred_at"]
+    if not isinstance(occurred_at, datetime) or occurred_at.tzinfo is None:
+        raise ValueError(f"{source}.{event_type}: occurred_at must be a timezone-aware datetime")
+    try:
+        serialized = schema.dump(message)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{source}.{event_type} breaks its contract: {exc}") from None
     errors = schema.validate(serialized)
     if errors:
         raise ValueError(f"{source}.{event_type} breaks its contract: {errors}")

@@ -48,5 +48,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("amqp", "kombu", "nameko", "eventlet.wsgi.server"):
+    for noisy in ("kombu", "nameko", "eventlet.wsgi.server"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+    # py-amqp warns on every basic.return racing a channel close (an RPC to a service
+    # that is not running, which the gateway already reports as 503)
+    logging.getLogger("amqp").setLevel(logging.ERROR)

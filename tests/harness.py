@@ -205,8 +205,10 @@ class System:
 
     def _ready(self) -> bool:
         try:
-            if "gateway" in self.services:
+            if set(self.services) == set(SERVICE_NAMES):
                 return requests.get(f"{self.base_url}/readyz", timeout=5).status_code == 200
+            if "gateway" in self.services:
+                return requests.get(f"{self.base_url}/healthz", timeout=5).status_code == 200
             return all(requests.get(self.metrics_url(name), timeout=5).status_code == 200
                        for name in self.services)
         except requests.RequestException:

@@ -76,8 +76,9 @@ class Actor:
 
 
 def check_can_manage_user(actor: Actor, current_role: str | None, new_role: str | None) -> None:
-    """Admins manage everyone; managers manage staff below them and collaborators.
-    Machine users belong to the devices service and are never created or promoted here."""
+    """Admins manage everyone; managers manage every user but admins (and cannot make
+    one). Machine users belong to the devices service and are never created or promoted
+    here."""
     if new_role == "machine" and current_role != "machine":
         raise ValidationFailed(
             "machine users are created by device registration",

@@ -72,8 +72,9 @@ def error_response(exc: BaseException) -> Response:
     if isinstance(exc, RequestEntityTooLarge):
         return json_response(413, error_body("payload_too_large", "the request body is too large"))
     if isinstance(exc, MethodNotAllowed):
+        allowed = sorted(exc.valid_methods or [])
         return json_response(405, error_body("method_not_allowed", "method not allowed on this route",
-                                             {"allowed": sorted(exc.valid_methods or [])}))
+                                             {"allowed": allowed}), {"Allow": ", ".join(allowed)})
     if isinstance(exc, RouteNotFound):
         return json_response(404, error_body("route_not_found", "no such route"))
     if isinstance(exc, HTTPException):
