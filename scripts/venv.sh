@@ -13,6 +13,6 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip "setuptools<81" wheel
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 touch .venv/.installed
 echo "venv: .venv ready"
