@@ -2,7 +2,7 @@
 
     chamados up                       migrate, start all five services, create the first admin
     chamados run SERVICE              one service in this process (what `up` starts)
-    chamados migrate                  upgrade every service's schema to the latest revision
+    chamados migrate                  upgrade every schema; declare the bus's durable queues
     chamados revision SERVICE -m MSG  autogenerate a migration from the service's tables
     chamados create-admin             ensure the first admin (services must be running)
 """
@@ -47,10 +47,9 @@ def main(argv=None) -> int:
 
         run_service(args.service)
     elif args.command == "migrate":
-        from common.migrate import upgrade
+        from chamados.supervisor import prepare
 
-        upgrade(settings)
-        print("migrations: every service at head")
+        prepare(settings)
     elif args.command == "revision":
         from common.migrate import make_revision
 

@@ -98,13 +98,21 @@ def report_admin(settings: Settings, result: dict) -> None:
         say(f"admin: {email} with the password from CHAMADOS_ADMIN_PASSWORD")
 
 
-def up(settings: Settings) -> int:
+def prepare(settings: Settings) -> None:
+    """Schemas at head and every subscription queue declared, before any service publishes."""
+    from common.messaging import declare_bus
     from common.migrate import upgrade
 
-    where = "SQLite files under " + str(settings.var_dir) if settings.is_sqlite else "PostgreSQL"
-    say(f"data: {where}")
     upgrade(settings)
     say("migrations: every service at head")
+    declare_bus(settings.amqp_uri)
+    say("bus: exchanges, subscription and dead-letter queues declared")
+
+
+def up(settings: Settings) -> int:
+    where = "SQLite files under " + str(settings.var_dir) if settings.is_sqlite else "PostgreSQL"
+    say(f"data: {where}")
+    prepare(settings)
 
     children = [Child(name) for name in SERVICE_NAMES]
     stopping = {"value": False}

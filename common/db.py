@@ -67,6 +67,11 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(timezone.utc)
 
 
+def escape_like(value: str) -> str:
+    """User text inside a LIKE pattern matches literally (used with escape="\\")."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 

@@ -74,3 +74,11 @@ class PayloadTooLarge(DomainError):
 def validation_failed(messages: dict) -> ValidationFailed:
     """From marshmallow's `ValidationError.messages` (field -> list of problems)."""
     return ValidationFailed("the request did not validate", details={"fields": messages})
+
+
+class ServiceUnavailable(DomainError):
+    default_code = "service_unavailable"
+
+
+class ServiceTimeout(DomainError):
+    default_code = "service_timeout"

@@ -44,6 +44,50 @@ class UserMerged(EventSchema):
     into_user_id = fields.UUID(required=True)
 
 
+class TicketCreated(EventSchema):
+    ticket_id = fields.UUID(required=True)
+    reference = fields.Integer(required=True)
+    subject = fields.String(required=True)
+    status = fields.String(required=True)
+    priority = fields.String(required=True)
+    queue_id = fields.UUID(required=True)
+    requester_id = fields.UUID(allow_none=True, required=True)
+    company_id = fields.UUID(allow_none=True, required=True)
+    machine_id = fields.UUID(allow_none=True, required=True)
+
+
+class TicketUpdated(EventSchema):
+    ticket_id = fields.UUID(required=True)
+    changed = fields.List(fields.String(), required=True)
+
+
+class TicketAssigned(EventSchema):
+    ticket_id = fields.UUID(required=True)
+    assignee_id = fields.UUID(allow_none=True, required=True)
+    actor_id = fields.UUID(allow_none=True, required=True)
+
+
+class TicketStatusChanged(EventSchema):
+    ticket_id = fields.UUID(required=True)
+    from_status = fields.String(required=True)
+    to_status = fields.String(required=True)
+    reason = fields.String(allow_none=True, required=True)
+    actor_id = fields.UUID(allow_none=True, required=True)
+
+
+class CommentAdded(EventSchema):
+    ticket_id = fields.UUID(required=True)
+    comment_id = fields.UUID(required=True)
+    author_id = fields.UUID(required=True)
+    visibility = fields.String(required=True)
+
+
+class ChatChanged(EventSchema):
+    ticket_id = fields.UUID(required=True)
+    chat_id = fields.UUID(required=True)
+    reason = fields.String(allow_none=True, required=True)
+
+
 # source service -> event type -> payload schema
 CONTRACTS: dict[str, dict[str, type[Schema]]] = {
     "accounts": {
@@ -54,7 +98,15 @@ CONTRACTS: dict[str, dict[str, type[Schema]]] = {
         "user_updated": UserChanged,
         "user_merged": UserMerged,
     },
-    "tickets": {},
+    "tickets": {
+        "ticket_created": TicketCreated,
+        "ticket_updated": TicketUpdated,
+        "ticket_assigned": TicketAssigned,
+        "ticket_status_changed": TicketStatusChanged,
+        "comment_added": CommentAdded,
+        "chat_started": ChatChanged,
+        "chat_ended": ChatChanged,
+    },
     "devices": {},
 }
 
@@ -80,3 +132,16 @@ def validate_event(source: str, event_type: str, payload: dict) -> dict:
     if unknown:
         raise ValueError(f"{source}.{event_type} has fields outside its contract: {sorted(unknown)}")
     return serialized
+
+
+# Who consumes what: (consumer service, source service, event type, handler method).
+# `chamados migrate` declares these queues before anything publishes (pitfall 9); a test
+# checks that every @subscribe handler in the services is listed here and vice versa.
+SUBSCRIPTIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("tickets", "accounts", "tenant_created", "on_tenant_created"),
+    ("tickets", "accounts", "company_created", "on_company_created"),
+    ("tickets", "accounts", "company_updated", "on_company_updated"),
+    ("tickets", "accounts", "user_created", "on_user_created"),
+    ("tickets", "accounts", "user_updated", "on_user_updated"),
+    ("tickets", "accounts", "user_merged", "on_user_merged"),
+)

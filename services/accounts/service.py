@@ -170,7 +170,7 @@ class Service(ServiceBase):
     def get_company(self, actor: dict, company_id: str) -> dict:
         actor = domain.Actor.from_dict(actor)
         with self.db.unit_of_work() as uow:
-            return contract.Company().dump(self._company(uow, actor, company_id))
+            return contract.Company().dump(self._company(uow, actor.tenant_id, company_id))
 
     @rpc
     def create_company(self, actor: dict, payload: dict) -> dict:
@@ -193,7 +193,7 @@ class Service(ServiceBase):
         actor = domain.Actor.from_dict(actor)
         data = load(contract.CompanyUpdate, payload)
         with self.db.unit_of_work() as uow:
-            company = self._company(uow, actor, company_id)
+            company = self._company(uow, actor.tenant_id, company_id)
             if "apelido" in data:
                 apelido = domain.normalize_apelido(data["apelido"])
                 other = uow.repo.company_by_apelido(actor.tenant_id, apelido)
@@ -214,14 +214,14 @@ class Service(ServiceBase):
         """The old code stops enrolling machines at once; enrolled machines keep their tokens."""
         actor = domain.Actor.from_dict(actor)
         with self.db.unit_of_work() as uow:
-            company = self._company(uow, actor, company_id)
+            company = self._company(uow, actor.tenant_id, company_id)
             company.provisioning_code = domain.new_provisioning_code()
             company.updated_at = utcnow()
             uow.commit()
             return contract.Company().dump(company)
 
-    def _company(self, uow, actor: domain.Actor, company_id) -> Company:
-        company = uow.repo.company(actor.tenant_id, parse_id(company_id, "company"))
+    def _company(self, uow, tenant_id, company_id) -> Company:
+        company = uow.repo.company(tenant_id, parse_id(company_id, "company"))
         if company is None:
             raise NotFound("company not found", code="company_not_found")
         return company
@@ -232,7 +232,7 @@ class Service(ServiceBase):
     def get_user(self, actor: dict, user_id: str) -> dict:
         actor = domain.Actor.from_dict(actor)
         with self.db.unit_of_work() as uow:
-            return contract.User().dump(self._user(uow, actor, user_id))
+            return contract.User().dump(self._user(uow, actor.tenant_id, user_id))
 
     @rpc
     def list_users(self, actor: dict, query: dict) -> dict:
@@ -256,7 +256,7 @@ class Service(ServiceBase):
         with self.db.unit_of_work() as uow:
             if uow.repo.user_by_email(actor.tenant_id, domain.normalize_email(email)):
                 raise taken
-            company_id = self._company(uow, actor, data["company_id"]).id if data["company_id"] else None
+            company_id = self._company(uow, actor.tenant_id, data["company_id"]).id if data["company_id"] else None
             user = uow.repo.add(User(
                 tenant_id=actor.tenant_id, email=email,
                 email_normalized=domain.normalize_email(email), name=data["name"].strip(),
@@ -272,7 +272,7 @@ class Service(ServiceBase):
         actor = domain.Actor.from_dict(actor)
         data = load(contract.UserUpdate, payload)
         with self.db.unit_of_work() as uow:
-            user = self._user(uow, actor, user_id)
+            user = self._user(uow, actor.tenant_id, user_id)
             if user.merged_into_id is not None:
                 raise Conflict("a merged user cannot change", code="user_already_merged")
             domain.check_can_manage_user(actor, user.role, data.get("role"))
@@ -289,7 +289,7 @@ class Service(ServiceBase):
                     raise Conflict("the tenant's last admin cannot lose the role", code="last_admin")
                 user.role = data["role"]
             if "company_id" in data:
-                user.company_id = self._company(uow, actor, data["company_id"]).id if data["company_id"] else None
+                user.company_id = self._company(uow, actor.tenant_id, data["company_id"]).id if data["company_id"] else None
             if "password" in data:
                 user.password_hash = hash_password(data["password"])
                 uow.repo.revoke_sessions_of(user.id, utcnow())  # a new password signs everyone out
@@ -307,8 +307,8 @@ class Service(ServiceBase):
         actor = domain.Actor.from_dict(actor)
         data = load(contract.UserMerge, payload)
         with self.db.unit_of_work() as uow:
-            source = self._user(uow, actor, data["from_user_id"])
-            target = self._user(uow, actor, data["into_user_id"])
+            source = self._user(uow, actor.tenant_id, data["from_user_id"])
+            target = self._user(uow, actor.tenant_id, data["into_user_id"])
             domain.check_merge(actor, source, target)
             now = utcnow()
             source.merged_into_id, source.merged_at, source.updated_at = target.id, now, now
@@ -319,8 +319,19 @@ class Service(ServiceBase):
             uow.commit()
             return contract.MergeResult().dump({"from_": source, "into": target})
 
-    def _user(self, uow, actor: domain.Actor, user_id) -> User:
-        user = uow.repo.user(actor.tenant_id, parse_id(user_id, "user"))
+    @rpc
+    def lookup_user(self, tenant_id: str, user_id: str) -> dict:
+        """For services that keep snapshots and missed (or have not yet had) the event."""
+        with self.db.unit_of_work() as uow:
+            return contract.User().dump(self._user(uow, parse_id(tenant_id, "tenant"), user_id))
+
+    @rpc
+    def lookup_company(self, tenant_id: str, company_id: str) -> dict:
+        with self.db.unit_of_work() as uow:
+            return contract.Company().dump(self._company(uow, parse_id(tenant_id, "tenant"), company_id))
+
+    def _user(self, uow, tenant_id, user_id) -> User:
+        user = uow.repo.user(tenant_id, parse_id(user_id, "user"))
         if user is None:
             raise NotFound("user not found", code="user_not_found")
         return user

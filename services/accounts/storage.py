@@ -8,7 +8,7 @@ from sqlalchemy import (ForeignKey, Index, String, delete, func, or_, select, te
                         update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from common.db import UTCDateTime, new_metadata, utcnow
+from common.db import UTCDateTime, escape_like, new_metadata, utcnow
 from common.outbox import outbox_table
 
 
@@ -164,6 +164,3 @@ class AccountsRepository:
         self.session.execute(delete(ApiSession).where(or_(
             ApiSession.expires_at < expired_before, ApiSession.revoked_at < expired_before)))
 
-
-def escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -7,6 +7,7 @@ Every response is JSON; every error has the API.md shape
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -20,18 +21,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from common.contracts import StrictSchema, load
-from common.errors import (BadRequest, Conflict, DomainError, Forbidden, NotFound,
-                           PayloadTooLarge, Unauthorized, ValidationFailed)
+from common.errors import (BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
+                           ServiceTimeout, ServiceUnavailable, Unauthorized, ValidationFailed)
 
 log = logging.getLogger(__name__)
-
-
-class ServiceUnavailable(DomainError):
-    default_code = "service_unavailable"
-
-
-class GatewayTimeout(DomainError):
-    default_code = "service_timeout"
 
 
 # The one error-mapping table: domain error class -> HTTP status. First match wins.
@@ -44,7 +37,7 @@ ERROR_STATUS: tuple[tuple[type[DomainError], int], ...] = (
     (PayloadTooLarge, 413),
     (ValidationFailed, 422),
     (ServiceUnavailable, 503),
-    (GatewayTimeout, 504),
+    (ServiceTimeout, 504),
 )
 
 HTTP_REQUESTS = Counter("chamados_http_requests_total", "Gateway HTTP requests by route and status",
@@ -139,8 +132,6 @@ def route(method, path, *, summary, tag, roles=ANY_PERSON, body=None, query=None
           response=None, status=200, raw=False):
     """Declare a gateway route: auth, role check, body/query validation, JSON response,
     metrics, error mapping. The handler is `fn(self, principal, body=?, query=?, **path)`."""
-    import re
-
     spec = RouteSpec(method, path, summary, tag, roles, body, query, response, status, raw,
                      tuple(re.findall(r"<(?:\w+:)?(\w+)>", path)))
     ROUTES.append(spec)

@@ -1,10 +1,594 @@
-"""tickets: for now a running service with `ping`, /metrics and its (empty) schema; the
-tickets issue fills it."""
-from common.db import Database
+"""tickets: queues, tickets and their status machine, work sessions, comments, timeline,
+live chat. Rules live in domain.py; this adapter loads, applies and persists."""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+
+import orjson
+from nameko.rpc import RpcProxy, rpc
+
+from common import rpc as deadline
+from common.contracts import load, parse_id
+from common.contracts import tickets as contract
+from common.db import Database, utcnow
+from common.errors import Conflict, Forbidden, NotFound, validation_failed
+from common.messaging import first_delivery, subscribe
+from common.pagination import decode_cursor, encode_cursor
 from common.service_base import ServiceBase
-from services.tickets import storage
+from services.tickets import domain, storage
+from services.tickets.storage import (Chat, ChatMessage, Comment, CompanySnapshot, Person,
+                                      Ticket, TicketQueue, TicketsRepository, TimelineEntry,
+                                      WorkSession)
+
+log = logging.getLogger(__name__)
+LOOKUP_TIMEOUT_SECONDS = 5.0
+
+
+class Actor:
+    def __init__(self, data: dict):
+        self.user_id = uuid.UUID(str(data["user_id"]))
+        self.tenant_id = uuid.UUID(str(data["tenant_id"]))
+        self.role = data["role"]
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in domain.STAFF_ROLES
+
+
+def require_staff(actor: Actor, what: str) -> None:
+    if not actor.is_staff:
+        raise Forbidden(f"only staff may {what}", code="forbidden_role")
+
+
+def state_of(ticket: Ticket, session: WorkSession | None) -> domain.WorkState:
+    return domain.WorkState(
+        status=ticket.status, assignee_id=ticket.assignee_id,
+        session=domain.OpenSession(session.work_type, session.agent_id, session.started_at)
+        if session else None,
+        worked={"INTERNAL": ticket.worked_internal_seconds, "EXTERNAL": ticket.worked_external_seconds})
+
+
+def person_ref(person_id, name, email):
+    return None if person_id is None else {"id": person_id, "name": name, "email": email}
+
+
+def ticket_view(ticket: Ticket, open_work_type: str | None = None) -> dict:
+    label, colour = domain.STATUS_LABELS[ticket.status]
+    internal, external = ticket.worked_internal_seconds, ticket.worked_external_seconds
+    return contract.Ticket().dump({
+        "id": ticket.id, "reference": ticket.reference, "subject": ticket.subject,
+        "description": ticket.description, "priority": ticket.priority, "status": ticket.status,
+        "status_label": label, "status_colour": colour, "queue_id": ticket.queue_id,
+        "requester": person_ref(ticket.requester_id, ticket.requester_name, ticket.requester_email),
+        "assignee": person_ref(ticket.assignee_id, ticket.assignee_name, ticket.assignee_email),
+        "company": None if ticket.company_id is None else {"id": ticket.company_id,
+                                                           "name": ticket.company_name},
+        "machine_id": ticket.machine_id,
+        "worked_seconds": {"INTERNAL": internal, "EXTERNAL": external, "total": internal + external},
+        "work_in_progress": open_work_type,
+        "created_at": ticket.created_at, "updated_at": ticket.updated_at,
+        "resolved_at": ticket.resolved_at,
+    })
 
 
 class Service(ServiceBase):
     name = "tickets"
-    db = Database(metadata=storage.metadata)
+    db = Database(repository=TicketsRepository, metadata=storage.metadata)
+    accounts = RpcProxy("accounts")
+    devices = RpcProxy("devices")
+
+    # queues --------------------------------------------------------------------------
+
+    @rpc
+    def list_queues(self, actor: dict) -> dict:
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            self._default_queue(uow, actor.tenant_id)
+            uow.commit()
+            return contract.QueueList().dump({"items": uow.repo.queues(actor.tenant_id)})
+
+    @rpc
+    def create_queue(self, actor: dict, payload: dict) -> dict:
+        actor = Actor(actor)
+        require_staff(actor, "create queues")
+        data = load(contract.QueueCreate, payload)
+        name = " ".join(data["name"].split())
+        with self.db.unit_of_work() as uow:
+            if uow.repo.queue_by_name(actor.tenant_id, name.lower()) is not None:
+                raise Conflict(f"queue {name!r} exists", code="queue_exists")
+            queue = uow.repo.add(TicketQueue(tenant_id=actor.tenant_id, name=name,
+                                             name_normalized=name.lower()))
+            uow.commit()
+            return contract.Queue().dump(queue)
+
+    def _default_queue(self, uow, tenant_id) -> TicketQueue:
+        """"Chamados" exists in every tenant; created on the tenant's event or first use."""
+        queue = uow.repo.queue_by_name(tenant_id, domain.DEFAULT_QUEUE.lower())
+        if queue is None:
+            queue = uow.repo.add(TicketQueue(tenant_id=tenant_id, name=domain.DEFAULT_QUEUE,
+                                             name_normalized=domain.DEFAULT_QUEUE.lower()))
+        return queue
+
+    # tickets -------------------------------------------------------------------------
+
+    @rpc
+    def create_ticket(self, actor: dict, payload: dict) -> dict:
+        actor = Actor(actor)
+        data = load(contract.TicketCreate, payload)
+        now = utcnow()
+        with self.db.unit_of_work() as uow:
+            if data["queue_id"] is None:
+                queue = self._default_queue(uow, actor.tenant_id)
+            else:
+                queue = self._queue(uow, actor, data["queue_id"])
+            if actor.is_staff and data["requester_id"]:
+                requester = self._person(uow, actor.tenant_id, data["requester_id"])
+            else:  # a collaborator always asks for themself
+                requester = self._person(uow, actor.tenant_id, actor.user_id)
+            company_id = data["company_id"] if actor.is_staff and data["company_id"] else requester.company_id
+            company = self._company(uow, actor.tenant_id, company_id) if company_id else None
+            ticket = uow.repo.add(Ticket(
+                tenant_id=actor.tenant_id, reference=uow.repo.next_reference(actor.tenant_id),
+                subject=data["subject"].strip(), description=data["description"],
+                priority=data["priority"], status=domain.PENDING, queue_id=queue.id,
+                requester_id=requester.id, requester_name=requester.name,
+                requester_email=requester.email, company_id=company.id if company else None,
+                company_name=company.name if company else None, machine_id=data["machine_id"],
+                worked_internal_seconds=0, worked_external_seconds=0, created_at=now,
+                updated_at=now))
+            self._record(uow, ticket, actor.user_id, "CREATED", {"queue": queue.name}, now)
+            uow.emit("ticket_created", {
+                "tenant_id": ticket.tenant_id, "ticket_id": ticket.id, "reference": ticket.reference,
+                "subject": ticket.subject, "status": ticket.status, "priority": ticket.priority,
+                "queue_id": ticket.queue_id, "requester_id": ticket.requester_id,
+                "company_id": ticket.company_id, "machine_id": ticket.machine_id})
+            uow.commit()
+            return ticket_view(ticket)
+
+    @rpc
+    def get_ticket(self, actor: dict, ticket_id: str) -> dict:
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            ticket = self._ticket(uow, actor, ticket_id)
+            session = uow.repo.open_session(ticket.id)
+            return ticket_view(ticket, session.work_type if session else None)
+
+    @rpc
+    def update_ticket(self, actor: dict, ticket_id: str, payload: dict) -> dict:
+        actor = Actor(actor)
+        require_staff(actor, "edit tickets")
+        data = load(contract.TicketUpdate, payload)
+        now = utcnow()
+        with self.db.unit_of_work() as uow:
+            ticket = self._ticket(uow, actor, ticket_id, for_update=True)
+            changed = {}
+            if "queue_id" in data:
+                data["queue_id"] = self._queue(uow, actor, data["queue_id"]).id
+            if "company_id" in data:
+                company = self._company(uow, actor.tenant_id, data["company_id"]) if data["company_id"] else None
+                ticket.company_name = company.name if company else None
+            for field in ("subject", "description", "priority", "queue_id", "company_id", "machine_id"):
+                if field in data and getattr(ticket, field) != data[field]:
+                    changed[field] = str(data[field]) if field.endswith("_id") and data[field] else data[field]
+                    setattr(ticket, field, data[field])
+            if changed:
+                ticket.updated_at = now
+                self._record(uow, ticket, actor.user_id, "UPDATED", {"changed": changed}, now)
+                uow.emit("ticket_updated", {"tenant_id": ticket.tenant_id, "ticket_id": ticket.id,
+                                            "changed": sorted(changed)})
+            uow.commit()
+            return ticket_view(ticket)
+
+    @rpc
+    def list_tickets(self, actor: dict, query: dict) -> dict:
+        actor = Actor(actor)
+        filters = load(contract.TicketQuery, query)
+        after = decode_cursor(filters["cursor"], 2)
+        if after is not None:
+            try:
+                after = (datetime.fromisoformat(after[0]), uuid.UUID(after[1]))
+            except (TypeError, ValueError):
+                raise validation_failed({"cursor": ["not a cursor we issued"]}) from None
+        with self.db.unit_of_work() as uow:
+            statement = uow.repo.list_query(actor.tenant_id, filters,
+                                            only_requester=None if actor.is_staff else actor.user_id,
+                                            after=after, limit=filters["limit"] + 1)
+            rows = list(uow.session.scalars(statement))
+            page, more = rows[:filters["limit"]], len(rows) > filters["limit"]
+            cursor = encode_cursor([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else None
+            return contract.TicketList().dump({"items": [ticket_view(t) for t in page],
+                                               "next_cursor": cursor})
+
+    @rpc
+    def recent_tickets(self, actor: dict, query: dict) -> dict:
+        actor = Actor(actor)
+        data = load(contract.RecentQuery, query)
+        with self.db.unit_of_work() as uow:
+            tickets = uow.repo.recent(actor.tenant_id, data["limit"],
+                                      only_requester=None if actor.is_staff else actor.user_id)
+            return {"items": [ticket_view(t) for t in tickets]}
+
+    # the status machine --------------------------------------------------------------
+
+    @rpc
+    def assign(self, actor: dict, ticket_id: str, payload: dict) -> dict:
+        actor = Actor(actor)
+        require_staff(actor, "assign tickets")
+        data = load(contract.Assign, payload)
+
+        def decide(uow, ticket, state, now):
+            if data["assignee_id"] is not None:
+                assignee = self._person(uow, actor.tenant_id, data["assignee_id"])
+                if assignee.role not in domain.STAFF_ROLES:
+                    raise Conflict("tickets are assigned to staff", code="assignee_not_staff")
+            return domain.assign(state, data["assignee_id"])
+
+        return self._transition(actor, ticket_id, decide)
+
+    @rpc
+    def start(self, actor: dict, ticket_id: str, payload: dict) -> dict:
+        actor = Actor(actor)
+        require_staff(actor, "work on tickets")
+        data = load(contract.Start, payload)
+        return self._transition(actor, ticket_id, lambda uow, ticket, state, now: domain.start(
+            state, actor.user_id, data["work_type"], now))
+
+    @rpc
+    def pause(self, actor: dict, ticket_id: str, payload: dict) -> dict:
+        actor = Actor(actor)
+        require_staff(actor, "pause tickets")
+        data = load(contract.Pause, payload)
+        return self._transition(actor, ticket_id, lambda uow, ticket, state, now: domain.pause(
+            state, data["reason"], now))
+
+    @rpc
+    def resolve(self, actor: dict, ticket_id: str, payload: dict) -> dict:
+        actor = Actor(actor)
+        require_staff(actor, "resolve tickets")
+        data = load(contract.Resolve, payload)
+        return self._transition(actor, ticket_id, lambda uow, ticket, state, now: domain.resolve(
+            state, now, data["message"]))
+
+    @rpc
+    def reopen(self, actor: dict, ticket_id: str) -> dict:
+        actor = Actor(actor)
+        return self._transition(actor, ticket_id, lambda uow, ticket, state, now: domain.reopen(
+            state, actor.role))
+
+    def _transition(self, actor: Actor, ticket_id, decide) -> dict:
+        now = utcnow()
+        with self.db.unit_of_work() as uow:
+            ticket = self._ticket(uow, actor, ticket_id, for_update=True)
+            session = uow.repo.open_session(ticket.id)
+            outcome = decide(uow, ticket, state_of(ticket, session), now)
+            self._apply(uow, ticket, session, outcome, actor.user_id, now)
+            uow.commit()
+            return ticket_view(ticket, outcome.state.session.work_type if outcome.state.session else None)
+
+    def _apply(self, uow, ticket: Ticket, session: WorkSession | None, outcome: domain.Outcome,
+               actor_id, now: datetime) -> None:
+        """Persist what the machine decided: one place for every transition."""
+        state = outcome.state
+        if outcome.closed is not None:
+            session.ended_at, session.seconds = outcome.closed.ended_at, outcome.closed.seconds
+            session.end_reason = outcome.closed.reason
+            uow.session.flush()  # the open-session index must see it closed first
+        if outcome.opened is not None:
+            uow.repo.add(WorkSession(ticket_id=ticket.id, agent_id=outcome.opened.agent_id,
+                                     work_type=outcome.opened.work_type,
+                                     started_at=outcome.opened.started_at))
+        if outcome.assigned:
+            assignee = self._person(uow, ticket.tenant_id, state.assignee_id) if state.assignee_id else None
+            ticket.assignee_id = state.assignee_id
+            ticket.assignee_name = assignee.name if assignee else None
+            ticket.assignee_email = assignee.email if assignee else None
+            uow.emit("ticket_assigned", {"tenant_id": ticket.tenant_id, "ticket_id": ticket.id,
+                                         "assignee_id": ticket.assignee_id, "actor_id": actor_id})
+        ticket.status = state.status
+        ticket.worked_internal_seconds = state.worked["INTERNAL"]
+        ticket.worked_external_seconds = state.worked["EXTERNAL"]
+        if outcome.status_changed:
+            ticket.resolved_at = now if state.status == domain.RESOLVED else None
+            reason = next((data.get("reason") for kind, data in outcome.timeline if kind == "PAUSED"), None)
+            uow.emit("ticket_status_changed", {
+                "tenant_id": ticket.tenant_id, "ticket_id": ticket.id,
+                "from_status": outcome.previous_status, "to_status": state.status,
+                "reason": reason, "actor_id": actor_id})
+        ticket.updated_at = now
+        for kind, data in outcome.timeline:
+            self._record(uow, ticket, actor_id, kind, data, now)
+
+    def _record(self, uow, ticket: Ticket, actor_id, kind: str, data: dict, now) -> None:
+        uow.session.add(TimelineEntry(ticket_id=ticket.id, actor_id=actor_id, kind=kind,
+                                      data=orjson.dumps(data, default=str).decode(), created_at=now))
+
+    # comments and timeline -----------------------------------------------------------
+
+    @rpc
+    def add_comment(self, actor: dict, ticket_id: str, payload: dict) -> dict:
+        actor = Actor(actor)
+        data = load(contract.CommentCreate, payload)
+        now = utcnow()
+        with self.db.unit_of_work() as uow:
+            ticket = self._ticket(uow, actor, ticket_id)
+            domain.check_can_comment(state_of(ticket, None), actor.role, data["visibility"],
+                                     ticket.requester_id == actor.user_id)
+            comment = uow.repo.add(Comment(ticket_id=ticket.id, author_id=actor.user_id,
+                                           visibility=data["visibility"], body=data["body"],
+                                           created_at=now))
+            ticket.updated_at = now
+            self._record(uow, ticket, actor.user_id, "COMMENT_ADDED",
+                         {"comment_id": str(comment.id), "visibility": comment.visibility}, now)
+            uow.emit("comment_added", {"tenant_id": ticket.tenant_id, "ticket_id": ticket.id,
+                                       "comment_id": comment.id, "author_id": actor.user_id,
+                                       "visibility": comment.visibility})
+            uow.commit()
+            return self._comment_views(uow, [comment])[0]
+
+    @rpc
+    def list_comments(self, actor: dict, ticket_id: str) -> dict:
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            ticket = self._ticket(uow, actor, ticket_id)
+            comments = uow.repo.comments(ticket.id, domain.visible_comment_kinds(actor.role))
+            return {"items": self._comment_views(uow, comments)}
+
+    def _comment_views(self, uow, comments) -> list[dict]:
+        people = uow.repo.people(c.author_id for c in comments)
+        return [contract.Comment().dump({
+            "id": c.id, "ticket_id": c.ticket_id, "body": c.body, "visibility": c.visibility,
+            "created_at": c.created_at, "author": self._person_view(people, c.author_id)})
+            for c in comments]
+
+    @rpc
+    def timeline(self, actor: dict, ticket_id: str) -> dict:
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            ticket = self._ticket(uow, actor, ticket_id)
+            entries = [(e, orjson.loads(e.data)) for e in uow.repo.timeline(ticket.id)]
+            if not actor.is_staff:  # internal comments stay internal, on the timeline too
+                entries = [(e, data) for e, data in entries if data.get("visibility") != "INTERNAL"]
+            people = uow.repo.people(e.actor_id for e, _ in entries)
+            return {"items": [contract.TimelineEntry().dump({
+                "id": e.id, "kind": e.kind, "data": data, "created_at": e.created_at,
+                "actor": self._person_view(people, e.actor_id) if e.actor_id else None})
+                for e, data in entries]}
+
+    @staticmethod
+    def _person_view(people: dict, person_id) -> dict:
+        person = people.get(person_id)
+        return {"id": person_id, "name": person.name if person else None,
+                "email": person.email if person else None}
+
+    # live chat -----------------------------------------------------------------------
+
+    @rpc
+    def start_chat(self, actor: dict, ticket_id: str) -> dict:
+        actor = Actor(actor)
+        require_staff(actor, "start chats")
+        now = utcnow()
+        with self.db.unit_of_work() as uow:
+            ticket = self._ticket(uow, actor, ticket_id, for_update=True)
+            if uow.repo.open_chat(ticket.id) is not None:
+                raise Conflict("this ticket already has a chat going on", code="chat_in_progress")
+            session = uow.repo.open_session(ticket.id)
+            outcome = domain.chat_opening(state_of(ticket, session), actor.user_id, now)
+            if outcome is not None:
+                self._apply(uow, ticket, session, outcome, actor.user_id, now)
+            chat = uow.repo.add(Chat(ticket_id=ticket.id, tenant_id=ticket.tenant_id,
+                                     started_by=actor.user_id, started_at=now, last_activity_at=now))
+            self._record(uow, ticket, actor.user_id, "CHAT_STARTED", {"chat_id": str(chat.id)}, now)
+            uow.emit("chat_started", {"tenant_id": ticket.tenant_id, "ticket_id": ticket.id,
+                                      "chat_id": chat.id, "reason": None})
+            uow.commit()
+            return self._chat_view(uow, chat)
+
+    @rpc
+    def get_chat(self, actor: dict, chat_id: str) -> dict:
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            return self._chat_view(uow, self._chat(uow, actor, chat_id))
+
+    @rpc
+    def post_chat_message(self, actor: dict, chat_id: str, payload: dict) -> dict:
+        actor = Actor(actor)
+        data = load(contract.ChatMessageCreate, payload)
+        now = utcnow()
+        with self.db.unit_of_work() as uow:
+            chat = self._chat(uow, actor, chat_id)
+            if chat.ended_at is not None:
+                raise Conflict("the chat has ended", code="chat_ended")
+            uow.repo.add(ChatMessage(chat_id=chat.id, author_id=actor.user_id, body=data["body"],
+                                     created_at=now))
+            chat.last_activity_at = now
+            uow.commit()
+            return self._chat_view(uow, chat)
+
+    @rpc
+    def end_chat(self, actor: dict, chat_id: str) -> dict:
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            chat = self._chat(uow, actor, chat_id)
+            if chat.ended_at is not None:
+                raise Conflict("the chat has ended", code="chat_ended")
+            self._end_chat(uow, chat, "ENDED_BY_USER", actor.user_id, utcnow())
+            uow.commit()
+            return self._chat_view(uow, chat)
+
+    @rpc
+    def end_inactive_chats(self, now: str | None = None) -> dict:
+        """The scheduler's chat cleanup: ends chats whose device is offline > 5 min, which
+        had no message for 12 h, or whose ticket has no device; the reason goes on the
+        timeline. Nothing is written when nothing has to end."""
+        now = datetime.fromisoformat(now) if now else utcnow()
+        reasons: dict[str, int] = {}
+        with self.db.unit_of_work() as uow:
+            chats = uow.repo.open_chats()
+            tickets = {chat.id: uow.session.get(Ticket, chat.ticket_id) for chat in chats}
+            last_seen = self._machines_last_seen({t.machine_id for t in tickets.values() if t.machine_id})
+            for chat in chats:
+                machine_id = tickets[chat.id].machine_id
+                known = machine_id is not None and str(machine_id) in last_seen
+                seen = last_seen.get(str(machine_id)) if known else None
+                reason = domain.chat_end_reason(
+                    now=now, last_activity_at=chat.last_activity_at, machine_id=machine_id,
+                    machine_last_seen_at=datetime.fromisoformat(seen) if seen else None,
+                    machine_known=known)
+                if reason is not None:
+                    self._end_chat(uow, chat, reason, None, now)
+                    reasons[reason] = reasons.get(reason, 0) + 1
+            if reasons:
+                uow.commit()
+        return contract.ChatSweep().dump({"ended": sum(reasons.values()), "reasons": reasons})
+
+    def _machines_last_seen(self, machine_ids) -> dict:
+        """{machine id: ISO time or None} from devices; {} while devices cannot tell, so the
+        offline rule waits rather than ending chats on a guess."""
+        if not machine_ids:
+            return {}
+        try:
+            return deadline.call(self.devices, "devices", "machines_last_seen",
+                                 sorted(str(m) for m in machine_ids), timeout=LOOKUP_TIMEOUT_SECONDS)
+        except Exception as exc:
+            log.warning("devices could not say when machines were last seen: %s", exc)
+            return {}
+
+    def _end_chat(self, uow, chat: Chat, reason: str, actor_id, now: datetime) -> None:
+        chat.ended_at, chat.end_reason = now, reason
+        ticket = uow.session.get(Ticket, chat.ticket_id)
+        session = uow.repo.open_session(ticket.id)
+        outcome = domain.chat_closing(state_of(ticket, session), now)
+        if outcome is not None:
+            self._apply(uow, ticket, session, outcome, actor_id, now)
+        self._record(uow, ticket, actor_id, "CHAT_ENDED", {"chat_id": str(chat.id), "reason": reason}, now)
+        uow.emit("chat_ended", {"tenant_id": ticket.tenant_id, "ticket_id": ticket.id,
+                                "chat_id": chat.id, "reason": reason})
+
+    def _chat_view(self, uow, chat: Chat) -> dict:
+        messages = uow.repo.chat_messages(chat.id)
+        people = uow.repo.people(m.author_id for m in messages)
+        return contract.Chat().dump({
+            "id": chat.id, "ticket_id": chat.ticket_id, "started_by": chat.started_by,
+            "started_at": chat.started_at, "last_activity_at": chat.last_activity_at,
+            "ended_at": chat.ended_at, "end_reason": chat.end_reason,
+            "messages": [{"id": m.id, "body": m.body, "created_at": m.created_at,
+                          "author": self._person_view(people, m.author_id)} for m in messages]})
+
+    # lookups ---------------------------------------------------------------------------
+
+    def _ticket(self, uow, actor: Actor, ticket_id, for_update: bool = False) -> Ticket:
+        ticket = uow.repo.ticket(actor.tenant_id, parse_id(ticket_id, "ticket"), for_update)
+        # another tenant's ticket, or a collaborator's look at someone else's: both unknown
+        if ticket is None or not domain.check_can_see(actor.role, actor.user_id, ticket.requester_id):
+            raise NotFound("ticket not found", code="ticket_not_found")
+        return ticket
+
+    def _chat(self, uow, actor: Actor, chat_id) -> Chat:
+        chat = uow.repo.chat(actor.tenant_id, parse_id(chat_id, "chat"))
+        if chat is None:
+            raise NotFound("chat not found", code="chat_not_found")
+        self._ticket(uow, actor, chat.ticket_id)  # the chat is as visible as its ticket
+        return chat
+
+    def _queue(self, uow, actor: Actor, queue_id) -> TicketQueue:
+        queue = uow.repo.queue(actor.tenant_id, parse_id(queue_id, "queue"))
+        if queue is None:
+            raise NotFound("queue not found", code="queue_not_found")
+        return queue
+
+    def _person(self, uow, tenant_id, user_id) -> Person:
+        """From the local snapshot; from accounts when the user's event has not arrived yet."""
+        person = uow.repo.person(parse_id(user_id, "user"))
+        if person is None:
+            user = deadline.call(self.accounts, "accounts", "lookup_user", str(tenant_id),
+                                 str(user_id), timeout=LOOKUP_TIMEOUT_SECONDS)
+            person = self._upsert_person(uow, user)
+        if person.tenant_id != tenant_id or person.merged_into_id is not None:
+            raise NotFound("user not found", code="user_not_found")
+        return person
+
+    def _company(self, uow, tenant_id, company_id) -> CompanySnapshot:
+        company = uow.repo.company(parse_id(company_id, "company"))
+        if company is None:
+            found = deadline.call(self.accounts, "accounts", "lookup_company", str(tenant_id),
+                                  str(company_id), timeout=LOOKUP_TIMEOUT_SECONDS)
+            company = uow.repo.add(CompanySnapshot(id=uuid.UUID(found["id"]), tenant_id=tenant_id,
+                                                   name=found["name"]))
+        if company.tenant_id != tenant_id:
+            raise NotFound("company not found", code="company_not_found")
+        return company
+
+    @staticmethod
+    def _upsert_person(uow, user: dict) -> Person:
+        person = uow.repo.person(uuid.UUID(str(user.get("user_id") or user["id"])))
+        if person is None:
+            person = Person(id=uuid.UUID(str(user.get("user_id") or user["id"])),
+                            tenant_id=uuid.UUID(str(user["tenant_id"])))
+            uow.session.add(person)
+        person.name, person.email, person.role = user["name"], user["email"], user["role"]
+        person.company_id = uuid.UUID(str(user["company_id"])) if user.get("company_id") else None
+        person.merged_into_id = uuid.UUID(str(user["merged_into_id"])) if user.get("merged_into_id") else None
+        uow.session.flush()
+        return person
+
+    # accounts' events ----------------------------------------------------------------
+
+    @subscribe("accounts", "tenant_created")
+    def on_tenant_created(self, event: dict) -> None:
+        with self.db.unit_of_work() as uow:
+            if first_delivery(uow, storage.inbox, event, "tenant_created"):
+                self._default_queue(uow, uuid.UUID(event["tenant_id"]))
+                uow.commit()
+
+    @subscribe("accounts", "user_created")
+    def on_user_created(self, event: dict) -> None:
+        self._user_changed(event, "user_created")
+
+    @subscribe("accounts", "user_updated")
+    def on_user_updated(self, event: dict) -> None:
+        self._user_changed(event, "user_updated")
+
+    def _user_changed(self, event: dict, event_type: str) -> None:
+        with self.db.unit_of_work() as uow:
+            if first_delivery(uow, storage.inbox, event, event_type):
+                person = self._upsert_person(uow, event)
+                uow.repo.refresh_person_snapshots(person)
+                uow.commit()
+
+    @subscribe("accounts", "company_created")
+    def on_company_created(self, event: dict) -> None:
+        self._company_changed(event, "company_created")
+
+    @subscribe("accounts", "company_updated")
+    def on_company_updated(self, event: dict) -> None:
+        self._company_changed(event, "company_updated")
+
+    def _company_changed(self, event: dict, event_type: str) -> None:
+        with self.db.unit_of_work() as uow:
+            if first_delivery(uow, storage.inbox, event, event_type):
+                company = uow.repo.company(uuid.UUID(event["company_id"]))
+                if company is None:
+                    company = uow.repo.add(CompanySnapshot(id=uuid.UUID(event["company_id"]),
+                                                           tenant_id=uuid.UUID(event["tenant_id"]),
+                                                           name=event["name"]))
+                company.name = event["name"]
+                uow.repo.refresh_company_snapshots(company)
+                uow.commit()
+
+    @subscribe("accounts", "user_merged")
+    def on_user_merged(self, event: dict) -> None:
+        """Every reference to the old id now names the account it was merged into."""
+        with self.db.unit_of_work() as uow:
+            if not first_delivery(uow, storage.inbox, event, "user_merged"):
+                return
+            tenant_id = uuid.UUID(event["tenant_id"])
+            old_id, new_id = uuid.UUID(event["from_user_id"]), uuid.UUID(event["into_user_id"])
+            uow.repo.remap_user(tenant_id, old_id, new_id)
+            into = self._person(uow, tenant_id, new_id)
+            uow.repo.refresh_person_snapshots(into)
+            old = uow.repo.person(old_id)
+            if old is not None:
+                old.merged_into_id = new_id
+            uow.commit()

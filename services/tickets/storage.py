@@ -1,6 +1,325 @@
-"""tickets tables (schema `tickets`). For now only the outbox its events will go through."""
-from common.db import new_metadata
+"""Tickets tables and repository (schema `tickets`)."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, func,
+                        select, text, tuple_, update)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from common.db import UTCDateTime, escape_like, new_metadata, utcnow
+from common.messaging import inbox_table
 from common.outbox import outbox_table
 
-metadata = new_metadata()
+OPEN_ONLY = text("ended_at IS NULL")
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+metadata = Base.metadata
 outbox_table(metadata)
+inbox = inbox_table(metadata)
+
+
+class Person(Base):
+    """Snapshot of an accounts user, kept current by accounts' events."""
+
+    __tablename__ = "people"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254))
+    role: Mapped[str] = mapped_column(String(20))
+    company_id: Mapped[uuid.UUID | None]
+    merged_into_id: Mapped[uuid.UUID | None]
+
+
+class CompanySnapshot(Base):
+    __tablename__ = "companies"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class TicketQueue(Base):
+    __tablename__ = "queues"
+    __table_args__ = (Index("uq_queues_tenant_name", "tenant_id", "name_normalized", unique=True),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID]
+    name: Mapped[str] = mapped_column(String(100))
+    name_normalized: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReferenceCounter(Base):
+    """The last human reference number given in each tenant."""
+
+    __tablename__ = "reference_counters"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    last_reference: Mapped[int] = mapped_column(Integer)
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        Index("uq_tickets_tenant_reference", "tenant_id", "reference", unique=True),
+        # one index per list filter, each ending in the keyset order (created_at, id)
+        Index("ix_tickets_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_tickets_tenant_assignee_status_created", "tenant_id", "assignee_id", "status",
+              "created_at", "id"),
+        Index("ix_tickets_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+        Index("ix_tickets_tenant_requester_created", "tenant_id", "requester_id", "created_at", "id"),
+        Index("ix_tickets_tenant_company_created", "tenant_id", "company_id", "created_at", "id"),
+        Index("ix_tickets_tenant_queue_created", "tenant_id", "queue_id", "created_at", "id"),
+        Index("ix_tickets_tenant_updated", "tenant_id", "updated_at", "id"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID]
+    reference: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(String(600))
+    description: Mapped[str] = mapped_column(Text, default="")
+    priority: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(24))
+    queue_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("queues.id"))
+    requester_id: Mapped[uuid.UUID | None]
+    requester_name: Mapped[str | None] = mapped_column(String(200))
+    requester_email: Mapped[str | None] = mapped_column(String(254))
+    assignee_id: Mapped[uuid.UUID | None]
+    assignee_name: Mapped[str | None] = mapped_column(String(200))
+    assignee_email: Mapped[str | None] = mapped_column(String(254))
+    company_id: Mapped[uuid.UUID | None]
+    company_name: Mapped[str | None] = mapped_column(String(200))
+    machine_id: Mapped[uuid.UUID | None]
+    worked_internal_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+    worked_external_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WorkSession(Base):
+    __tablename__ = "work_sessions"
+    __table_args__ = (
+        # the machine allows one open session per ticket; the database says so too
+        Index("uq_work_sessions_open_per_ticket", "ticket_id", unique=True,
+              postgresql_where=OPEN_ONLY, sqlite_where=OPEN_ONLY),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"), index=True)
+    agent_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    work_type: Mapped[str] = mapped_column(String(10))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    seconds: Mapped[int | None] = mapped_column(BigInteger)
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class Comment(Base):
+    __tablename__ = "comments"
+    __table_args__ = (Index("ix_comments_ticket_created", "ticket_id", "created_at"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"))
+    author_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    visibility: Mapped[str] = mapped_column(String(10))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TimelineEntry(Base):
+    __tablename__ = "ticket_events"
+    __table_args__ = (Index("ix_ticket_events_ticket", "ticket_id", "id"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"))
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Chat(Base):
+    __tablename__ = "chats"
+    __table_args__ = (
+        Index("uq_chats_open_per_ticket", "ticket_id", unique=True,
+              postgresql_where=OPEN_ONLY, sqlite_where=OPEN_ONLY),
+        Index("ix_chats_open", "ended_at", "last_activity_at"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"))
+    tenant_id: Mapped[uuid.UUID]
+    started_by: Mapped[uuid.UUID] = mapped_column(index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class ChatMessage(Base):
+    __tablename__ = "chat_messages"
+    __table_args__ = (Index("ix_chat_messages_chat_created", "chat_id", "created_at"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    chat_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("chats.id"))
+    author_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# every column that holds a user id, for merges
+USER_REFERENCES = (
+    (Ticket, "requester_id"), (Ticket, "assignee_id"), (Comment, "author_id"),
+    (WorkSession, "agent_id"), (TimelineEntry, "actor_id"), (Chat, "started_by"),
+    (ChatMessage, "author_id"),
+)
+
+
+class TicketsRepository:
+    def __init__(self, session: Session):
+        self.session = session
+
+    def add(self, row):
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    # directory snapshots
+    def person(self, user_id) -> Person | None:
+        return self.session.get(Person, user_id)
+
+    def people(self, ids) -> dict:
+        ids = {i for i in ids if i is not None}
+        if not ids:
+            return {}
+        return {p.id: p for p in self.session.scalars(select(Person).where(Person.id.in_(ids)))}
+
+    def company(self, company_id) -> CompanySnapshot | None:
+        return self.session.get(CompanySnapshot, company_id)
+
+    def refresh_person_snapshots(self, person: Person) -> None:
+        for id_column, name_column, email_column in (
+                ("requester_id", "requester_name", "requester_email"),
+                ("assignee_id", "assignee_name", "assignee_email")):
+            self.session.execute(update(Ticket).where(getattr(Ticket, id_column) == person.id)
+                                 .values({name_column: person.name, email_column: person.email}))
+
+    def refresh_company_snapshots(self, company: CompanySnapshot) -> None:
+        self.session.execute(update(Ticket).where(Ticket.company_id == company.id)
+                             .values(company_name=company.name))
+
+    def remap_user(self, tenant_id, old_id, new_id) -> None:
+        for model, column in USER_REFERENCES:
+            statement = update(model).where(getattr(model, column) == old_id)
+            if hasattr(model, "tenant_id"):
+                statement = statement.where(model.tenant_id == tenant_id)
+            self.session.execute(statement.values({column: new_id}))
+
+    # queues
+    def queues(self, tenant_id) -> list[TicketQueue]:
+        return list(self.session.scalars(select(TicketQueue).where(TicketQueue.tenant_id == tenant_id)
+                                         .order_by(TicketQueue.name_normalized)))
+
+    def queue(self, tenant_id, queue_id) -> TicketQueue | None:
+        return self.session.scalars(select(TicketQueue).where(
+            TicketQueue.tenant_id == tenant_id, TicketQueue.id == queue_id)).first()
+
+    def queue_by_name(self, tenant_id, name_normalized: str) -> TicketQueue | None:
+        return self.session.scalars(select(TicketQueue).where(
+            TicketQueue.tenant_id == tenant_id,
+            TicketQueue.name_normalized == name_normalized)).first()
+
+    # tickets
+    def next_reference(self, tenant_id) -> int:
+        """Under a row lock on PostgreSQL: two concurrent creations never share a number."""
+        updated = self.session.execute(
+            update(ReferenceCounter).where(ReferenceCounter.tenant_id == tenant_id)
+            .values(last_reference=ReferenceCounter.last_reference + 1)
+            .returning(ReferenceCounter.last_reference)).scalar()
+        if updated is not None:
+            return updated
+        self.add(ReferenceCounter(tenant_id=tenant_id, last_reference=1))
+        return 1
+
+    def ticket(self, tenant_id, ticket_id, for_update: bool = False) -> Ticket | None:
+        query = select(Ticket).where(Ticket.tenant_id == tenant_id, Ticket.id == ticket_id)
+        if for_update:
+            query = query.with_for_update()
+        return self.session.scalars(query).first()
+
+    def open_session(self, ticket_id) -> WorkSession | None:
+        return self.session.scalars(select(WorkSession).where(
+            WorkSession.ticket_id == ticket_id, WorkSession.ended_at.is_(None))).first()
+
+    def list_query(self, tenant_id, filters: dict, only_requester=None, after=None, limit=50):
+        """Every filter in SQL, newest first, keyset after (created_at, id)."""
+        query = select(Ticket).where(Ticket.tenant_id == tenant_id)
+        if only_requester is not None:
+            query = query.where(Ticket.requester_id == only_requester)
+        if filters.get("status"):
+            query = query.where(Ticket.status == filters["status"])
+        if filters.get("queue_id"):
+            query = query.where(Ticket.queue_id == filters["queue_id"])
+        assignee = filters.get("assignee_id")
+        if assignee == "unassigned":
+            query = query.where(Ticket.assignee_id.is_(None))
+        elif assignee:
+            query = query.where(Ticket.assignee_id == uuid.UUID(assignee))
+        for key in ("company_id", "requester_id"):
+            if filters.get(key):
+                query = query.where(getattr(Ticket, key) == filters[key])
+        if filters.get("priority"):
+            query = query.where(Ticket.priority == filters["priority"])
+        if filters.get("q"):
+            query = query.where(func.lower(Ticket.subject).like(
+                f"%{escape_like(filters['q'].lower())}%", escape="\\"))
+        if filters.get("created_from"):
+            query = query.where(Ticket.created_at >= filters["created_from"])
+        if filters.get("created_to"):
+            query = query.where(Ticket.created_at < filters["created_to"])
+        if after is not None:
+            query = query.where(tuple_(Ticket.created_at, Ticket.id) < tuple_(*after))
+        return query.order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(limit)
+
+    def recent(self, tenant_id, limit: int, only_requester=None) -> list[Ticket]:
+        """Unassigned first, oldest to newest; then the rest, most recently updated first."""
+        base = select(Ticket).where(Ticket.tenant_id == tenant_id)
+        if only_requester is not None:
+            base = base.where(Ticket.requester_id == only_requester)
+        unassigned = list(self.session.scalars(base.where(Ticket.assignee_id.is_(None))
+                                               .order_by(Ticket.created_at, Ticket.id).limit(limit)))
+        rest = list(self.session.scalars(base.where(Ticket.assignee_id.is_not(None))
+                                         .order_by(Ticket.updated_at.desc(), Ticket.id.desc())
+                                         .limit(limit - len(unassigned))))
+        return unassigned + rest
+
+    def comments(self, ticket_id, visibilities) -> list[Comment]:
+        return list(self.session.scalars(select(Comment).where(
+            Comment.ticket_id == ticket_id, Comment.visibility.in_(visibilities))
+            .order_by(Comment.created_at, Comment.id)))
+
+    def timeline(self, ticket_id) -> list[TimelineEntry]:
+        return list(self.session.scalars(select(TimelineEntry).where(
+            TimelineEntry.ticket_id == ticket_id).order_by(TimelineEntry.id)))
+
+    # chats
+    def chat(self, tenant_id, chat_id) -> Chat | None:
+        return self.session.scalars(select(Chat).where(Chat.tenant_id == tenant_id,
+                                                       Chat.id == chat_id)).first()
+
+    def open_chat(self, ticket_id) -> Chat | None:
+        return self.session.scalars(select(Chat).where(Chat.ticket_id == ticket_id,
+                                                       Chat.ended_at.is_(None))).first()
+
+    def open_chats(self, limit: int = 500) -> list[Chat]:
+        return list(self.session.scalars(select(Chat).where(Chat.ended_at.is_(None))
+                                         .order_by(Chat.last_activity_at).limit(limit)))
+
+    def chat_messages(self, chat_id) -> list[ChatMessage]:
+        return list(self.session.scalars(select(ChatMessage).where(ChatMessage.chat_id == chat_id)
+                                         .order_by(ChatMessage.created_at, ChatMessage.id)))
+
+    def counts_by_status(self) -> dict:
+        return dict(self.session.execute(select(Ticket.status, func.count()).group_by(Ticket.status)).all())
+

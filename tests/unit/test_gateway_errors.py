@@ -10,12 +10,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from common.errors import (BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
                            Unauthorized, ValidationFailed)
-from services.gateway.http import (ERROR_STATUS, GatewayTimeout, ServiceUnavailable,
+from services.gateway.http import (ERROR_STATUS, ServiceTimeout, ServiceUnavailable,
                                    error_response)
 
 EXPECTED_STATUS = {
     BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
-    PayloadTooLarge: 413, ValidationFailed: 422, ServiceUnavailable: 503, GatewayTimeout: 504,
+    PayloadTooLarge: 413, ValidationFailed: 422, ServiceUnavailable: 503, ServiceTimeout: 504,
 }
 
 

@@ -1,0 +1,196 @@
+"""Contract of the tickets service (RPC `tickets`)."""
+from marshmallow import ValidationError, fields, validate
+
+from common.contracts import PageQuery, StrictSchema, trimmed
+
+STATUSES = ("PENDING", "AWAITING_ATTENDANCE", "PAUSED", "RESOLVED")
+PRIORITIES = ("LOW", "MEDIUM", "HIGH", "URGENT")
+WORK_TYPES = ("INTERNAL", "EXTERNAL")
+PAUSE_REASONS = ("NO_CONTACT", "WAITING_THIRD_PARTY", "IN_PROCEDURE")
+VISIBILITIES = ("PUBLIC", "INTERNAL")
+
+
+class AssigneeFilter(fields.String):
+    """A user id, or the word `unassigned`."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if value == "unassigned":
+            return value
+        try:
+            return str(fields.UUID()._deserialize(value, attr, data))
+        except ValidationError:
+            raise ValidationError("a user id or 'unassigned'") from None
+
+
+class QueueCreate(StrictSchema):
+    name = trimmed(100, required=True)
+
+
+class Queue(StrictSchema):
+    id = fields.UUID(required=True)
+    name = fields.String(required=True)
+    created_at = fields.AwareDateTime(required=True)
+
+
+class QueueList(StrictSchema):
+    items = fields.List(fields.Nested(Queue), required=True)
+
+
+class TicketCreate(StrictSchema):
+    subject = trimmed(600, required=True)
+    description = fields.String(load_default="", validate=validate.Length(max=50_000))
+    priority = fields.String(load_default="MEDIUM", validate=validate.OneOf(PRIORITIES))
+    queue_id = fields.UUID(load_default=None, allow_none=True)
+    company_id = fields.UUID(load_default=None, allow_none=True)
+    requester_id = fields.UUID(load_default=None, allow_none=True)
+    machine_id = fields.UUID(load_default=None, allow_none=True)
+
+
+class TicketUpdate(StrictSchema):
+    subject = trimmed(600)
+    description = fields.String(validate=validate.Length(max=50_000))
+    priority = fields.String(validate=validate.OneOf(PRIORITIES))
+    queue_id = fields.UUID()
+    company_id = fields.UUID(allow_none=True)
+    machine_id = fields.UUID(allow_none=True)
+
+
+class TicketQuery(PageQuery):
+    status = fields.String(load_default=None, validate=validate.OneOf(STATUSES))
+    queue_id = fields.UUID(load_default=None)
+    assignee_id = AssigneeFilter(load_default=None)
+    company_id = fields.UUID(load_default=None)
+    requester_id = fields.UUID(load_default=None)
+    priority = fields.String(load_default=None, validate=validate.OneOf(PRIORITIES))
+    q = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    created_from = fields.AwareDateTime(load_default=None, default_timezone=None)
+    created_to = fields.AwareDateTime(load_default=None, default_timezone=None)
+
+
+class RecentQuery(StrictSchema):
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class Person(StrictSchema):
+    id = fields.UUID(required=True)
+    name = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+
+
+class CompanyRef(StrictSchema):
+    id = fields.UUID(required=True)
+    name = fields.String(allow_none=True)
+
+
+class WorkedSeconds(StrictSchema):
+    INTERNAL = fields.Integer(required=True)
+    EXTERNAL = fields.Integer(required=True)
+    total = fields.Integer(required=True)
+
+
+class Ticket(StrictSchema):
+    id = fields.UUID(required=True)
+    reference = fields.Integer(required=True)
+    subject = fields.String(required=True)
+    description = fields.String(required=True)
+    priority = fields.String(required=True)
+    status = fields.String(required=True)
+    status_label = fields.String(required=True)
+    status_colour = fields.String(required=True)
+    queue_id = fields.UUID(required=True)
+    requester = fields.Nested(Person, allow_none=True)
+    assignee = fields.Nested(Person, allow_none=True)
+    company = fields.Nested(CompanyRef, allow_none=True)
+    machine_id = fields.UUID(allow_none=True)
+    worked_seconds = fields.Nested(WorkedSeconds, required=True)
+    work_in_progress = fields.String(allow_none=True, metadata={"description": "work type of the open session"})
+    created_at = fields.AwareDateTime(required=True)
+    updated_at = fields.AwareDateTime(required=True)
+    resolved_at = fields.AwareDateTime(allow_none=True)
+
+
+class TicketList(StrictSchema):
+    items = fields.List(fields.Nested(Ticket), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class RecentList(StrictSchema):
+    items = fields.List(fields.Nested(Ticket), required=True)
+
+
+class Assign(StrictSchema):
+    assignee_id = fields.UUID(required=True, allow_none=True)
+
+
+class Start(StrictSchema):
+    work_type = fields.String(load_default="INTERNAL", validate=validate.OneOf(WORK_TYPES))
+
+
+class Pause(StrictSchema):
+    reason = fields.String(required=True, validate=validate.OneOf(PAUSE_REASONS))
+
+
+class Resolve(StrictSchema):
+    message = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=20_000))
+
+
+class Empty(StrictSchema):
+    """A body with nothing in it (POST /reopen, /chat, /end)."""
+
+
+class CommentCreate(StrictSchema):
+    body = fields.String(required=True, validate=validate.Length(min=1, max=20_000))
+    visibility = fields.String(load_default="PUBLIC", validate=validate.OneOf(VISIBILITIES))
+
+
+class Comment(StrictSchema):
+    id = fields.UUID(required=True)
+    ticket_id = fields.UUID(required=True)
+    author = fields.Nested(Person, required=True)
+    body = fields.String(required=True)
+    visibility = fields.String(required=True)
+    created_at = fields.AwareDateTime(required=True)
+
+
+class CommentList(StrictSchema):
+    items = fields.List(fields.Nested(Comment), required=True)
+
+
+class TimelineEntry(StrictSchema):
+    id = fields.Integer(required=True)
+    kind = fields.String(required=True)
+    actor = fields.Nested(Person, allow_none=True)
+    data = fields.Dict(required=True)
+    created_at = fields.AwareDateTime(required=True)
+
+
+class Timeline(StrictSchema):
+    items = fields.List(fields.Nested(TimelineEntry), required=True)
+
+
+class ChatMessageCreate(StrictSchema):
+    body = fields.String(required=True, validate=validate.Length(min=1, max=5_000))
+
+
+class ChatMessage(StrictSchema):
+    id = fields.UUID(required=True)
+    author = fields.Nested(Person, required=True)
+    body = fields.String(required=True)
+    created_at = fields.AwareDateTime(required=True)
+
+
+class Chat(StrictSchema):
+    id = fields.UUID(required=True)
+    ticket_id = fields.UUID(required=True)
+    started_by = fields.UUID(required=True)
+    started_at = fields.AwareDateTime(required=True)
+    last_activity_at = fields.AwareDateTime(required=True)
+    ended_at = fields.AwareDateTime(allow_none=True)
+    end_reason = fields.String(allow_none=True)
+    messages = fields.List(fields.Nested(ChatMessage), required=True)
+
+
+class ChatSweep(StrictSchema):
+    ended = fields.Integer(required=True)
+    reasons = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
