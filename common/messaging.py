@@ -150,8 +150,9 @@ def first_delivery(uow, table: Table, event: dict, event_type: str) -> bool:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     statement = dialect_insert(table).values(
         event_id=uuid.UUID(str(event["event_id"])), event_type=event_type,
-        processed_at=utcnow()).on_conflict_do_nothing()
-    return uow.session.execute(statement).rowcount == 1
+        processed_at=utcnow()).on_conflict_do_nothing().returning(table.c.event_id)
+    # RETURNING, not rowcount: SQLAlchemy reports -1 for this statement on psycopg
+    return uow.session.execute(statement).first() is not None
 
 
 # --- topology --------------------------------------------------------------------------

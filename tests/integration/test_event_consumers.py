@@ -1,0 +1,82 @@
+"""Consumers on the bus: a message that cannot be handled is dead-lettered with its reason
+(never dropped, never looped); a redelivered event is handled once."""
+import time
+import uuid
+from datetime import datetime, timezone
+
+import requests
+from kombu import Connection
+from nameko.standalone.events import get_event_exchange
+from sqlalchemy import create_engine, text
+
+from common.messaging import DEAD_LETTER_QUEUE
+
+
+def publish(amqp_uri, source, event_type, payload):
+    with Connection(amqp_uri, transport_options={"confirm_publish": True}) as connection:
+        exchange = get_event_exchange(source, {})
+        connection.Producer().publish(payload, exchange=exchange, routing_key=event_type,
+                                      serializer="json", delivery_mode=2, declare=[exchange])
+
+
+def dead_letters(amqp_uri, marker, timeout=15.0):
+    """Dead-lettered messages whose body mentions `marker` (others are put back)."""
+    found = []
+    deadline = time.monotonic() + timeout
+    with Connection(amqp_uri) as connection:
+        queue = DEAD_LETTER_QUEUE(connection.channel())
+        while time.monotonic() < deadline and not found:
+            message = queue.get(no_ack=False)
+            if message is None:
+                time.sleep(0.2)
+                continue
+            body = message.body if isinstance(message.body, str) else message.body.decode()
+            if marker in body:
+                found.append(message)
+                message.ack()
+            else:
+                message.requeue()
+    return found
+
+
+def test_a_malformed_event_is_dead_lettered_with_its_reason(system):
+    marker = str(uuid.uuid4())
+    publish(system.amqp_uri, "accounts", "user_updated",
+            {"event_id": str(uuid.uuid4()), "tenant_id": str(uuid.uuid4()), "user_id": marker})
+    messages = dead_letters(system.amqp_uri, marker)
+    assert len(messages) == 1
+    headers = messages[0].headers
+    assert headers["x-original-queue"] == "evt-accounts-user_updated--tickets.on_user_updated"
+    assert "KeyError" in headers["x-dead-letter-reason"]
+    metrics = requests.get(system.metrics_url("tickets"), timeout=10).text
+    assert 'chamados_messages_dead_lettered_total{queue="evt-accounts-user_updated--tickets.on_user_updated"' in metrics
+
+
+def test_a_redelivered_event_is_handled_once(system):
+    tenant_id, event_id = uuid.uuid4(), uuid.uuid4()
+    event = {"event_id": str(event_id), "occurred_at": datetime.now(timezone.utc).isoformat(),
+             "tenant_id": str(tenant_id), "name": "Redelivered", "slug": f"r-{tenant_id.hex[:8]}"}
+    publish(system.amqp_uri, "accounts", "tenant_created", event)
+    publish(system.amqp_uri, "accounts", "tenant_created", event)
+    engine = create_engine(system.database_url)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with engine.connect() as connection:
+                queues = connection.execute(text(
+                    "SELECT count(*) FROM tickets.queues WHERE tenant_id = :t"), {"t": tenant_id}).scalar()
+                handled = connection.execute(text(
+                    "SELECT count(*) FROM tickets.inbox WHERE event_id = :e"), {"e": event_id}).scalar()
+            if queues and handled:
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)  # give the second copy every chance to be (wrongly) handled
+        with engine.connect() as connection:
+            queues = connection.execute(text(
+                "SELECT count(*) FROM tickets.queues WHERE tenant_id = :t"), {"t": tenant_id}).scalar()
+            handled = connection.execute(text(
+                "SELECT count(*) FROM tickets.inbox WHERE event_id = :e"), {"e": event_id}).scalar()
+    finally:
+        engine.dispose()
+    assert (queues, handled) == (1, 1)
+    assert not dead_letters(system.amqp_uri, str(tenant_id), timeout=1.0)
