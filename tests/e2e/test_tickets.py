@@ -536,7 +536,8 @@ def test_live_chat_opens_external_work_and_ending_pauses(tenant):
     agent_user, agent = tenant.person("agent")
     requester_user, requester = tenant.person("collaborator")
     _, stranger = tenant.person("collaborator")
-    ticket = create(requester, "Preciso de ajuda agora")
+    # with a machine: the chat sweep (NO_DEVICE) must not end this chat under our feet
+    ticket = create(requester, "Preciso de ajuda agora", machine_id=str(uuid.uuid4()))
     act(admin, ticket, "assign", assignee_id=agent_user["id"])
 
     opened = agent.post(f"/api/tickets/{ticket['id']}/chat", json={})
@@ -589,6 +590,10 @@ def test_live_chat_opens_external_work_and_ending_pauses(tenant):
     assert agent.post(f"/api/chats/{again.json()['id']}/end", json={}).status_code == 200
     assert get(agent, ticket)["status"] == "PAUSED"
 
+    act(agent, ticket, "resolve")
+    closed = error(agent.post(f"/api/tickets/{ticket['id']}/chat", json={}), 409)
+    assert (closed["code"], closed["details"]["current_status"]) == ("invalid_transition", "RESOLVED")
+
 
 def test_chat_sweep_ends_idle_and_deviceless_chats(tenant, rpc):
     admin = tenant.admin
@@ -604,7 +609,8 @@ def test_chat_sweep_ends_idle_and_deviceless_chats(tenant, rpc):
 
     now = datetime.now(timezone.utc)
     swept = rpc.tickets.end_inactive_chats(now.isoformat())
-    assert swept["reasons"].get("NO_DEVICE", 0) >= 1 and "IDLE" not in swept["reasons"]
+    assert "IDLE" not in swept["reasons"], swept
+    assert swept["ended"] == sum(swept["reasons"].values())
     gone = chat_of(agent, chats[without["id"]])
     assert gone["end_reason"] == "NO_DEVICE" and gone["ended_at"] is not None
     assert get(agent, without)["status"] == "PAUSED"
@@ -614,7 +620,7 @@ def test_chat_sweep_ends_idle_and_deviceless_chats(tenant, rpc):
     assert get(agent, with_machine)["status"] == "AWAITING_ATTENDANCE"
 
     not_yet = rpc.tickets.end_inactive_chats((now + timedelta(hours=11)).isoformat())
-    assert not_yet["ended"] == 0, not_yet
+    assert "IDLE" not in not_yet["reasons"], not_yet  # 11 h without a message is not idle yet
     assert chat_of(agent, chats[with_machine["id"]])["ended_at"] is None
 
     idle = rpc.tickets.end_inactive_chats((now + timedelta(hours=13)).isoformat())
