@@ -198,8 +198,7 @@ class Service(ServiceBase):
             rows = list(uow.session.scalars(statement))
             page, more = rows[:filters["limit"]], len(rows) > filters["limit"]
             cursor = encode_cursor([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else None
-            return contract.TicketList().dump({"items": [ticket_view(t) for t in page],
-                                               "next_cursor": cursor})
+            return {"items": [ticket_view(t) for t in page], "next_cursor": cursor}
 
     @rpc
     def recent_tickets(self, actor: dict, query: dict) -> dict:

@@ -72,6 +72,13 @@ def test_up_runs_everything_on_sqlite_and_ctrl_c_stops_it(vhost, tmp_path):
         people = admin.get("/api/admin/users", params={"type": "people"}).json()["items"]
         assert {u["email"] for u in people} == {"boss@example.com", "b@example.com"}
         assert requests.get(f"http://127.0.0.1:{base}/metrics", timeout=10).status_code == 200
+
+        ticket = admin.post("/api/tickets", json={"subject": "Impressora parada"})
+        assert ticket.status_code == 201, ticket.text
+        started = admin.post(f"/api/tickets/{ticket.json()['id']}/start", json={"work_type": "INTERNAL"})
+        assert started.status_code == 200 and started.json()["status"] == "AWAITING_ATTENDANCE"
+        page = admin.get("/api/tickets", params={"status": "AWAITING_ATTENDANCE", "limit": 1}).json()
+        assert [t["id"] for t in page["items"]] == [ticket.json()["id"]]
     finally:
         process.send_signal(signal.SIGINT)
         try:

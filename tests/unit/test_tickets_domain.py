@@ -667,8 +667,11 @@ def test_random_action_sequences_keep_the_machine_consistent(initial, steps):
         except REFUSALS as err:
             assert allowed, f"{action} refused in {s.status}: {err}"
             assert isinstance(err, allowed), f"{action} in {s.status}: {err!r}"
-            if isinstance(err, Conflict) and err.code == "invalid_transition":
+            if isinstance(err, Conflict):
+                assert err.code in ("invalid_transition", "ticket_in_progress")
                 assert err.details["current_status"] == s.status
+            if isinstance(err, Forbidden):
+                assert err.code == "forbidden_role"
             assert s == snapshot, "a refused action changed the state"
             check_invariants(s, closed_totals)
             continue
@@ -698,8 +701,11 @@ def test_random_action_sequences_keep_the_machine_consistent(initial, steps):
         elif s.session is not None:
             assert out.state.session == s.session, "an open session vanished without closing"
         if out.opened is not None:
+            assert action[0] in ("start", "chat_opening")
             assert out.state.session == out.opened
             assert out.opened.started_at == now
+            assert out.opened.agent_id == action[1]  # the session is the acting agent's
+            assert out.opened.work_type == (action[2] if action[0] == "start" else "EXTERNAL")
         # the assignee only changes through assign or the automatic assignment on start
         if action[0] == "assign":
             assert out.state.assignee_id == action[1]
