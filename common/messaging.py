@@ -95,6 +95,7 @@ def dead_letter(amqp_uri: str, service: str, queue_name: str, message, reason: s
 
 class ReliableEventHandler(EventHandler):
     def __init__(self, source_service, event_type, **kwargs):
+        kwargs.setdefault("expected_exceptions", DomainError)
         super().__init__(source_service, event_type, reliable_delivery=True, **kwargs)
 
     def handle_message_processed(self, message, result=None, exc_info=None):

@@ -1,8 +1,15 @@
 """What every back-end service exposes besides its own work: `ping`, /metrics, /healthz."""
-from nameko.rpc import rpc
+from nameko.rpc import rpc as nameko_rpc
 from nameko.web.handlers import http
 
+from common.errors import DomainError
 from common.metrics import EntrypointMetrics, metrics_response
+
+
+def rpc(method):
+    """nameko's @rpc with domain errors expected: a 404 or a 409 is an answer to the
+    caller, not a failure to log with a traceback."""
+    return nameko_rpc(expected_exceptions=DomainError)(method)
 
 
 class ServiceBase:

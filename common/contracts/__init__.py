@@ -14,8 +14,16 @@ class StrictSchema(Schema):
         unknown = "raise"
 
 
+class Trimmed(fields.String):
+    """Text stripped of surrounding whitespace before its length is checked, so a name of
+    only spaces is empty, not valid."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).strip()
+
+
 def trimmed(max_length: int, min_length: int = 1, **kwargs):
-    return fields.String(validate=validate.Length(min=min_length, max=max_length), **kwargs)
+    return Trimmed(validate=validate.Length(min=min_length, max=max_length), **kwargs)
 
 
 class PageQuery(StrictSchema):
@@ -31,10 +39,29 @@ def load(schema: type[Schema], data, partial=False):
 
     if data is None:
         data = {}
+    with_nul = sorted(paths_with_nul(data))
+    if with_nul:  # PostgreSQL text cannot hold NUL; no name or message needs one
+        raise validation_failed({path: ["must not contain NUL (\\u0000) characters"]
+                                 for path in with_nul})
     try:
         return schema().load(data, partial=partial)
     except ValidationError as exc:
         raise validation_failed(exc.messages) from None
+
+
+def paths_with_nul(value, path: str = ""):
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path or "_schema"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            key_path = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                yield key_path
+            yield from paths_with_nul(item, key_path)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from paths_with_nul(item, f"{path}.{index}" if path else str(index))
 
 
 def parse_id(value, what: str):

@@ -8,15 +8,14 @@ from datetime import timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from eventlet import tpool
-from nameko.rpc import rpc
 from sqlalchemy.exc import IntegrityError
 
 from common.contracts import accounts as contract
 from common.contracts import load, parse_id
 from common.db import Database, utcnow
 from common.errors import Conflict, NotFound, Unauthorized, ValidationFailed
-from common.pagination import decode_cursor, encode_cursor
-from common.service_base import ServiceBase
+from common.pagination import decode_cursor, encode_cursor, text_value, uuid_value
+from common.service_base import ServiceBase, rpc
 from services.accounts import domain, storage
 from services.accounts.storage import AccountsRepository, ApiSession, Company, Tenant, User
 
@@ -238,7 +237,7 @@ class Service(ServiceBase):
     def list_users(self, actor: dict, query: dict) -> dict:
         actor = domain.Actor.from_dict(actor)
         data = load(contract.UserQuery, query)
-        after = decode_cursor(data["cursor"], 2)
+        after = decode_cursor(data["cursor"], text_value, uuid_value)
         with self.db.unit_of_work() as uow:
             users = uow.repo.users(actor.tenant_id, domain.USER_TYPES[data["type"]], data["q"],
                                    data["company_id"], data["limit"] + 1, after)

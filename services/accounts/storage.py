@@ -142,7 +142,7 @@ class AccountsRepository:
         if after:
             email, user_id = after
             query = query.where(or_(User.email_normalized > email,
-                                    (User.email_normalized == email) & (User.id > uuid.UUID(user_id))))
+                                    (User.email_normalized == email) & (User.id > user_id)))
         return list(self.session.scalars(query.order_by(User.email_normalized, User.id).limit(limit)))
 
     def count_admins(self, tenant_id) -> int:

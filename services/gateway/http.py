@@ -147,9 +147,22 @@ def route(method, path, *, summary, tag, roles=ANY_PERSON, body=None, query=None
     return decorate
 
 
+def read_body(request: Request, max_bytes: int) -> bytes:
+    """At most `max_bytes`, with or without Content-Length. werkzeug reads a chunked body
+    as empty under eventlet (no `wsgi.input_terminated`), so read eventlet's stream, which
+    decodes chunks and stops at Content-Length."""
+    too_large = PayloadTooLarge(f"the body is larger than {max_bytes} bytes",
+                                details={"max_bytes": max_bytes})
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    raw = request.environ["wsgi.input"].read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise too_large
+    return raw
+
+
 def parse_json_body(request: Request, schema, max_bytes: int):
-    request.max_content_length = max_bytes
-    raw = request.get_data(cache=True)
+    raw = read_body(request, max_bytes)
     if not raw.strip():
         data = {}
     else:

@@ -7,16 +7,16 @@ import uuid
 from datetime import datetime
 
 import orjson
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import RpcProxy
 
 from common import rpc as deadline
 from common.contracts import load, parse_id
 from common.contracts import tickets as contract
 from common.db import Database, utcnow
-from common.errors import Conflict, Forbidden, NotFound, validation_failed
+from common.errors import Conflict, Forbidden, NotFound
 from common.messaging import first_delivery, subscribe
-from common.pagination import decode_cursor, encode_cursor
-from common.service_base import ServiceBase
+from common.pagination import datetime_value, decode_cursor, encode_cursor, uuid_value
+from common.service_base import ServiceBase, rpc
 from services.tickets import domain, storage
 from services.tickets.storage import (Chat, ChatMessage, Comment, CompanySnapshot, Person,
                                       Ticket, TicketQueue, TicketsRepository, TimelineEntry,
@@ -185,12 +185,7 @@ class Service(ServiceBase):
     def list_tickets(self, actor: dict, query: dict) -> dict:
         actor = Actor(actor)
         filters = load(contract.TicketQuery, query)
-        after = decode_cursor(filters["cursor"], 2)
-        if after is not None:
-            try:
-                after = (datetime.fromisoformat(after[0]), uuid.UUID(after[1]))
-            except (TypeError, ValueError):
-                raise validation_failed({"cursor": ["not a cursor we issued"]}) from None
+        after = decode_cursor(filters["cursor"], datetime_value, uuid_value)
         with self.db.unit_of_work() as uow:
             statement = uow.repo.list_query(actor.tenant_id, filters,
                                             only_requester=None if actor.is_staff else actor.user_id,

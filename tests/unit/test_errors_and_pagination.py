@@ -11,7 +11,12 @@ from nameko.exceptions import RemoteError, deserialize, serialize
 from common.contracts import PageQuery, StrictSchema, load, parse_id
 from common.errors import (BadRequest, Conflict, DomainError, Forbidden, NotFound,
                            PayloadTooLarge, Unauthorized, ValidationFailed, validation_failed)
-from common.pagination import decode_cursor, encode_cursor
+from common.pagination import (datetime_value, decode_cursor, encode_cursor, text_value,
+                               uuid_value)
+
+
+def keep(value):
+    return value
 
 ERROR_CLASSES = {
     DomainError: "domain_error",
@@ -121,24 +126,24 @@ def test_cursor_round_trip(values):
     cursor = encode_cursor(values)
     assert isinstance(cursor, str)
     assert "=" not in cursor and "+" not in cursor and "/" not in cursor
-    assert decode_cursor(cursor, len(values)) == values
+    assert decode_cursor(cursor, *[keep] * len(values)) == values
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.one_of(st.integers(-2**53, 2**53), st.text(), st.booleans(), st.none()),
                 max_size=6))
 def test_cursor_round_trip_property(values):
-    assert decode_cursor(encode_cursor(values), len(values)) == values
+    assert decode_cursor(encode_cursor(values), *[keep] * len(values)) == values
 
 
 @pytest.mark.parametrize("cursor", [None, ""])
 def test_no_cursor_is_none(cursor):
-    assert decode_cursor(cursor, 2) is None
+    assert decode_cursor(cursor, keep, keep) is None
 
 
-def _bad(cursor, arity=2):
+def _bad(cursor, arity=2, parsers=None):
     with pytest.raises(ValidationFailed) as caught:
-        decode_cursor(cursor, arity)
+        decode_cursor(cursor, *(parsers or [keep] * arity))
     assert caught.value.code == "validation_failed"
     assert "cursor" in caught.value.details["fields"]
 
@@ -168,10 +173,25 @@ def test_non_list_cursor(value):
 @given(st.text(max_size=40))
 def test_any_text_decodes_or_fails_as_validation(cursor):
     try:
-        result = decode_cursor(cursor, 2)
+        result = decode_cursor(cursor, keep, keep)
     except ValidationFailed:
         return
     assert result is None or (isinstance(result, list) and len(result) == 2)
+
+
+@pytest.mark.parametrize("values", [
+    [None, None], [1, 2], ["a@example.com", "not-a-uuid"], [["nested"], {"a": 1}],
+    ["a\x00b", str(uuid.uuid4())],
+])
+def test_forged_cursor_values_are_refused_by_their_parsers(values):
+    _bad(encode_cursor(values), parsers=[text_value, uuid_value])
+
+
+def test_typed_cursor_values_come_back_parsed():
+    when, ident = "2024-05-01T12:00:00+00:00", uuid.uuid4()
+    parsed = decode_cursor(encode_cursor([when, str(ident)]), datetime_value, uuid_value)
+    assert parsed[1] == ident and parsed[0].isoformat() == when
+    _bad(encode_cursor(["2024-05-01T12:00:00", str(ident)]), parsers=[datetime_value, uuid_value])
 
 
 # --- contracts: load and parse_id ---------------------------------------------------------

@@ -695,6 +695,10 @@ def test_random_action_sequences_keep_the_machine_consistent(initial, steps):
             assert (c.work_type, c.agent_id, c.started_at) == (
                 s.session.work_type, s.session.agent_id, s.session.started_at)
             assert c.ended_at == now
+            expected_reason = {"resolve": "RESOLVED", "chat_closing": "END_LIVE_CHAT",
+                               "lunch_pause": "LUNCH_BREAK"}
+            assert c.reason == (action[1] if action[0] == "pause"
+                                else expected_reason[action[0]])
             assert c.seconds == int((now - c.started_at).total_seconds())
             assert c.seconds >= 0
             closed_totals[c.work_type] += c.seconds
