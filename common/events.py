@@ -88,6 +88,18 @@ class ChatChanged(EventSchema):
     reason = fields.String(allow_none=True, required=True)
 
 
+class MachineRegistered(EventSchema):
+    machine_id = fields.UUID(required=True)
+    company_id = fields.UUID(required=True)
+    hostname = fields.String(required=True)
+    reused = fields.Boolean(required=True)
+
+
+class MachineStatusChanged(EventSchema):
+    machine_id = fields.UUID(required=True)
+    company_id = fields.UUID(required=True)
+
+
 # source service -> event type -> payload schema
 CONTRACTS: dict[str, dict[str, type[Schema]]] = {
     "accounts": {
@@ -107,7 +119,11 @@ CONTRACTS: dict[str, dict[str, type[Schema]]] = {
         "chat_started": ChatChanged,
         "chat_ended": ChatChanged,
     },
-    "devices": {},
+    "devices": {
+        "machine_registered": MachineRegistered,
+        "machine_online": MachineStatusChanged,
+        "machine_offline": MachineStatusChanged,
+    },
 }
 
 
@@ -144,4 +160,6 @@ SUBSCRIPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("tickets", "accounts", "user_created", "on_user_created"),
     ("tickets", "accounts", "user_updated", "on_user_updated"),
     ("tickets", "accounts", "user_merged", "on_user_merged"),
+    ("devices", "accounts", "user_updated", "on_user_updated"),
+    ("devices", "accounts", "user_merged", "on_user_merged"),
 )

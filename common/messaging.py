@@ -17,16 +17,24 @@ nobody has bound a queue for is dropped, pitfall 9); `chamados migrate` calls it
 from __future__ import annotations
 
 import logging
+import socket
+import time
 import traceback
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import eventlet
+from eventlet.event import Event
 from kombu import Connection, Exchange, Queue
+from kombu import Consumer as KombuConsumer
 from nameko.events import EventHandler
+from nameko.extensions import Entrypoint
 from nameko.standalone.events import get_event_exchange
 from prometheus_client import Counter
 from sqlalchemy import Column, String, Table, Uuid
 
+from common.contracts import devices as device_contract
 from common.db import UTCDateTime, utcnow
 from common.errors import DomainError
 from common.events import SUBSCRIPTIONS
@@ -38,6 +46,10 @@ ATTEMPTS_HEADER = "x-chamados-attempts"
 DEAD_LETTER_EXCHANGE = Exchange("chamados.dead-letter", type="topic", durable=True)
 DEAD_LETTER_QUEUE = Queue("chamados.dead-letter", DEAD_LETTER_EXCHANGE, routing_key="#",
                           durable=True)
+
+HEARTBEAT_EXCHANGE = Exchange(device_contract.HEARTBEAT_EXCHANGE, type="direct", durable=True)
+HEARTBEAT_QUEUE = Queue(device_contract.HEARTBEAT_QUEUE, HEARTBEAT_EXCHANGE,
+                        routing_key=device_contract.HEARTBEAT_ROUTING_KEY, durable=True)
 
 DEAD_LETTERED = Counter("chamados_messages_dead_lettered_total",
                         "Messages moved to the dead-letter queue, by queue and reason",
@@ -164,8 +176,9 @@ def declare_bus(amqp_uri: str) -> list[str]:
     declared = []
     with Connection(amqp_uri) as connection:
         channel = connection.channel()
-        DEAD_LETTER_QUEUE(channel).declare()
-        declared.append(DEAD_LETTER_QUEUE.name)
+        for queue in (DEAD_LETTER_QUEUE, HEARTBEAT_QUEUE):
+            queue(channel).declare()
+            declared.append(queue.name)
         for consumer, source, event_type, method in SUBSCRIPTIONS:
             name = subscription_queue_name(consumer, source, event_type, method)
             queue = Queue(name, exchange=get_event_exchange(source, {}), routing_key=event_type,
@@ -175,3 +188,164 @@ def declare_bus(amqp_uri: str) -> list[str]:
             declared.append(name)
     return declared
 
+
+
+# --- batched consumption ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message of a batch, as the handler sees it."""
+
+    index: int
+    body: bytes
+    headers: dict
+    message_id: str | None
+    reply_to: str | None
+    correlation_id: str | None
+
+
+@dataclass
+class Verdict:
+    """What the handler says of one delivery: dead-letter it (with the reason), and/or
+    answer its `reply_to` after the batch committed."""
+
+    dead_letter: str | None = None
+    reply: dict | None = None
+
+
+class BatchConsumer(Entrypoint):
+    """Consumes a durable queue in batches: up to `batch_size` messages (the prefetch) or
+    whatever arrived within `max_wait` seconds go to ONE worker call, which commits one
+    transaction and returns a {index: Verdict}; then the dead letters are published (with
+    confirms), the replies sent, and the whole batch acked (ENGINEERING.md pitfalls 5-7, 15).
+
+    A batch whose handler raises is retried one message at a time, so a poison message
+    cannot hold the others back; a message that fails alone is dead-lettered with the
+    exception. When the database itself is unreachable nothing is dead-lettered: the batch
+    goes back to the queue and the consumer backs off."""
+
+    def __init__(self, exchange: Exchange, queue: Queue, batch_size: int = 500,
+                 max_wait: float = 0.2, transient=(), **kwargs):
+        self.exchange, self.queue = exchange, queue
+        self.batch_size, self.max_wait = batch_size, max_wait
+        self.transient = tuple(transient)
+        self._running = False
+        self._thread = None
+        super().__init__(**kwargs)
+
+    def start(self):
+        self._running = True
+        self._thread = self.container.spawn_managed_thread(self._consume)
+
+    def stop(self):
+        self._running = False
+        if self._thread is not None:
+            self._thread.wait()
+
+    def kill(self):
+        self._running = False
+        if self._thread is not None:
+            self._thread.kill()
+
+    # the loop ---------------------------------------------------------------------------
+
+    def _consume(self):
+        delay = 0.5
+        while self._running:
+            try:
+                with Connection(self.container.config["AMQP_URI"], heartbeat=0) as connection:
+                    self._drain(connection)
+                delay = 0.5
+            except Exception as exc:  # broker gone: reconnect with backoff; unacked come back
+                if not self._running:
+                    return
+                log.warning("%s consumer lost its connection: %s; reconnecting in %.1fs",
+                            self.queue.name, exc, delay)
+                eventlet.sleep(delay)
+                delay = min(delay * 2, 15)
+
+    def _drain(self, connection):
+        channel = connection.channel()
+        self.exchange(channel).declare()
+        self.queue(channel).declare()
+        channel.basic_qos(0, self.batch_size, False)
+        pending = []
+        consumer = KombuConsumer(channel, [self.queue], on_message=pending.append, no_ack=False)
+        with consumer:
+            while self._running:
+                started = time.monotonic()
+                while self._running and len(pending) < self.batch_size:
+                    left = self.max_wait - (time.monotonic() - started)
+                    if pending and left <= 0:
+                        break
+                    try:
+                        connection.drain_events(timeout=left if pending else 1.0)
+                    except socket.timeout:
+                        if pending:
+                            break
+                if pending:
+                    batch, pending[:] = list(pending), []
+                    self._process(connection, batch)
+
+    def _process(self, connection, messages):
+        deliveries = [Delivery(index, message.body if isinstance(message.body, bytes)
+                               else str(message.body).encode(), dict(message.headers or {}),
+                               message.properties.get("message_id"),
+                               message.properties.get("reply_to"),
+                               message.properties.get("correlation_id"))
+                      for index, message in enumerate(messages)]
+        try:
+            verdicts = self._run_worker(deliveries)
+        except self.transient as exc:
+            self._give_back(messages, exc)
+            return
+        except Exception as exc:
+            if len(deliveries) == 1:
+                verdicts = {0: Verdict(dead_letter=f"handler failed: {exc.__class__.__name__}: {exc}")}
+            else:
+                log.warning("a batch of %d failed (%s); retrying one by one", len(deliveries), exc)
+                for message in messages:
+                    self._process(connection, [message])
+                return
+        self._settle(connection, messages, deliveries, verdicts)
+
+    def _run_worker(self, deliveries):
+        done = Event()
+        self.container.spawn_worker(
+            self, (deliveries,), {},
+            handle_result=lambda worker_ctx, result, exc_info: (done.send((result, exc_info)),
+                                                                (result, exc_info))[1])
+        result, exc_info = done.wait()
+        if exc_info is not None:
+            raise exc_info[1]
+        return result or {}
+
+    def _settle(self, connection, messages, deliveries, verdicts):
+        amqp_uri = self.container.config["AMQP_URI"]
+        service = self.container.service_name
+        for index, verdict in verdicts.items():
+            if verdict.dead_letter:
+                dead_letter(amqp_uri, service, self.queue.name, messages[index],
+                            verdict.dead_letter, 1)
+        replies = [(deliveries[i], v.reply) for i, v in verdicts.items() if v.reply and deliveries[i].reply_to]
+        if replies:
+            producer = connection.Producer()
+            for delivery, reply in replies:
+                try:
+                    producer.publish(reply, exchange="", routing_key=delivery.reply_to,
+                                     correlation_id=delivery.correlation_id or delivery.message_id,
+                                     serializer="json")
+                except Exception as exc:  # a reply is advice; the heartbeat itself is stored
+                    log.warning("could not reply to %s: %s", delivery.reply_to, exc)
+        for message in messages:
+            message.ack()
+
+    def _give_back(self, messages, exc):
+        log.warning("%s: storage unavailable (%s); %d messages back to the queue",
+                    self.queue.name, exc, len(messages))
+        for message in messages:
+            message.requeue()
+        eventlet.sleep(1.0)
+
+
+batch_consumer = BatchConsumer.decorator

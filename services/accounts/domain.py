@@ -1,7 +1,6 @@
 """Accounts rules, as plain Python: no nameko, SQLAlchemy, kombu or werkzeug here."""
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import uuid
@@ -46,16 +45,6 @@ def check_password(password: str) -> None:
 def new_provisioning_code() -> str:
     """What an installer types into the agent to enrol a machine in a company."""
     return secrets.token_hex(16)
-
-
-def new_secret_token() -> tuple[str, str]:
-    """An opaque bearer token and the only form of it we keep: its SHA-256."""
-    token = secrets.token_urlsafe(32)
-    return token, hash_token(token)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

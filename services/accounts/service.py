@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import uuid
 from datetime import timedelta
 
 from argon2 import PasswordHasher
@@ -16,6 +17,7 @@ from common.db import Database, utcnow
 from common.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from common.pagination import decode_cursor, encode_cursor, text_value, uuid_value
 from common.service_base import ServiceBase, rpc
+from common.tokens import hash_token, new_secret_token
 from services.accounts import domain, storage
 from services.accounts.storage import AccountsRepository, ApiSession, Company, Tenant, User
 
@@ -124,7 +126,7 @@ class Service(ServiceBase):
                     password_matches(DUMMY_HASH, data["password"])
                 raise Unauthorized("wrong email or password", code="invalid_credentials")
             now = utcnow()
-            token, token_hash = domain.new_secret_token()
+            token, token_hash = new_secret_token()
             session = uow.repo.add(ApiSession(
                 user_id=user.id, token_hash=token_hash, created_at=now,
                 expires_at=now + timedelta(hours=self.db.settings.session_ttl_hours)))
@@ -139,7 +141,7 @@ class Service(ServiceBase):
         if not isinstance(token, str) or not 0 < len(token) <= 256:
             raise Unauthorized("invalid or expired token", code="invalid_token")
         with self.db.unit_of_work() as uow:
-            session = uow.repo.session_by_token_hash(domain.hash_token(token))
+            session = uow.repo.session_by_token_hash(hash_token(token))
             if session is None or session.revoked_at is not None or session.expires_at <= utcnow():
                 raise Unauthorized("invalid or expired token", code="invalid_token")
             user = uow.session.get(User, session.user_id)
@@ -151,7 +153,7 @@ class Service(ServiceBase):
     @rpc
     def sign_out(self, token: str) -> None:
         with self.db.unit_of_work() as uow:
-            session = uow.repo.session_by_token_hash(domain.hash_token(token))
+            session = uow.repo.session_by_token_hash(hash_token(token))
             if session is not None and session.revoked_at is None:
                 session.revoked_at = utcnow()
                 uow.commit()
@@ -328,6 +330,56 @@ class Service(ServiceBase):
     def lookup_company(self, tenant_id: str, company_id: str) -> dict:
         with self.db.unit_of_work() as uow:
             return contract.Company().dump(self._company(uow, parse_id(tenant_id, "tenant"), company_id))
+
+    # for the devices service ------------------------------------------------------------
+
+    @rpc
+    def resolve_provisioning_code(self, code: str) -> dict:
+        """The company a provisioning code enrols machines into; a wrong or rotated code is
+        `invalid_provisioning_code` (401 at the gateway)."""
+        with self.db.unit_of_work() as uow:
+            company = uow.repo.company_by_code(code) if isinstance(code, str) and code else None
+            if company is None:
+                raise Unauthorized("unknown or rotated provisioning code",
+                                   code="invalid_provisioning_code")
+            return {"tenant_id": str(company.tenant_id), "company_id": str(company.id),
+                    "company_name": company.name}
+
+    @rpc
+    def ensure_person(self, tenant_id: str, email: str, name: str | None, role: str,
+                      company_id: str | None) -> dict:
+        """The person with this email, created (without a password) when absent: how a
+        machine's collaborator or a linked user comes to exist."""
+        if role not in ("collaborator", "manager"):
+            raise ValidationFailed("persona must be collaborator or manager",
+                                   details={"fields": {"persona": ["collaborator", "manager"]}})
+        data = load(contract.UserCreate, {"email": email, "name": name or email.split("@")[0],
+                                          "role": role, "company_id": company_id})
+        tenant = parse_id(tenant_id, "tenant")
+        with self.db.unit_of_work() as uow:
+            existing = uow.repo.user_by_email(tenant, domain.normalize_email(data["email"]))
+            if existing is not None:
+                return contract.User().dump(existing)
+            user = uow.repo.add(User(tenant_id=tenant, email=data["email"].strip(),
+                                     email_normalized=domain.normalize_email(data["email"]),
+                                     name=data["name"], role=role, company_id=data["company_id"]))
+            uow.emit("user_created", user_event(user))
+            commit_unique(uow, Conflict("email is already a user", code="email_taken"))
+            return contract.User().dump(user)
+
+    @rpc
+    def create_machine_user(self, tenant_id: str, company_id: str, hostname: str) -> dict:
+        """Each machine has a user of role `machine` (its identity in tickets and audits)."""
+        tenant = parse_id(tenant_id, "tenant")
+        with self.db.unit_of_work() as uow:
+            company = self._company(uow, tenant, company_id)
+            local = uuid.uuid4().hex[:12]
+            user = uow.repo.add(User(tenant_id=tenant, email=f"machine-{local}@machines.invalid",
+                                     email_normalized=f"machine-{local}@machines.invalid",
+                                     name=hostname[:200], role="machine", company_id=company.id))
+            uow.emit("user_created", user_event(user))
+            uow.commit()
+            return contract.User().dump(user)
 
     def _user(self, uow, tenant_id, user_id) -> User:
         user = uow.repo.user(tenant_id, parse_id(user_id, "user"))

@@ -104,6 +104,9 @@ class AccountsRepository:
         return self.session.scalars(select(Company).where(
             Company.tenant_id == tenant_id, Company.apelido == apelido)).first()
 
+    def company_by_code(self, code: str) -> Company | None:
+        return self.session.scalars(select(Company).where(Company.provisioning_code == code)).first()
+
     def companies(self, tenant_id, q: str | None) -> list[Company]:
         query = select(Company).where(Company.tenant_id == tenant_id)
         if q:

@@ -1,10 +1,520 @@
-"""devices: for now a running service with `ping`, /metrics and its (empty) schema; the
-devices issue fills it."""
-from common.db import Database
-from common.service_base import ServiceBase
-from services.devices import storage
+"""devices: registration and machine tokens, the batched heartbeat consumer with
+change-only inventory, status, posture alerts, USB policies, links."""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+import orjson
+from marshmallow import ValidationError
+from nameko.rpc import RpcProxy
+from prometheus_client import Counter
+from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from common import rpc as deadline
+from common.contracts import devices as contract
+from common.contracts import load, parse_id, paths_with_nul
+from common.db import Database, utcnow
+from common.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from common.inventory import canonical_bytes, diff, inventory_hash
+from common.messaging import (HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, Verdict, batch_consumer,
+                              first_delivery, subscribe)
+from common.pagination import decode_cursor, encode_cursor, text_value, uuid_value
+from common.service_base import ServiceBase, rpc
+from common.tokens import hash_token, new_secret_token
+from services.devices import domain, storage
+from services.devices.storage import (Alert, DevicesRepository, HeartbeatState, Inventory,
+                                      InventoryChange, Machine, MachineLink, MachineToken,
+                                      MetricsHourly, UsbPolicy)
+
+log = logging.getLogger(__name__)
+ACCOUNTS_TIMEOUT_SECONDS = 10.0
+TOKEN_TTL = timedelta(days=30)
+USB_POLICY_TTL = timedelta(minutes=60)
+THRESHOLDS = domain.StatusThresholds()
+
+HEARTBEATS = Counter("chamados_heartbeats_total", "Heartbeats by outcome",
+                     ["outcome"])  # accepted | duplicate | dead_lettered
+INVENTORY_VERSIONS = Counter("chamados_inventory_versions_total",
+                             "Full inventories received: a new version written, or skipped as unchanged",
+                             ["result"])
+
+
+class Actor:
+    def __init__(self, data: dict):
+        self.user_id = uuid.UUID(str(data["user_id"]))
+        self.tenant_id = uuid.UUID(str(data["tenant_id"]))
+        self.role = data["role"]
+
+
+def user_ref(user_id, email, name):
+    return None if user_id is None else {"id": user_id, "email": email, "name": name}
+
+
+def parse_heartbeat(delivery) -> tuple[dict | None, str | None, str | None]:
+    """(heartbeat, token hash, None) or (None, None, reason to dead-letter it)."""
+    if len(delivery.body) > contract.HEARTBEAT_MAX_BYTES:
+        return None, None, f"too_large: {len(delivery.body)} bytes (max {contract.HEARTBEAT_MAX_BYTES})"
+    try:
+        body = orjson.loads(delivery.body)
+    except orjson.JSONDecodeError as exc:
+        return None, None, f"malformed_json: {exc}"
+    if not isinstance(body, dict):
+        return None, None, "malformed_json: not an object"
+    token = delivery.headers.get("authorization")
+    if isinstance(token, bytes):
+        token = token.decode(errors="replace")
+    if not isinstance(token, str) or not token.strip():
+        return None, None, "unauthenticated: no machine token in the authorization header"
+    token = token.strip()
+    if token.lower().startswith("bearer "):
+        token = token[7:].strip()
+    if list(paths_with_nul(body)):
+        return None, None, "invalid: NUL character in the body"
+    try:
+        heartbeat = contract.Heartbeat().load(body)
+    except ValidationError as exc:
+        return None, None, f"invalid: {orjson.dumps(exc.messages).decode()[:500]}"
+    return heartbeat, hash_token(token), None
 
 
 class Service(ServiceBase):
     name = "devices"
-    db = Database(metadata=storage.metadata)
+    db = Database(repository=DevicesRepository, metadata=storage.metadata)
+    accounts = RpcProxy("accounts")
+
+    def _accounts(self, method: str, *args):
+        return deadline.call(self.accounts, "accounts", method, *args, timeout=ACCOUNTS_TIMEOUT_SECONDS)
+
+    # registration and tokens --------------------------------------------------------------
+
+    @rpc
+    def register(self, payload: dict) -> dict:
+        """Enrol a machine with its company's provisioning code; the same hardware in the
+        same company (a serial or physical MAC in common) gets its old record back."""
+        data = load(contract.Registration, payload)
+        found = domain.identifiers(data["mac_addresses"], data["serial_numbers"])
+        if not found:
+            raise ValidationFailed("send at least one real MAC address or serial number",
+                                   details={"fields": {"mac_addresses": ["no physical MAC"],
+                                                       "serial_numbers": ["no real serial"]}})
+        company = self._accounts("resolve_provisioning_code", data["provisioning_code"])
+        tenant_id, company_id = uuid.UUID(company["tenant_id"]), uuid.UUID(company["company_id"])
+        collaborator = self._accounts("ensure_person", str(tenant_id), data["collaborator"]["email"],
+                                      data["collaborator"]["name"], data["access_role"], str(company_id))
+        now = utcnow()
+        with self.db.unit_of_work() as uow:
+            machine = uow.repo.machine_matching(company_id, found)
+            reused = machine is not None
+            if machine is None:
+                machine_user = self._accounts("create_machine_user", str(tenant_id), str(company_id),
+                                              data["hostname"])
+                machine = uow.repo.add(Machine(tenant_id=tenant_id, company_id=company_id,
+                                               hostname=data["hostname"], os_name="",
+                                               machine_user_id=uuid.UUID(machine_user["id"]),
+                                               created_at=now))
+                uow.repo.add(HeartbeatState(machine_id=machine.id, heartbeats=0, need_inventory=True,
+                                            reported_online=False, open_alert_kinds="", agg_samples=0,
+                                            agg_cpu_sum=0.0, agg_memory_sum=0.0))
+            else:
+                uow.repo.revoke_tokens(machine.id, now)
+            os_data = data["os"]
+            machine.hostname = data["hostname"]
+            machine.os_name, machine.os_version = os_data["name"], os_data["version"]
+            machine.os_build, machine.os_arch = os_data["build"], os_data["arch"]
+            machine.persona = data["access_role"]
+            self._assign(machine, collaborator)
+            machine.updated_at = now
+            uow.repo.replace_identifiers(machine, found)
+            token, token_hash = new_secret_token()
+            issued = uow.repo.add(MachineToken(machine_id=machine.id, token_hash=token_hash,
+                                               created_at=now, expires_at=now + TOKEN_TTL))
+            uow.emit("machine_registered", {"tenant_id": tenant_id, "machine_id": machine.id,
+                                            "company_id": company_id, "hostname": machine.hostname,
+                                            "reused": reused})
+            uow.commit()
+            return contract.Enrolment().dump({"machine_id": machine.id, "token": token,
+                                              "expires_at": issued.expires_at, "reused": reused})
+
+    @staticmethod
+    def _assign(machine: Machine, user: dict) -> None:
+        machine.assigned_user_id = uuid.UUID(user["id"])
+        machine.assigned_user_email, machine.assigned_user_name = user["email"], user["name"]
+
+    @rpc
+    def reset_agent(self, actor: dict, machine_id: str) -> dict:
+        """Every token of the machine stops working at once; the agent must re-register."""
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            machine = self._machine(uow, actor, machine_id)
+            revoked = uow.repo.revoke_tokens(machine.id, utcnow())
+            uow.commit()
+            return {"machine_id": str(machine.id), "revoked_tokens": revoked}
+
+    @rpc
+    def heartbeat_hint(self, token: str) -> dict:
+        """For the HTTP heartbeat route: whose token this is (or `invalid_token`), whether
+        the server holds the machine's inventory, and any USB policy waiting."""
+        now = utcnow()
+        with self.db.unit_of_work() as uow:
+            found = uow.repo.tokens_by_hash({hash_token(token)}) if isinstance(token, str) else {}
+            issued = next(iter(found.values()), None)
+            if issued is None or issued.revoked_at is not None or issued.expires_at <= now:
+                raise Unauthorized("unknown, revoked or expired machine token", code="invalid_token")
+            state = uow.session.get(HeartbeatState, issued.machine_id)
+            policy = uow.session.get(UsbPolicy, issued.machine_id)
+            return {"machine_id": str(issued.machine_id),
+                    "inventory_hash": state.inventory_hash if state else None,
+                    "usb_policy": policy.mode if policy and policy.status == "PENDING" else None}
+
+    # heartbeats ----------------------------------------------------------------------------
+
+    @batch_consumer(HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, batch_size=500, max_wait=0.2,
+                    transient=(OperationalError, InterfaceError))
+    def consume_heartbeats(self, deliveries) -> dict:
+        """One transaction for the whole batch; see storage.py for what each one writes."""
+        now = utcnow()
+        verdicts: dict[int, Verdict] = {}
+        parsed = []
+        for delivery in deliveries:
+            heartbeat, token_hash, reason = parse_heartbeat(delivery)
+            if reason:
+                verdicts[delivery.index] = Verdict(dead_letter=reason)
+            else:
+                parsed.append((delivery, heartbeat, token_hash))
+        with self.db.unit_of_work() as uow:
+            tokens = uow.repo.tokens_by_hash({token_hash for _, _, token_hash in parsed})
+            accepted = []
+            for delivery, heartbeat, token_hash in parsed:
+                issued = tokens.get(token_hash)
+                if issued is None:
+                    verdicts[delivery.index] = Verdict(dead_letter="unauthenticated: unknown token")
+                elif issued.revoked_at is not None:
+                    verdicts[delivery.index] = Verdict(dead_letter="unauthenticated: token revoked")
+                elif issued.expires_at <= now:
+                    verdicts[delivery.index] = Verdict(dead_letter="unauthenticated: token expired")
+                else:
+                    accepted.append((delivery, heartbeat, issued.machine_id))
+            machine_ids = {machine_id for _, _, machine_id in accepted}
+            states = uow.repo.states_for_update(machine_ids)
+            machines = uow.repo.machines(machine_ids)
+            policies = {p.machine_id: p for p in uow.session.scalars(
+                select(UsbPolicy).where(UsbPolicy.machine_id.in_(sorted(machine_ids))))} if machine_ids else {}
+            for delivery, heartbeat, machine_id in sorted(accepted, key=lambda a: a[1]["sent_at"]):
+                state = states[machine_id]
+                if state.last_sent_at is not None and heartbeat["sent_at"] <= state.last_sent_at:
+                    HEARTBEATS.labels("duplicate").inc()  # a redelivery or a late copy
+                    verdicts[delivery.index] = Verdict(reply=self._answer(state, policies.get(machine_id)))
+                    continue
+                self._apply_heartbeat(uow, machines[machine_id], state, policies.get(machine_id),
+                                      heartbeat, delivery, now)
+                HEARTBEATS.labels("accepted").inc()
+                verdicts[delivery.index] = Verdict(reply=self._answer(state, policies.get(machine_id)))
+            uow.commit()
+        HEARTBEATS.labels("dead_lettered").inc(sum(1 for v in verdicts.values() if v.dead_letter))
+        return verdicts
+
+    @staticmethod
+    def _answer(state: HeartbeatState, policy: UsbPolicy | None) -> dict:
+        return {"need_inventory": state.need_inventory,
+                "usb_policy": policy.mode if policy and policy.status == "PENDING" else None}
+
+    def _apply_heartbeat(self, uow, machine: Machine, state: HeartbeatState, policy: UsbPolicy | None,
+                         heartbeat: dict, delivery, now: datetime) -> None:
+        metrics = heartbeat["metrics"]
+        state.last_seen_at, state.last_sent_at = now, heartbeat["sent_at"]
+        state.last_message_id = delivery.message_id
+        state.heartbeats += 1
+        state.last_metrics = orjson.dumps(metrics).decode()
+        self._fold_metrics(uow, state, metrics, now)
+        self._apply_inventory(uow, state, heartbeat, now)
+        self._apply_alerts(uow, state, domain.posture_alerts(metrics), now)
+        ack = heartbeat.get("usb_policy_ack")
+        if policy is not None and ack and policy.status != "APPLIED" and ack["mode"] == policy.mode:
+            policy.status, policy.applied_at = "APPLIED", now
+            self._apply_alerts(uow, state, {}, now, kinds=(domain.USB_POLICY_STALE,))
+        if not state.reported_online:
+            state.reported_online = True
+            uow.emit("machine_online", {"tenant_id": machine.tenant_id, "machine_id": machine.id,
+                                        "company_id": machine.company_id})
+
+    @staticmethod
+    def _fold_metrics(uow, state: HeartbeatState, metrics: dict, now: datetime) -> None:
+        hour = domain.hour_of(now)
+        if state.agg_hour is not None and state.agg_hour != hour and state.agg_samples:
+            uow.session.merge(MetricsHourly(
+                machine_id=state.machine_id, hour=state.agg_hour, samples=state.agg_samples,
+                cpu_avg=state.agg_cpu_sum / state.agg_samples if state.agg_cpu_max is not None else None,
+                cpu_max=state.agg_cpu_max,
+                memory_avg=state.agg_memory_sum / state.agg_samples if state.agg_memory_max is not None else None,
+                memory_max=state.agg_memory_max, disk_max=state.agg_disk_max))
+        if state.agg_hour != hour:
+            state.agg_hour, state.agg_samples = hour, 0
+            state.agg_cpu_sum = state.agg_memory_sum = 0.0
+            state.agg_cpu_max = state.agg_memory_max = state.agg_disk_max = None
+        state.agg_samples += 1
+        cpu, memory = metrics.get("cpu_percent"), metrics.get("memory_percent")
+        disk = max((d["percent"] for d in metrics.get("disks") or []), default=None)
+        if cpu is not None:
+            state.agg_cpu_sum += cpu
+            state.agg_cpu_max = max(cpu, state.agg_cpu_max or 0.0)
+        if memory is not None:
+            state.agg_memory_sum += memory
+            state.agg_memory_max = max(memory, state.agg_memory_max or 0.0)
+        if disk is not None:
+            state.agg_disk_max = max(disk, state.agg_disk_max or 0.0)
+
+    @staticmethod
+    def _apply_inventory(uow, state: HeartbeatState, heartbeat: dict, now: datetime) -> None:
+        inventory = heartbeat.get("inventory")
+        computed = inventory_hash(inventory) if inventory is not None else None
+        decision = domain.decide_inventory(state.inventory_hash, heartbeat.get("inventory_hash"), computed)
+        state.need_inventory = decision.need_inventory
+        if inventory is not None:
+            INVENTORY_VERSIONS.labels("written" if decision.new_hash else "skipped").inc()
+        if decision.new_hash is None:
+            return
+        current = uow.session.get(Inventory, state.machine_id)
+        previous = orjson.loads(current.document) if current else None
+        changes = diff(previous, inventory)
+        if previous is None:  # the first inventory: the document is the record, not its paths
+            changes = {"initial": True, "paths": len(changes["added"])}
+        record = orjson.dumps(changes).decode()
+        uow.session.add(InventoryChange(machine_id=state.machine_id, from_hash=state.inventory_hash,
+                                        to_hash=decision.new_hash, changes=record,
+                                        size_bytes=len(record), created_at=now))
+        document = canonical_bytes(inventory).decode()
+        if current is None:
+            uow.session.add(Inventory(machine_id=state.machine_id, hash=decision.new_hash,
+                                      document=document, updated_at=now))
+        else:
+            current.hash, current.document, current.updated_at = decision.new_hash, document, now
+        state.inventory_hash = decision.new_hash
+
+    @staticmethod
+    def _apply_alerts(uow, state: HeartbeatState, holding: dict, now: datetime,
+                      kinds=domain.METRIC_ALERTS) -> None:
+        """Open the alerts that now hold, close those that cleared; the alerts table is only
+        touched when something changes (the state row remembers what is open)."""
+        open_kinds = set(filter(None, state.open_alert_kinds.split(",")))
+        for kind in kinds:
+            if kind in holding and kind not in open_kinds:
+                uow.session.add(Alert(machine_id=state.machine_id, kind=kind, opened_at=now,
+                                      details=orjson.dumps(holding[kind]).decode()))
+                open_kinds.add(kind)
+            elif kind not in holding and kind in open_kinds:
+                uow.session.execute(update(Alert).where(
+                    Alert.machine_id == state.machine_id, Alert.kind == kind,
+                    Alert.closed_at.is_(None)).values(closed_at=now))
+                open_kinds.discard(kind)
+        state.open_alert_kinds = ",".join(sorted(open_kinds))
+
+    # status sweeps (the scheduler calls these) ------------------------------------------
+
+    @rpc
+    def mark_offline(self, now: str | None = None) -> dict:
+        """Machines silent past the stale threshold become offline (`machine_offline`);
+        nothing is written when no machine changed."""
+        now = datetime.fromisoformat(now) if now else utcnow()
+        with self.db.unit_of_work() as uow:
+            states = list(uow.session.scalars(select(HeartbeatState).where(
+                HeartbeatState.reported_online.is_(True),
+                HeartbeatState.last_seen_at <= now - THRESHOLDS.stale).with_for_update(skip_locked=True)))
+            machines = uow.repo.machines({s.machine_id for s in states})
+            for state in states:
+                state.reported_online = False
+                machine = machines[state.machine_id]
+                uow.emit("machine_offline", {"tenant_id": machine.tenant_id, "machine_id": machine.id,
+                                             "company_id": machine.company_id})
+            if states:
+                uow.commit()
+            return {"marked_offline": len(states)}
+
+    @rpc
+    def expire_stale_usb_policies(self, now: str | None = None) -> dict:
+        """Pending USB policies not acknowledged within the TTL become STALE, with an alert."""
+        now = datetime.fromisoformat(now) if now else utcnow()
+        with self.db.unit_of_work() as uow:
+            stale = list(uow.session.scalars(select(UsbPolicy).where(
+                UsbPolicy.status == "PENDING", UsbPolicy.requested_at <= now - USB_POLICY_TTL)))
+            for policy in stale:
+                policy.status = "STALE"
+                state = uow.session.get(HeartbeatState, policy.machine_id)
+                self._apply_alerts(uow, state, {domain.USB_POLICY_STALE: {"mode": policy.mode}}, now,
+                                   kinds=(domain.USB_POLICY_STALE,))
+            if stale:
+                uow.commit()
+            return {"marked_stale": len(stale)}
+
+    @rpc
+    def machines_last_seen(self, machine_ids: list) -> dict:
+        """{machine id: last heartbeat (ISO) or None} for the ids that exist (tickets' chat
+        cleanup asks)."""
+        ids = {parse_id(m, "machine") for m in machine_ids or []}
+        with self.db.unit_of_work() as uow:
+            rows = uow.session.execute(select(HeartbeatState.machine_id, HeartbeatState.last_seen_at)
+                                       .where(HeartbeatState.machine_id.in_(sorted(ids)))).all() if ids else []
+            return {str(m): seen.isoformat() if seen else None for m, seen in rows}
+
+    # admin -----------------------------------------------------------------------------
+
+    @rpc
+    def list_machines(self, actor: dict, query: dict) -> dict:
+        actor = Actor(actor)
+        filters = load(contract.MachineQuery, query)
+        after = decode_cursor(filters["cursor"], text_value, uuid_value)
+        now = utcnow()
+        with self.db.unit_of_work() as uow:
+            rows = uow.session.execute(uow.repo.list_query(actor.tenant_id, filters, now, THRESHOLDS,
+                                                           after, filters["limit"] + 1)).all()
+            page, more = rows[:filters["limit"]], len(rows) > filters["limit"]
+            cursor = encode_cursor([page[-1][0].hostname, str(page[-1][0].id)]) if more else None
+            return {"items": [self._summary(machine, seen, now) for machine, seen in page],
+                    "next_cursor": cursor}
+
+    @staticmethod
+    def _summary(machine: Machine, last_seen_at, now) -> dict:
+        return contract.MachineSummary().dump({
+            "id": machine.id, "company_id": machine.company_id, "hostname": machine.hostname,
+            "os_label": domain.os_label(machine.os_name, machine.os_version, machine.os_build),
+            "status": domain.machine_status(last_seen_at, now, THRESHOLDS),
+            "last_seen_at": last_seen_at,
+            "assigned_user": user_ref(machine.assigned_user_id, machine.assigned_user_email,
+                                      machine.assigned_user_name)})
+
+    @rpc
+    def get_machine(self, actor: dict, machine_id: str) -> dict:
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            return self._detail(uow, self._machine(uow, actor, machine_id))
+
+    def _detail(self, uow, machine: Machine) -> dict:
+        now = utcnow()
+        state = uow.session.get(HeartbeatState, machine.id)
+        policy = uow.session.get(UsbPolicy, machine.id)
+        seen = state.last_seen_at if state else None
+        view = self._summary(machine, seen, now)
+        view.update(contract.Machine(only=(
+            "os", "persona", "machine_user_id", "linked_users", "health_bucket", "last_metrics",
+            "inventory_hash", "open_alerts", "usb_policy", "created_at")).dump({
+                "os": {"name": machine.os_name, "version": machine.os_version,
+                       "build": machine.os_build, "arch": machine.os_arch},
+                "persona": machine.persona, "machine_user_id": machine.machine_user_id,
+                "linked_users": [user_ref(l.user_id, l.user_email, l.user_name)
+                                 for l in uow.repo.links(machine.id)],
+                "health_bucket": domain.health_bucket(seen, now),
+                "last_metrics": orjson.loads(state.last_metrics) if state and state.last_metrics else None,
+                "inventory_hash": state.inventory_hash if state else None,
+                "open_alerts": [{"id": a.id, "kind": a.kind, "opened_at": a.opened_at,
+                                 "details": orjson.loads(a.details)} for a in uow.repo.open_alerts(machine.id)],
+                "usb_policy": policy, "created_at": machine.created_at}))
+        return view
+
+    @rpc
+    def inventory_versions(self, actor: dict, machine_id: str) -> dict:
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            machine = self._machine(uow, actor, machine_id)
+            changes = uow.session.scalars(select(InventoryChange).where(
+                InventoryChange.machine_id == machine.id).order_by(InventoryChange.id.desc()).limit(200))
+            return {"items": [contract.InventoryVersion().dump({
+                "id": c.id, "from_hash": c.from_hash, "to_hash": c.to_hash, "created_at": c.created_at,
+                "size_bytes": c.size_bytes, "changes": orjson.loads(c.changes)}) for c in changes]}
+
+    @rpc
+    def adjust_access(self, actor: dict, machine_id: str, payload: dict) -> dict:
+        actor = Actor(actor)
+        data = load(contract.Access, payload)
+        with self.db.unit_of_work() as uow:
+            machine = self._machine(uow, actor, machine_id)
+            user = self._accounts("ensure_person", str(machine.tenant_id), data["email"], data["name"],
+                                  data["persona"], str(machine.company_id))
+            self._assign(machine, user)
+            machine.persona, machine.updated_at = data["persona"], utcnow()
+            uow.session.query(MachineLink).filter(MachineLink.machine_id == machine.id,
+                                                  MachineLink.user_id == machine.assigned_user_id).delete()
+            uow.commit()
+            return self._detail(uow, machine)
+
+    @rpc
+    def set_usb_policy(self, actor: dict, machine_id: str, payload: dict) -> dict:
+        actor = Actor(actor)
+        data = load(contract.UsbPolicyRequest, payload)
+        now = utcnow()
+        with self.db.unit_of_work() as uow:
+            machine = self._machine(uow, actor, machine_id)
+            policy = uow.session.get(UsbPolicy, machine.id) or uow.repo.add(
+                UsbPolicy(machine_id=machine.id, mode=data["mode"], status="PENDING", requested_at=now))
+            policy.mode, policy.status, policy.requested_at = data["mode"], "PENDING", now
+            policy.requested_by, policy.applied_at = actor.user_id, None
+            uow.commit()
+            return contract.UsbPolicy().dump(policy)
+
+    @rpc
+    def add_link(self, actor: dict, payload: dict) -> dict:
+        actor = Actor(actor)
+        data = load(contract.LinkCreate, payload)
+        with self.db.unit_of_work() as uow:
+            machine = self._machine(uow, actor, data["machine_id"])
+            user = self._accounts("ensure_person", str(machine.tenant_id), data["email"], None,
+                                  "collaborator", str(machine.company_id))
+            if uuid.UUID(user["id"]) == machine.assigned_user_id:
+                raise Conflict("the assigned user is not a link", code="already_assigned")
+            if uow.session.get(MachineLink, (machine.id, uuid.UUID(user["id"]))) is None:
+                uow.repo.add(MachineLink(machine_id=machine.id, user_id=uuid.UUID(user["id"]),
+                                         user_email=user["email"], user_name=user["name"]))
+            uow.commit()
+            return self._detail(uow, machine)
+
+    @rpc
+    def remove_link(self, actor: dict, query: dict) -> dict:
+        actor = Actor(actor)
+        data = load(contract.LinkQuery, query)
+        with self.db.unit_of_work() as uow:
+            machine = self._machine(uow, actor, data["machine_id"])
+            link = uow.session.get(MachineLink, (machine.id, data["user_id"]))
+            if link is None:
+                raise NotFound("no such link", code="link_not_found")
+            uow.session.delete(link)
+            uow.commit()
+            return self._detail(uow, machine)
+
+    def _machine(self, uow, actor: Actor, machine_id) -> Machine:
+        machine = uow.repo.machine(actor.tenant_id, parse_id(machine_id, "machine"))
+        if machine is None:
+            raise NotFound("machine not found", code="machine_not_found")
+        return machine
+
+    # accounts' events ----------------------------------------------------------------
+
+    @subscribe("accounts", "user_updated")
+    def on_user_updated(self, event: dict) -> None:
+        with self.db.unit_of_work() as uow:
+            if first_delivery(uow, storage.inbox, event, "user_updated"):
+                user_id = uuid.UUID(event["user_id"])
+                uow.session.execute(update(Machine).where(Machine.assigned_user_id == user_id).values(
+                    assigned_user_email=event["email"], assigned_user_name=event["name"]))
+                uow.session.execute(update(MachineLink).where(MachineLink.user_id == user_id).values(
+                    user_email=event["email"], user_name=event["name"]))
+                uow.commit()
+
+    @subscribe("accounts", "user_merged")
+    def on_user_merged(self, event: dict) -> None:
+        """The merged account's machines and links now belong to the account it joined."""
+        with self.db.unit_of_work() as uow:
+            if not first_delivery(uow, storage.inbox, event, "user_merged"):
+                return
+            old_id, new_id = uuid.UUID(event["from_user_id"]), uuid.UUID(event["into_user_id"])
+            into = self._accounts("lookup_user", event["tenant_id"], str(new_id))
+            uow.session.execute(update(Machine).where(Machine.assigned_user_id == old_id).values(
+                assigned_user_id=new_id, assigned_user_email=into["email"], assigned_user_name=into["name"]))
+            for link in uow.session.scalars(select(MachineLink).where(MachineLink.user_id == old_id)).all():
+                if uow.session.get(MachineLink, (link.machine_id, new_id)) is None:
+                    uow.session.add(MachineLink(machine_id=link.machine_id, user_id=new_id,
+                                                user_email=into["email"], user_name=into["name"],
+                                                created_at=link.created_at))
+                uow.session.delete(link)
+            uow.commit()
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 import eventlet
 from kombu import Connection
@@ -13,8 +14,10 @@ from nameko.rpc import RpcProxy
 from common import rpc
 from common.config import Settings
 from common.contracts import accounts as people
+from common.contracts import devices as fleet
 from common.contracts import tickets as helpdesk
-from common.errors import Forbidden, Unauthorized
+from common.errors import Forbidden, ServiceUnavailable, Unauthorized, ValidationFailed
+from common.messaging import HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE
 from common.metrics import EntrypointMetrics, metrics_response
 from services.gateway import openapi
 from services.gateway.http import (ROUTES, NoQuery, error_response, json_response, observe,
@@ -48,9 +51,31 @@ def bearer_token(request) -> str:
     return token
 
 
+class HeartbeatPublisher(DependencyProvider):
+    """Publishes agents' HTTP heartbeats to the same durable exchange AMQP agents use,
+    persistent and confirmed by the broker before the route answers 202."""
+
+    def setup(self):
+        self.amqp_uri = Settings.from_mapping(self.container.config).amqp_uri
+
+    def get_dependency(self, worker_ctx):
+        return self.publish
+
+    def publish(self, body: dict, token: str, message_id: str) -> None:
+        from kombu.pools import producers
+
+        with Connection(self.amqp_uri, transport_options={"confirm_publish": True}) as connection:
+            with producers[connection].acquire(block=True, timeout=5) as producer:
+                producer.publish(body, exchange=HEARTBEAT_EXCHANGE, routing_key=HEARTBEAT_QUEUE.routing_key,
+                                 serializer="json", delivery_mode=2, message_id=message_id,
+                                 headers={"authorization": token}, declare=[HEARTBEAT_QUEUE],
+                                 retry=True, retry_policy={"max_retries": 3})
+
+
 class Service:
     name = "gateway"
     settings = SettingsProvider()
+    publish_heartbeat = HeartbeatPublisher()
     entrypoint_metrics = EntrypointMetrics()
     accounts = RpcProxy("accounts")
     tickets = RpcProxy("tickets")
@@ -304,3 +329,74 @@ class Service:
            tag="chat", body=helpdesk.Empty, response=helpdesk.Chat)
     def end_chat(self, principal, chat_id, body):
         return self.call("tickets", "end_chat", principal, chat_id)
+
+    # devices: agents -------------------------------------------------------------------
+
+    @route("POST", "/api/machines/register", summary="Enrol a machine with a provisioning code",
+           tag="devices", roles=None, body=fleet.Registration, response=fleet.Enrolment, status=201)
+    def register_machine(self, principal, body):
+        return self.call("devices", "register", body)
+
+    @route("POST", "/api/machines/heartbeat",
+           summary="An agent's heartbeat (Bearer machine token), queued like AMQP ones",
+           tag="devices", roles=None, raw=True, body=fleet.Heartbeat, response=fleet.HeartbeatAnswer,
+           status=202)
+    def machine_heartbeat(self, principal, request, body):
+        token = bearer_token(request)
+        hint = self.call("devices", "heartbeat_hint", token)
+        message_id = request.headers.get("X-Message-Id") or str(uuid.uuid4())
+        if len(message_id) > 128:
+            raise ValidationFailed("X-Message-Id is too long", details={"fields": {"X-Message-Id": ["max 128"]}})
+        try:
+            self.publish_heartbeat(body, token, message_id)
+        except Exception as exc:
+            log.warning("heartbeat not queued: %s", exc)
+            raise ServiceUnavailable("the message broker did not take the heartbeat") from None
+        need_inventory = body.get("inventory") is None and body.get("inventory_hash") != hint["inventory_hash"]
+        return json_response(202, {"need_inventory": need_inventory, "usb_policy": hint["usb_policy"]})
+
+    # devices: admin --------------------------------------------------------------------
+
+    @route("GET", "/api/admin/machines", summary="Machines, by company, hostname text and status",
+           tag="devices", roles=STAFF, query=fleet.MachineQuery, response=fleet.MachineList)
+    def list_machines(self, principal, query):
+        return self.call("devices", "list_machines", principal, query)
+
+    @route("GET", "/api/admin/machines/<machine_id>", summary="One machine, with users, alerts, USB policy",
+           tag="devices", roles=STAFF, response=fleet.Machine)
+    def get_machine(self, principal, machine_id):
+        return self.call("devices", "get_machine", principal, machine_id)
+
+    @route("GET", "/api/admin/machines/<machine_id>/inventory/versions",
+           summary="The machine's inventory change records, newest first", tag="devices",
+           roles=STAFF, response=fleet.InventoryVersions)
+    def inventory_versions(self, principal, machine_id):
+        return self.call("devices", "inventory_versions", principal, machine_id)
+
+    @route("POST", "/api/admin/machines/<machine_id>/reset-agent",
+           summary="Revoke every token of the machine; the agent must re-register", tag="devices",
+           roles=USER_ADMINS, body=helpdesk.Empty)
+    def reset_agent(self, principal, machine_id, body):
+        return self.call("devices", "reset_agent", principal, machine_id)
+
+    @route("POST", "/api/admin/machines/<machine_id>/access",
+           summary="Change the assigned user (by email) and persona", tag="devices",
+           roles=USER_ADMINS, body=fleet.Access, response=fleet.Machine)
+    def adjust_access(self, principal, machine_id, body):
+        return self.call("devices", "adjust_access", principal, machine_id, body)
+
+    @route("PUT", "/api/admin/machines/<machine_id>/usb-policy",
+           summary="Ask the agent to apply a USB mode (PENDING until acknowledged)", tag="devices",
+           roles=USER_ADMINS, body=fleet.UsbPolicyRequest, response=fleet.UsbPolicy)
+    def set_usb_policy(self, principal, machine_id, body):
+        return self.call("devices", "set_usb_policy", principal, machine_id, body)
+
+    @route("POST", "/api/admin/devices/links", summary="Link a user (by email) to a machine",
+           tag="devices", roles=USER_ADMINS, body=fleet.LinkCreate, response=fleet.Machine, status=201)
+    def add_link(self, principal, body):
+        return self.call("devices", "add_link", principal, body)
+
+    @route("DELETE", "/api/admin/devices/links", summary="Unlink a user from a machine",
+           tag="devices", roles=USER_ADMINS, query=fleet.LinkQuery, response=fleet.Machine)
+    def remove_link(self, principal, query):
+        return self.call("devices", "remove_link", principal, query)

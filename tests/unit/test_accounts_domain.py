@@ -9,9 +9,9 @@ from hypothesis import given, settings, strategies as st
 
 from common.errors import Conflict, Forbidden, ValidationFailed
 from services.accounts import domain
+from common.tokens import hash_token, new_secret_token
 from services.accounts.domain import (Actor, check_can_manage_user, check_merge, check_password,
-                                      hash_token, new_provisioning_code, new_secret_token,
-                                      normalize_apelido, normalize_email)
+                                      new_provisioning_code, normalize_apelido, normalize_email)
 
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 URL_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -1,0 +1,143 @@
+"""Device rules as plain Python: identifier normalisation, OS labels, status and health,
+posture alerts, what a heartbeat changes. No nameko, SQLAlchemy, kombu or werkzeug here."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+# --- identifiers -------------------------------------------------------------------------
+
+PLACEHOLDER_SERIALS = frozenset({
+    "tobefilledbyoem", "defaultstring", "0", "none", "na", "null", "notapplicable",
+    "notspecified", "systemserialnumber", "chassisserialnumber", "serialnumber",
+    "0123456789", "123456789", "1234567890", "oem", "unknown", "invalid",
+})
+# hypervisors' organisationally unique identifiers: a VM's MAC says nothing about the host
+VIRTUAL_MAC_PREFIXES = ("005056", "000c29", "000569", "001c14", "080027", "00155d", "001c42",
+                        "00163e", "525400")
+
+
+def normalize_mac(mac: str) -> str | None:
+    """Lower-case hex without separators, or None for what does not identify hardware:
+    empty, all-zero, broadcast, multicast, locally administered, virtual."""
+    value = re.sub(r"[^0-9a-f]", "", (mac or "").lower())
+    if len(value) != 12 or value in ("000000000000", "ffffffffffff"):
+        return None
+    first_octet = int(value[:2], 16)
+    if first_octet & 0b01 or first_octet & 0b10:  # multicast / locally administered
+        return None
+    if value.startswith(VIRTUAL_MAC_PREFIXES):
+        return None
+    return value
+
+
+def normalize_serial(serial: str) -> str | None:
+    """Lower-case letters and digits, or None for the placeholders firmware ships with."""
+    value = re.sub(r"[^0-9a-z]", "", (serial or "").lower())
+    if not value or value in PLACEHOLDER_SERIALS or len(set(value)) == 1:
+        return None
+    return value
+
+
+def identifiers(mac_addresses, serial_numbers) -> set[tuple[str, str]]:
+    found = {("mac", m) for m in map(normalize_mac, mac_addresses) if m}
+    found |= {("serial", s) for s in map(normalize_serial, serial_numbers) if s}
+    return found
+
+
+# --- OS label ----------------------------------------------------------------------------
+
+def os_label(name: str, version: str = "", build: str = "") -> str:
+    """"Windows 11 Pro (26100)", never "Windows 11 Pro 11 (26100)"; "macOS 14.5 (23F79)";
+    "Ubuntu 22.04.4 LTS". The version is added only when the name does not already say it
+    (its major part included); the build goes in parentheses when it adds something."""
+    name, version, build = (name or "").strip(), (version or "").strip(), (build or "").strip()
+    words = name.split()
+    label = name or "Unknown OS"
+    if version:
+        major = version.split(".")[0]
+        says_version = version in name or major in words or (
+            name.lower().startswith("windows") and re.match(r"^10\.0(\.|$)", version))
+        if not says_version:
+            label = f"{label} {version}"
+    if build and build not in label:
+        label = f"{label} ({build})"
+    return label
+
+
+# --- status ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StatusThresholds:
+    online: timedelta = timedelta(minutes=5)
+    stale: timedelta = timedelta(minutes=30)
+
+
+def machine_status(last_seen_at: datetime | None, now: datetime,
+                   thresholds: StatusThresholds = StatusThresholds()) -> str:
+    if last_seen_at is None:
+        return "offline"
+    age = now - last_seen_at
+    if age < thresholds.online:
+        return "online"
+    if age < thresholds.stale:
+        return "stale"
+    return "offline"
+
+
+HEALTH_BUCKETS = ("lt_5m", "5m_60m", "1h_24h", "gt_24h", "never")
+
+
+def health_bucket(last_seen_at: datetime | None, now: datetime) -> str:
+    if last_seen_at is None:
+        return "never"
+    age = now - last_seen_at
+    if age < timedelta(minutes=5):
+        return "lt_5m"
+    if age < timedelta(hours=1):
+        return "5m_60m"
+    if age < timedelta(hours=24):
+        return "1h_24h"
+    return "gt_24h"
+
+
+# --- posture -----------------------------------------------------------------------------
+
+DISK_FULL_PERCENT, MEMORY_FULL_PERCENT = 90.0, 95.0
+DISK_ALMOST_FULL, MEMORY_PRESSURE, USB_POLICY_STALE = (
+    "DISK_ALMOST_FULL", "MEMORY_PRESSURE", "USB_POLICY_STALE")
+METRIC_ALERTS = (DISK_ALMOST_FULL, MEMORY_PRESSURE)
+
+
+def posture_alerts(metrics: dict) -> dict[str, dict]:
+    """The metric-driven alert kinds that hold now, with what raised them."""
+    alerts = {}
+    full = [d for d in metrics.get("disks") or [] if d["percent"] > DISK_FULL_PERCENT]
+    if full:
+        alerts[DISK_ALMOST_FULL] = {"disks": [{"mount": d["mount"], "percent": d["percent"]} for d in full]}
+    memory = metrics.get("memory_percent")
+    if memory is not None and memory > MEMORY_FULL_PERCENT:
+        alerts[MEMORY_PRESSURE] = {"memory_percent": memory}
+    return alerts
+
+
+# --- heartbeats ----------------------------------------------------------------------------
+
+def hour_of(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class InventoryDecision:
+    new_hash: str | None  # set when the inventory changed: replace it, record the change
+    need_inventory: bool
+
+
+def decide_inventory(current_hash: str | None, sent_hash: str | None,
+                     computed_hash: str | None) -> InventoryDecision:
+    """`computed_hash` when the heartbeat carried the inventory, else the agent's `sent_hash`.
+    A hash we do not hold (changed, or never seen) asks the agent for the full inventory."""
+    if computed_hash is not None:
+        return InventoryDecision(computed_hash if computed_hash != current_hash else None, False)
+    return InventoryDecision(None, sent_hash != current_hash)
