@@ -75,6 +75,10 @@ class Settings:
     log_level: str = "INFO"
     admin_email: str = "admin@example.com"
     admin_password: str | None = None
+    machine_token_ttl_days: int = 30
+    machine_online_seconds: int = 300
+    machine_stale_seconds: int = 1800
+    usb_policy_ttl_minutes: int = 60
 
     @classmethod
     def from_mapping(cls, config: dict) -> "Settings":
@@ -93,6 +97,10 @@ class Settings:
         admin_email = _text(config, "CHAMADOS_ADMIN_EMAIL", "admin@example.com")
         if "@" not in admin_email.strip("@") or " " in admin_email:
             raise ConfigError(f"CHAMADOS_ADMIN_EMAIL must be an email address, got {admin_email!r}")
+        online = _positive(config, "MACHINE_ONLINE_SECONDS", 300)
+        stale = _positive(config, "MACHINE_STALE_SECONDS", 1800)
+        if stale <= online:
+            raise ConfigError("MACHINE_STALE_SECONDS must be greater than MACHINE_ONLINE_SECONDS")
         return cls(
             amqp_uri=amqp_uri,
             database_url=database_url,
@@ -114,6 +122,10 @@ class Settings:
             export_dir=Path(_text(config, "EXPORT_DIR", str(ROOT / "exports"))),
             log_level=log_level,
             admin_email=admin_email,
+            machine_token_ttl_days=_positive(config, "MACHINE_TOKEN_TTL_DAYS", 30),
+            machine_online_seconds=online,
+            machine_stale_seconds=stale,
+            usb_policy_ttl_minutes=_positive(config, "USB_POLICY_TTL_MINUTES", 60),
             admin_password=_text(config, "CHAMADOS_ADMIN_PASSWORD"),
         )
 

@@ -31,9 +31,6 @@ from services.devices.storage import (Alert, DevicesRepository, HeartbeatState, 
 
 log = logging.getLogger(__name__)
 ACCOUNTS_TIMEOUT_SECONDS = 10.0
-TOKEN_TTL = timedelta(days=30)
-USB_POLICY_TTL = timedelta(minutes=60)
-THRESHOLDS = domain.StatusThresholds()
 
 HEARTBEATS = Counter("chamados_heartbeats_total", "Heartbeats by outcome",
                      ["outcome"])  # accepted | duplicate | dead_lettered
@@ -85,6 +82,12 @@ class Service(ServiceBase):
     db = Database(repository=DevicesRepository, metadata=storage.metadata)
     accounts = RpcProxy("accounts")
 
+    @property
+    def thresholds(self) -> domain.StatusThresholds:
+        settings = self.db.settings
+        return domain.StatusThresholds(timedelta(seconds=settings.machine_online_seconds),
+                                       timedelta(seconds=settings.machine_stale_seconds))
+
     def _accounts(self, method: str, *args):
         return deadline.call(self.accounts, "accounts", method, *args, timeout=ACCOUNTS_TIMEOUT_SECONDS)
 
@@ -130,7 +133,7 @@ class Service(ServiceBase):
             uow.repo.replace_identifiers(machine, found)
             token, token_hash = new_secret_token()
             issued = uow.repo.add(MachineToken(machine_id=machine.id, token_hash=token_hash,
-                                               created_at=now, expires_at=now + TOKEN_TTL))
+                                               created_at=now, expires_at=now + timedelta(days=self.db.settings.machine_token_ttl_days)))
             uow.emit("machine_registered", {"tenant_id": tenant_id, "machine_id": machine.id,
                                             "company_id": company_id, "hostname": machine.hostname,
                                             "reused": reused})
@@ -321,7 +324,7 @@ class Service(ServiceBase):
         with self.db.unit_of_work() as uow:
             states = list(uow.session.scalars(select(HeartbeatState).where(
                 HeartbeatState.reported_online.is_(True),
-                HeartbeatState.last_seen_at <= now - THRESHOLDS.stale).with_for_update(skip_locked=True)))
+                HeartbeatState.last_seen_at <= now - self.thresholds.stale).with_for_update(skip_locked=True)))
             machines = uow.repo.machines({s.machine_id for s in states})
             for state in states:
                 state.reported_online = False
@@ -338,7 +341,8 @@ class Service(ServiceBase):
         now = datetime.fromisoformat(now) if now else utcnow()
         with self.db.unit_of_work() as uow:
             stale = list(uow.session.scalars(select(UsbPolicy).where(
-                UsbPolicy.status == "PENDING", UsbPolicy.requested_at <= now - USB_POLICY_TTL)))
+                UsbPolicy.status == "PENDING",
+                UsbPolicy.requested_at <= now - timedelta(minutes=self.db.settings.usb_policy_ttl_minutes))))
             for policy in stale:
                 policy.status = "STALE"
                 state = uow.session.get(HeartbeatState, policy.machine_id)
@@ -367,19 +371,19 @@ class Service(ServiceBase):
         after = decode_cursor(filters["cursor"], text_value, uuid_value)
         now = utcnow()
         with self.db.unit_of_work() as uow:
-            rows = uow.session.execute(uow.repo.list_query(actor.tenant_id, filters, now, THRESHOLDS,
+            rows = uow.session.execute(uow.repo.list_query(actor.tenant_id, filters, now, self.thresholds,
                                                            after, filters["limit"] + 1)).all()
             page, more = rows[:filters["limit"]], len(rows) > filters["limit"]
             cursor = encode_cursor([page[-1][0].hostname, str(page[-1][0].id)]) if more else None
-            return {"items": [self._summary(machine, seen, now) for machine, seen in page],
+            return {"items": [self._summary(machine, seen, now, self.thresholds) for machine, seen in page],
                     "next_cursor": cursor}
 
     @staticmethod
-    def _summary(machine: Machine, last_seen_at, now) -> dict:
+    def _summary(machine: Machine, last_seen_at, now, thresholds) -> dict:
         return contract.MachineSummary().dump({
             "id": machine.id, "company_id": machine.company_id, "hostname": machine.hostname,
             "os_label": domain.os_label(machine.os_name, machine.os_version, machine.os_build),
-            "status": domain.machine_status(last_seen_at, now, THRESHOLDS),
+            "status": domain.machine_status(last_seen_at, now, thresholds),
             "last_seen_at": last_seen_at,
             "assigned_user": user_ref(machine.assigned_user_id, machine.assigned_user_email,
                                       machine.assigned_user_name)})
@@ -395,7 +399,7 @@ class Service(ServiceBase):
         state = uow.session.get(HeartbeatState, machine.id)
         policy = uow.session.get(UsbPolicy, machine.id)
         seen = state.last_seen_at if state else None
-        view = self._summary(machine, seen, now)
+        view = self._summary(machine, seen, now, self.thresholds)
         view.update(contract.Machine(only=(
             "os", "persona", "machine_user_id", "linked_users", "health_bucket", "last_metrics",
             "inventory_hash", "open_alerts", "usb_policy", "created_at")).dump({
