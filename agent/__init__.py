@@ -1,0 +1,1 @@
+"""chamados-agent: the desktop agent (registration, inventory, heartbeats, spool)."""
