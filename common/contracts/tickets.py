@@ -56,7 +56,9 @@ class TicketUpdate(StrictSchema):
     machine_id = fields.UUID(allow_none=True)
 
 
-class TicketQuery(PageQuery):
+class TicketFilters(StrictSchema):
+    """The ticket list's filters (all optional), for lists and exports alike."""
+
     status = fields.String(load_default=None, validate=validate.OneOf(STATUSES))
     queue_id = fields.UUID(load_default=None)
     assignee_id = AssigneeFilter(load_default=None)
@@ -66,6 +68,10 @@ class TicketQuery(PageQuery):
     q = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
     created_from = fields.AwareDateTime(load_default=None, default_timezone=None)
     created_to = fields.AwareDateTime(load_default=None, default_timezone=None)
+
+
+class TicketQuery(PageQuery, TicketFilters):
+    """Filters plus `limit` and `cursor`."""
 
 
 class RecentQuery(StrictSchema):
@@ -194,3 +200,31 @@ class Chat(StrictSchema):
 class ChatSweep(StrictSchema):
     ended = fields.Integer(required=True)
     reasons = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+
+
+class ExportRequest(StrictSchema):
+    filters = fields.Nested(TicketFilters, load_default=dict)
+
+
+class ExportRun(StrictSchema):
+    id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": ["QUEUED", "RUNNING", "DONE", "FAILED"]})
+    filters = fields.Dict(required=True)
+    rows = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+    created_at = fields.AwareDateTime(required=True)
+    finished_at = fields.AwareDateTime(allow_none=True)
+
+
+class ArchiveRequest(StrictSchema):
+    older_than_days = fields.Integer(required=True, strict=True,
+                                     validate=validate.Range(min=1, max=36500))
+
+
+class ArchiveResult(StrictSchema):
+    archived = fields.Integer(required=True)
+    file = fields.String(allow_none=True, required=True)
+
+
+class CronQuery(StrictSchema):
+    dry_run = fields.Boolean(load_default=False, metadata={"description": "retention-sweep only: count, delete nothing"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -330,6 +330,19 @@ class Service(ServiceBase):
     def lookup_company(self, tenant_id: str, company_id: str) -> dict:
         with self.db.unit_of_work() as uow:
             return contract.Company().dump(self._company(uow, parse_id(tenant_id, "tenant"), company_id))
+
+    @rpc
+    def apply_retention(self, now: str | None = None, dry_run: bool = False) -> dict:
+        """Sessions expired or revoked more than a day ago are worth nothing."""
+        now = datetime.fromisoformat(now) if now else utcnow()
+        with self.db.unit_of_work() as uow:
+            count, oldest = uow.repo.stale_sessions(now - timedelta(days=1))
+            if count and not dry_run:
+                uow.repo.purge_sessions(expired_before=now - timedelta(days=1))
+                uow.commit()
+        return {"dry_run": dry_run, "kinds": {"sessions": {
+            "past_policy": count, "deleted": 0 if dry_run else count,
+            "oldest": oldest.isoformat() if oldest else None}}}
 
     # for the devices service ------------------------------------------------------------
 

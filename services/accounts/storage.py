@@ -161,9 +161,16 @@ class AccountsRepository:
         self.session.execute(update(ApiSession).where(
             ApiSession.user_id == user_id, ApiSession.revoked_at.is_(None)).values(revoked_at=now))
 
+    def stale_sessions(self, expired_before) -> tuple[int, datetime | None]:
+        return self.session.execute(select(func.count(), func.min(ApiSession.created_at))
+                                    .where(stale_session(expired_before))).one()
+
     def purge_sessions(self, expired_before) -> None:
         """Expired and revoked sessions are worth nothing: the table stays as big as the
         number of people signed in, not the number of sign-ins ever."""
-        self.session.execute(delete(ApiSession).where(or_(
-            ApiSession.expires_at < expired_before, ApiSession.revoked_at < expired_before)))
+        self.session.execute(delete(ApiSession).where(stale_session(expired_before)))
+
+
+def stale_session(expired_before):
+    return or_(ApiSession.expires_at < expired_before, ApiSession.revoked_at < expired_before)
 

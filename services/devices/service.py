@@ -10,7 +10,7 @@ import orjson
 from marshmallow import ValidationError
 from nameko.rpc import RpcProxy
 from prometheus_client import Counter
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from common import rpc as deadline
@@ -31,6 +31,7 @@ from services.devices.storage import (Alert, DevicesRepository, HeartbeatState, 
 
 log = logging.getLogger(__name__)
 ACCOUNTS_TIMEOUT_SECONDS = 10.0
+METRICS_RETENTION, ALERT_RETENTION = timedelta(days=90), timedelta(days=180)
 
 HEARTBEATS = Counter("chamados_heartbeats_total", "Heartbeats by outcome",
                      ["outcome"])  # accepted | duplicate | dead_lettered
@@ -351,6 +352,29 @@ class Service(ServiceBase):
             if stale:
                 uow.commit()
             return {"marked_stale": len(stale)}
+
+    @rpc
+    def apply_retention(self, now: str | None = None, dry_run: bool = False) -> dict:
+        """Hourly metrics go after 90 days, closed alerts after 180; machines, their current
+        inventory and its change history stay."""
+        now = datetime.fromisoformat(now) if now else utcnow()
+        policies = {
+            "metrics_hourly": (MetricsHourly, MetricsHourly.hour, now - METRICS_RETENTION, None),
+            "alerts": (Alert, Alert.closed_at, now - ALERT_RETENTION, Alert.closed_at.is_not(None)),
+        }
+        kinds = {}
+        with self.db.unit_of_work() as uow:
+            for kind, (model, column, cutoff, extra) in policies.items():
+                condition = [column < cutoff] + ([extra] if extra is not None else [])
+                count, oldest = uow.session.execute(
+                    select(func.count(), func.min(column)).select_from(model).where(*condition)).one()
+                if count and not dry_run:
+                    uow.session.execute(delete(model).where(*condition))
+                kinds[kind] = {"past_policy": count, "deleted": 0 if dry_run else count,
+                               "oldest": oldest.isoformat() if oldest else None}
+            if not dry_run and any(k["past_policy"] for k in kinds.values()):
+                uow.commit()
+        return {"dry_run": dry_run, "kinds": kinds}
 
     @rpc
     def machines_last_seen(self, machine_ids: list) -> dict:

@@ -8,6 +8,7 @@ import uuid
 
 import eventlet
 from kombu import Connection
+from werkzeug.wrappers import Response
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
 
@@ -15,10 +16,12 @@ from common import rpc
 from common.config import Settings
 from common.contracts import accounts as people
 from common.contracts import devices as fleet
+from common.contracts import load
 from common.contracts import tickets as helpdesk
-from common.errors import Forbidden, ServiceUnavailable, Unauthorized, ValidationFailed
+from common.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized, ValidationFailed
 from common.messaging import HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE
 from common.metrics import EntrypointMetrics, metrics_response
+from common.tokens import same_secret
 from services.gateway import openapi
 from services.gateway.http import (ROUTES, NoQuery, error_response, json_response, observe,
                                    parse_json_body, parse_query, route)
@@ -30,6 +33,8 @@ STAFF = people.STAFF_ROLES
 USER_ADMINS = frozenset({"admin", "manager"})
 ADMIN = frozenset({"admin"})
 BACKENDS = ("accounts", "tickets", "devices", "scheduler")
+ARCHIVE_TIMEOUT_SECONDS = 600.0
+CRON_TIMEOUT_SECONDS = 660.0  # the longest job's own deadline, plus a margin
 
 
 class SettingsProvider(DependencyProvider):
@@ -400,3 +405,43 @@ class Service:
            tag="devices", roles=USER_ADMINS, query=fleet.LinkQuery, response=fleet.Machine)
     def remove_link(self, principal, query):
         return self.call("devices", "remove_link", principal, query)
+
+    # reports and archives ----------------------------------------------------------------
+
+    @route("POST", "/api/reports/exports", summary="Ask for a CSV export of tickets (made by the runner)",
+           tag="reports", roles=STAFF, body=helpdesk.ExportRequest, response=helpdesk.ExportRun, status=202)
+    def request_export(self, principal, body):
+        return self.call("tickets", "request_export", principal, body)
+
+    @route("GET", "/api/reports/exports/<export_id>", summary="An export's status", tag="reports",
+           roles=STAFF, response=helpdesk.ExportRun)
+    def get_export(self, principal, export_id):
+        return self.call("tickets", "get_export", principal, export_id)
+
+    @route("GET", "/api/reports/exports/<export_id>/download", summary="The export's CSV",
+           tag="reports", roles=STAFF, raw=True)
+    def download_export(self, principal, request, export_id):
+        export = self.call("tickets", "download_export", principal, export_id)
+        return Response(export["content"], status=200, content_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{export["filename"]}"'})
+
+    @route("POST", "/api/admin/tickets/archive-local",
+           summary="Write resolved tickets older than N days to ARCHIVE_DIR (JSON lines), once",
+           tag="reports", roles=ADMIN, body=helpdesk.ArchiveRequest, response=helpdesk.ArchiveResult)
+    def archive_local(self, principal, body):
+        return self.call("tickets", "archive_resolved", principal, body, timeout=ARCHIVE_TIMEOUT_SECONDS)
+
+    # cron --------------------------------------------------------------------------------
+
+    @route("POST", "/api/cron/<job>", summary="Run a scheduler job now (header x-cron-secret)",
+           tag="operations", roles=None, query=helpdesk.CronQuery, raw=True)
+    def run_cron_job(self, principal, request, job, query):
+        """For an external crontab. Absent (404) unless CRON_SECRET is set; the secret is
+        compared in constant time."""
+        if not self.settings.cron_secret:
+            raise NotFound("no such route", code="route_not_found")
+        if not same_secret(request.headers.get("x-cron-secret"), self.settings.cron_secret):
+            raise Unauthorized("wrong or missing x-cron-secret", code="invalid_cron_secret")
+        options = {"dry_run": True} if load(helpdesk.CronQuery, query)["dry_run"] else {}
+        return json_response(200, self.call("scheduler", "run_job_now", job, options,
+                                            timeout=CRON_TIMEOUT_SECONDS))

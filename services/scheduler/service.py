@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from common.config import ConfigError
 from common.db import Database, create_service_engine, is_sqlite, utcnow
-from common.errors import Conflict, DomainError, NotFound
+from common.errors import Conflict, DomainError, NotFound, ValidationFailed
 from common.service_base import ServiceBase, rpc
 from services.scheduler import domain
 
@@ -187,15 +187,21 @@ class Service(ServiceBase):
         return self._run(name, tick)
 
     @rpc
-    def run_job_now(self, name: str) -> dict:
-        """What `POST /api/cron/<job>` asks: run it now, unless it is already running."""
+    def run_job_now(self, name: str, options: dict | None = None) -> dict:
+        """What `POST /api/cron/<job>` asks: run it now, unless it is already running.
+        `{"dry_run": true}` is for the retention sweep: count what is past policy, delete
+        nothing."""
         if not isinstance(name, str) or name not in self.jobs.jobs:
             raise NotFound(f"no job named {name!r}", code="job_not_found")
+        options = options or {}
+        if set(options) - {"dry_run"} or (options and name != "retention-sweep"):
+            raise ValidationFailed("only retention-sweep takes dry_run",
+                                   details={"fields": {"dry_run": ["retention-sweep only"]}})
         if name in self.jobs.running:
             raise Conflict(f"job {name} is running", code="job_running")
         self.jobs.running.add(name)
         try:
-            return self._run(name, utcnow().isoformat())
+            return self._run(name, utcnow().isoformat(), options)
         finally:
             self.jobs.running.discard(name)
 
@@ -207,7 +213,7 @@ class Service(ServiceBase):
                  "running": job.name in self.jobs.running}
                 for job in self.jobs.jobs.values()]
 
-    def _run(self, name: str, tick: str) -> dict:
+    def _run(self, name: str, tick: str, options: dict | None = None) -> dict:
         """Each target in turn, with the job's deadline; one log line, metrics, no row."""
         job = self.jobs.jobs[name]
         started = time.perf_counter()
@@ -219,7 +225,7 @@ class Service(ServiceBase):
                 for target in job.targets:
                     service, method = target.split(".")
                     with eventlet.Timeout(max(0.1, deadline - time.monotonic())):
-                        results[target] = getattr(getattr(cluster, service), method)(tick)
+                        results[target] = getattr(getattr(cluster, service), method)(tick, **(options or {}))
         except (eventlet.Timeout, RpcTimeout):
             outcome = "timeout"
         except (DomainError, RemoteError, UnknownService, OSError) as exc:

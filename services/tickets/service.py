@@ -2,12 +2,16 @@
 live chat. Rules live in domain.py; this adapter loads, applies and persists."""
 from __future__ import annotations
 
+import csv
 import logging
+import os
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import orjson
 from nameko.rpc import RpcProxy
+from sqlalchemy import update
 
 from common import rpc as deadline
 from common.contracts import load, parse_id
@@ -19,11 +23,17 @@ from common.pagination import datetime_value, decode_cursor, encode_cursor, uuid
 from common.service_base import ServiceBase, rpc
 from services.tickets import domain, storage
 from services.tickets.storage import (Chat, ChatMessage, Comment, CompanySnapshot, Person,
-                                      Ticket, TicketQueue, TicketsRepository, TimelineEntry,
-                                      WorkSession)
+                                      ReportExport, Ticket, TicketQueue, TicketsRepository,
+                                      TimelineEntry, WorkSession)
 
 log = logging.getLogger(__name__)
 LOOKUP_TIMEOUT_SECONDS = 5.0
+REPORT_RETENTION = timedelta(days=30)
+EXPORT_PAGE, ARCHIVE_BATCH = 1000, 500
+EXPORT_COLUMNS = ("reference", "id", "subject", "status", "priority", "queue_id", "requester_name",
+                  "requester_email", "assignee_name", "assignee_email", "company_name", "machine_id",
+                  "worked_internal_seconds", "worked_external_seconds", "created_at", "updated_at",
+                  "resolved_at")
 
 
 class Actor:
@@ -469,6 +479,196 @@ class Service(ServiceBase):
             "ended_at": chat.ended_at, "end_reason": chat.end_reason,
             "messages": [{"id": m.id, "body": m.body, "created_at": m.created_at,
                           "author": self._person_view(people, m.author_id)} for m in messages]})
+
+    # scheduled work ----------------------------------------------------------------------
+
+    @rpc
+    def lunch_pause(self, now: str | None = None) -> dict:
+        """12:00 in São Paulo: tickets worked in INTERNAL sessions pause with LUNCH_BREAK;
+        EXTERNAL work (a customer on the line) goes on."""
+        now = datetime.fromisoformat(now) if now else utcnow()
+        paused = 0
+        with self.db.unit_of_work() as uow:
+            for ticket, session in uow.repo.internal_work_in_progress():
+                outcome = domain.lunch_pause(state_of(ticket, session), now)
+                if outcome is not None:
+                    self._apply(uow, ticket, session, outcome, None, now)
+                    paused += 1
+            if paused:
+                uow.commit()
+        return {"paused": paused}
+
+    @rpc
+    def apply_retention(self, now: str | None = None, dry_run: bool = False) -> dict:
+        """Report runs and their files go after 30 days; tickets are kept forever."""
+        now = datetime.fromisoformat(now) if now else utcnow()
+        cutoff = now - REPORT_RETENTION
+        with self.db.unit_of_work() as uow:
+            old = uow.repo.exports_before(cutoff)
+            summary = {"report_exports": {"past_policy": len(old), "deleted": 0,
+                                          "oldest": min((e.created_at for e in old), default=None)},
+                       "tickets": {"policy": "kept forever"}}
+            if old and not dry_run:
+                for export in old:
+                    self._export_path(export).unlink(missing_ok=True)
+                    uow.session.delete(export)
+                uow.commit()
+                summary["report_exports"]["deleted"] = len(old)
+        oldest = summary["report_exports"]["oldest"]
+        summary["report_exports"]["oldest"] = oldest.isoformat() if oldest else None
+        return {"dry_run": dry_run, "kinds": summary}
+
+    # report exports ----------------------------------------------------------------------
+
+    @rpc
+    def request_export(self, actor: dict, payload: dict) -> dict:
+        actor = Actor(actor)
+        require_staff(actor, "export reports")
+        data = load(contract.ExportRequest, payload)
+        with self.db.unit_of_work() as uow:
+            export = uow.repo.add(ReportExport(
+                tenant_id=actor.tenant_id, requested_by=actor.user_id, status="QUEUED",
+                filters=orjson.dumps(contract.TicketFilters().dump(data["filters"])).decode()))
+            uow.commit()
+            return self._export_view(export)
+
+    @rpc
+    def get_export(self, actor: dict, export_id: str) -> dict:
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            return self._export_view(self._export(uow, actor, export_id))
+
+    @rpc
+    def download_export(self, actor: dict, export_id: str) -> dict:
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            export = self._export(uow, actor, export_id)
+            if export.status != "DONE":
+                raise Conflict(f"the export is {export.status}", code="export_not_ready",
+                               details={"status": export.status})
+            path = self._export_path(export)
+            if not path.exists():
+                raise NotFound("the export's file is gone", code="export_file_missing")
+            return {"filename": f"chamados-tickets-{export.id}.csv", "content": path.read_text()}
+
+    @rpc
+    def run_report_exports(self, now: str | None = None) -> dict:
+        """The runner: every queued export becomes a CSV file under EXPORT_DIR."""
+        done = failed = 0
+        with self.db.unit_of_work() as uow:
+            queued = uow.repo.queued_exports()
+        for export_id in queued:
+            try:
+                self._produce_export(export_id)
+                done += 1
+            except Exception as exc:  # one bad export must not stop the others
+                failed += 1
+                log.exception("export %s failed", export_id)
+                with self.db.unit_of_work() as uow:
+                    export = uow.session.get(ReportExport, export_id)
+                    export.status, export.error = "FAILED", f"{exc.__class__.__name__}: {exc}"[:500]
+                    export.finished_at = utcnow()
+                    uow.commit()
+        return {"done": done, "failed": failed}
+
+    def _produce_export(self, export_id) -> None:
+        with self.db.unit_of_work() as uow:
+            claimed = uow.session.execute(  # another replica's runner may have taken it
+                update(ReportExport).where(ReportExport.id == export_id, ReportExport.status == "QUEUED")
+                .values(status="RUNNING").returning(ReportExport.id)).first()
+            uow.commit()
+            if claimed is None:
+                return
+            export = uow.session.get(ReportExport, export_id)
+            filters = load(contract.TicketFilters, orjson.loads(export.filters))
+            path = self._export_path(export)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            rows, after = 0, None
+            with open(partial, "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(EXPORT_COLUMNS)
+                while True:  # keyset pages: memory stays flat however many tickets
+                    page = list(uow.session.scalars(uow.repo.list_query(
+                        export.tenant_id, filters, after=after, limit=EXPORT_PAGE)))
+                    for ticket in page:
+                        writer.writerow([getattr(ticket, column) for column in EXPORT_COLUMNS])
+                    rows += len(page)
+                    if len(page) < EXPORT_PAGE:
+                        break
+                    after = (page[-1].created_at, page[-1].id)
+                    if rows % (EXPORT_PAGE * 10) == 0:
+                        log.info("export %s: %d tickets written", export.id, rows)
+            partial.replace(path)
+            export.status, export.rows, export.finished_at = "DONE", rows, utcnow()
+            export.file_name = path.name
+            uow.commit()
+            log.info("export %s done: %d tickets in %s", export.id, rows, path)
+
+    def _export_path(self, export: ReportExport) -> Path:
+        return Path(self.db.settings.export_dir) / str(export.tenant_id) / f"{export.id}.csv"
+
+    @staticmethod
+    def _export_view(export: ReportExport) -> dict:
+        return contract.ExportRun().dump({
+            "id": export.id, "status": export.status, "filters": orjson.loads(export.filters),
+            "rows": export.rows, "error": export.error, "created_at": export.created_at,
+            "finished_at": export.finished_at})
+
+    def _export(self, uow, actor: Actor, export_id) -> ReportExport:
+        require_staff(actor, "read exports")
+        export = uow.repo.export(actor.tenant_id, parse_id(export_id, "export"))
+        if export is None:
+            raise NotFound("export not found", code="export_not_found")
+        return export
+
+    # archive -------------------------------------------------------------------------------
+
+    @rpc
+    def archive_resolved(self, actor: dict, payload: dict) -> dict:
+        """Resolved tickets older than N days (with comments and timeline) go to a JSON-lines
+        file under ARCHIVE_DIR and are marked archived, so no ticket is written twice. The
+        file is renamed into place only after the marks are committed: a crash leaves at
+        most a `.partial` file, never a ticket archived twice."""
+        actor = Actor(actor)
+        if actor.role != "admin":
+            raise Forbidden("only admins archive", code="forbidden_role")
+        data = load(contract.ArchiveRequest, payload)
+        now = utcnow()
+        cutoff = now - timedelta(days=data["older_than_days"])
+        folder = Path(self.db.settings.archive_dir) / str(actor.tenant_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"tickets-{now.strftime('%Y%m%dT%H%M%S%fZ')}.jsonl"
+        partial = final.with_suffix(".partial")
+        archived = 0
+        with open(partial, "w") as handle, self.db.unit_of_work() as uow:
+            while True:
+                batch = uow.repo.archivable(actor.tenant_id, cutoff, ARCHIVE_BATCH)
+                if not batch:
+                    break
+                for ticket in batch:
+                    handle.write(orjson.dumps(self._archive_record(uow, ticket)).decode() + "\n")
+                    ticket.archived_at = now
+                archived += len(batch)
+                uow.session.flush()
+                log.info("archive %s: %d tickets written", final.name, archived)
+            handle.flush()
+            os.fsync(handle.fileno())
+            uow.commit()
+        if archived:
+            partial.replace(final)
+            return {"archived": archived, "file": str(final)}
+        partial.unlink(missing_ok=True)
+        return {"archived": 0, "file": None}
+
+    def _archive_record(self, uow, ticket: Ticket) -> dict:
+        comments = uow.repo.comments(ticket.id, ("PUBLIC", "INTERNAL"))
+        return {"ticket": ticket_view(ticket),
+                "comments": [{"id": str(c.id), "author_id": str(c.author_id), "visibility": c.visibility,
+                              "body": c.body, "created_at": c.created_at.isoformat()} for c in comments],
+                "timeline": [{"kind": e.kind, "actor_id": str(e.actor_id) if e.actor_id else None,
+                              "data": orjson.loads(e.data), "created_at": e.created_at.isoformat()}
+                             for e in uow.repo.timeline(ticket.id)]}
 
     # lookups ---------------------------------------------------------------------------
 

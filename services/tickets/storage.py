@@ -75,6 +75,8 @@ class Ticket(Base):
         Index("ix_tickets_tenant_company_created", "tenant_id", "company_id", "created_at", "id"),
         Index("ix_tickets_tenant_queue_created", "tenant_id", "queue_id", "created_at", "id"),
         Index("ix_tickets_tenant_updated", "tenant_id", "updated_at", "id"),
+        Index("ix_tickets_resolved_unarchived", "status", "resolved_at",
+              postgresql_where=text("archived_at IS NULL"), sqlite_where=text("archived_at IS NULL")),
     )
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID]
@@ -168,11 +170,29 @@ class ChatMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ReportExport(Base):
+    """A requested CSV export; the runner (scheduler, every 15 min) produces its file.
+    Runs and files are deleted after 30 days by the retention sweep."""
+
+    __tablename__ = "report_exports"
+    __table_args__ = (Index("ix_report_exports_status_created", "status", "created_at"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    requested_by: Mapped[uuid.UUID] = mapped_column(index=True)
+    filters: Mapped[str] = mapped_column(Text, default="{}")
+    status: Mapped[str] = mapped_column(String(10))  # QUEUED | RUNNING | DONE | FAILED
+    rows: Mapped[int | None] = mapped_column(Integer)
+    file_name: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 # every column that holds a user id, for merges
 USER_REFERENCES = (
     (Ticket, "requester_id"), (Ticket, "assignee_id"), (Comment, "author_id"),
     (WorkSession, "agent_id"), (TimelineEntry, "actor_id"), (Chat, "started_by"),
-    (ChatMessage, "author_id"),
+    (ChatMessage, "author_id"), (ReportExport, "requested_by"),
 )
 
 
@@ -319,6 +339,29 @@ class TicketsRepository:
     def chat_messages(self, chat_id) -> list[ChatMessage]:
         return list(self.session.scalars(select(ChatMessage).where(ChatMessage.chat_id == chat_id)
                                          .order_by(ChatMessage.created_at, ChatMessage.id)))
+
+    def internal_work_in_progress(self) -> list:
+        return list(self.session.execute(
+            select(Ticket, WorkSession).join(WorkSession, WorkSession.ticket_id == Ticket.id)
+            .where(Ticket.status == "AWAITING_ATTENDANCE", WorkSession.ended_at.is_(None),
+                   WorkSession.work_type == "INTERNAL").with_for_update(of=Ticket)).all())
+
+    def archivable(self, tenant_id, resolved_before, limit: int) -> list[Ticket]:
+        return list(self.session.scalars(select(Ticket).where(
+            Ticket.tenant_id == tenant_id, Ticket.status == "RESOLVED",
+            Ticket.resolved_at < resolved_before, Ticket.archived_at.is_(None))
+            .order_by(Ticket.resolved_at, Ticket.id).limit(limit).with_for_update()))
+
+    def export(self, tenant_id, export_id) -> ReportExport | None:
+        return self.session.scalars(select(ReportExport).where(
+            ReportExport.tenant_id == tenant_id, ReportExport.id == export_id)).first()
+
+    def queued_exports(self, limit: int = 20) -> list:
+        return list(self.session.scalars(select(ReportExport.id).where(ReportExport.status == "QUEUED")
+                                         .order_by(ReportExport.created_at).limit(limit)))
+
+    def exports_before(self, cutoff) -> list[ReportExport]:
+        return list(self.session.scalars(select(ReportExport).where(ReportExport.created_at < cutoff)))
 
     def counts_by_status(self) -> dict:
         return dict(self.session.execute(select(Ticket.status, func.count()).group_by(Ticket.status)).all())

@@ -1,15 +1,15 @@
 """initial tickets schema
 
-Revision ID: a1ec5711eae6
+Revision ID: 7872696ea505
 Revises: 
-Create Date: 2026-11-28 21:47:24.372977
+Create Date: 2026-11-28 22:19:45.209610
 """
 from alembic import op
 import sqlalchemy as sa
 import common.db
 
 
-revision = 'a1ec5711eae6'
+revision = '7872696ea505'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -64,6 +64,22 @@ def upgrade() -> None:
     sa.Column('last_reference', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('tenant_id', name=op.f('pk_reference_counters'))
     )
+    op.create_table('report_exports',
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('tenant_id', sa.Uuid(), nullable=False),
+    sa.Column('requested_by', sa.Uuid(), nullable=False),
+    sa.Column('filters', sa.Text(), nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('rows', sa.Integer(), nullable=True),
+    sa.Column('file_name', sa.String(length=255), nullable=True),
+    sa.Column('error', sa.String(length=500), nullable=True),
+    sa.Column('created_at', common.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', common.db.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_report_exports'))
+    )
+    op.create_index(op.f('ix_report_exports_requested_by'), 'report_exports', ['requested_by'], unique=False)
+    op.create_index('ix_report_exports_status_created', 'report_exports', ['status', 'created_at'], unique=False)
+    op.create_index(op.f('ix_report_exports_tenant_id'), 'report_exports', ['tenant_id'], unique=False)
     op.create_table('tickets',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('tenant_id', sa.Uuid(), nullable=False),
@@ -91,6 +107,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['queue_id'], ['queues.id'], name=op.f('fk_tickets_queue_id_queues')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_tickets'))
     )
+    op.create_index('ix_tickets_resolved_unarchived', 'tickets', ['status', 'resolved_at'], unique=False, postgresql_where=sa.text('archived_at IS NULL'), sqlite_where=sa.text('archived_at IS NULL'))
     op.create_index('ix_tickets_tenant_assignee_status_created', 'tickets', ['tenant_id', 'assignee_id', 'status', 'created_at', 'id'], unique=False)
     op.create_index('ix_tickets_tenant_company_created', 'tickets', ['tenant_id', 'company_id', 'created_at', 'id'], unique=False)
     op.create_index('ix_tickets_tenant_created', 'tickets', ['tenant_id', 'created_at', 'id'], unique=False)
@@ -194,7 +211,12 @@ def downgrade() -> None:
     op.drop_index('ix_tickets_tenant_created', table_name='tickets')
     op.drop_index('ix_tickets_tenant_company_created', table_name='tickets')
     op.drop_index('ix_tickets_tenant_assignee_status_created', table_name='tickets')
+    op.drop_index('ix_tickets_resolved_unarchived', table_name='tickets', postgresql_where=sa.text('archived_at IS NULL'), sqlite_where=sa.text('archived_at IS NULL'))
     op.drop_table('tickets')
+    op.drop_index(op.f('ix_report_exports_tenant_id'), table_name='report_exports')
+    op.drop_index('ix_report_exports_status_created', table_name='report_exports')
+    op.drop_index(op.f('ix_report_exports_requested_by'), table_name='report_exports')
+    op.drop_table('report_exports')
     op.drop_table('reference_counters')
     op.drop_index('uq_queues_tenant_name', table_name='queues')
     op.drop_table('queues')

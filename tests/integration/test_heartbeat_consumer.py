@@ -1,0 +1,259 @@
+"""The heartbeat consumer over AMQP, as agents that speak AMQP use it: change-only inventory
+under a realistic load, redelivery absorbed, and every message it cannot take parked in the
+dead-letter queue with its reason while the consumer keeps going."""
+import re
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import requests
+from kombu import Connection, Exchange
+from sqlalchemy import create_engine, text
+
+from common.inventory import inventory_hash
+from common.messaging import DEAD_LETTER_QUEUE
+from tests.harness import Client
+
+EXCHANGE = Exchange("devices.heartbeats", type="direct", durable=True)
+ROUTING_KEY = "heartbeat"
+MACHINES, PER_MACHINE, CHANGED_PER_MACHINE = 10, 100, 2
+CHANGED_AT = (37, 71)  # the heartbeats (by index) of each machine that carry a changed inventory
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+def enrol(client: Client, company: dict, hostname: str) -> dict:
+    response = client.post("/api/machines/register", json={
+        "provisioning_code": company["provisioning_code"], "hostname": hostname,
+        "os": {"name": "Ubuntu 22.04.4 LTS", "version": "22.04", "build": "", "arch": "x86_64"},
+        "mac_addresses": ["3c:52:82:" + ":".join(uuid.uuid4().hex[i:i + 2] for i in (0, 2, 4))],
+        "serial_numbers": [f"SN{uuid.uuid4().hex[:12].upper()}"],
+        "collaborator": {"email": f"{hostname}@example.test", "name": hostname}})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def inventory(machine: int, revision: int) -> dict:
+    """A machine's inventory; each revision bumps one package's version."""
+    packages = [{"name": f"pkg-{index:03d}", "version": "1.0.0", "vendor": "Acme"} for index in range(150)]
+    for step in range(revision):
+        packages[(step * 7) % len(packages)]["version"] = f"1.0.{step + 1}"
+    return {"hostname": f"load-{machine}", "uptime_seconds": 100 + revision,
+            "hardware": {"cpu": "Intel i5-8500", "memory_bytes": 8_589_934_592, "machine": machine},
+            "software": {"packages": packages},
+            "disks": [{"mount": "/", "size_bytes": 256_000_000_000, "free_bytes": 100_000_000_000}]}
+
+
+def publish_all(amqp_uri: str, messages: list[dict]) -> None:
+    """Each message: body (bytes), headers, message_id; persistent, broker-confirmed."""
+    with Connection(amqp_uri, transport_options={"confirm_publish": True}) as connection:
+        producer = connection.Producer()
+        for message in messages:
+            producer.publish(message["body"], exchange=EXCHANGE, routing_key=ROUTING_KEY,
+                             headers=message["headers"], message_id=message["message_id"],
+                             content_type="application/json", content_encoding="utf-8",
+                             delivery_mode=2, declare=[EXCHANGE])
+
+
+def heartbeat_message(token: str | None, body, message_id: str | None = None) -> dict:
+    return {"body": body if isinstance(body, bytes) else orjson.dumps(body),
+            "headers": {"authorization": token} if token is not None else {},
+            "message_id": message_id or str(uuid.uuid4())}
+
+
+def heartbeat_states(engine, machine_ids) -> dict:
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            "SELECT machine_id, heartbeats, last_sent_at, last_seen_at, last_message_id, "
+            "inventory_hash, need_inventory FROM devices.heartbeat_state "
+            "WHERE machine_id = ANY(:ids)"), {"ids": [uuid.UUID(m) for m in machine_ids]}).all()
+    return {str(row.machine_id): row for row in rows}
+
+
+def change_rows(engine, machine_ids) -> list[tuple]:
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(text(
+            "SELECT id, machine_id, from_hash, to_hash, size_bytes, created_at "
+            "FROM devices.inventory_changes WHERE machine_id = ANY(:ids) ORDER BY id"),
+            {"ids": [uuid.UUID(m) for m in machine_ids]}).all()]
+
+
+def wait_for(check, timeout: float, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = check()
+    return value
+
+
+def heartbeats_counted(system, outcome: str) -> float:
+    metrics = requests.get(system.metrics_url("devices"), timeout=10).text
+    found = re.search(r'^chamados_heartbeats_total\{[^}]*outcome="%s"[^}]*\} ([0-9.e+]+)$' % outcome,
+                      metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def dead_letters(amqp_uri: str, marker: bytes, expected: int, timeout: float = 20.0) -> list:
+    """Our dead letters (bodies containing `marker`); others go back untouched. Others are
+    held unacked while we look, so the same foreign message is not fetched again and again."""
+    found, others = [], []
+    deadline = time.monotonic() + timeout
+    with Connection(amqp_uri) as connection:
+        queue = DEAD_LETTER_QUEUE(connection.channel())
+        queue.declare()
+        try:
+            while len(found) < expected and time.monotonic() < deadline:
+                message = queue.get(no_ack=False)
+                if message is None:
+                    time.sleep(0.2)
+                    continue
+                body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+                if marker in body:
+                    found.append((body, dict(message.headers or {})))
+                    message.ack()
+                else:
+                    others.append(message)
+        finally:
+            for message in others:
+                message.requeue()
+    return found
+
+
+# --- the load -------------------------------------------------------------------------------
+
+def test_a_thousand_heartbeats_write_only_what_changed_and_redelivery_changes_nothing(system, tenant):
+    client = Client(system.base_url)
+    company = tenant.company()
+    run = uuid.uuid4().hex[:6]
+    enrolled = [enrol(client, company, f"load-{run}-{m}") for m in range(MACHINES)]
+    sentinel = enrol(client, company, f"load-{run}-sentinel")
+    machine_ids = [e["machine_id"] for e in enrolled]
+
+    # 100 heartbeats per machine, machines interleaved; sent_at strictly increasing per machine
+    base = datetime.now(timezone.utc) - timedelta(hours=1)
+    messages, revisions, full_initial, full_changed = [], [0] * MACHINES, 0, 0
+    for index in range(PER_MACHINE):
+        for machine, enrolment in enumerate(enrolled):
+            body = {"sent_at": (base + timedelta(seconds=index, microseconds=machine)).isoformat(),
+                    "metrics": {"cpu_percent": float(index % 100), "memory_percent": 40.0,
+                                "uptime_seconds": index, "disks": [{"mount": "/", "percent": 50.0}]}}
+            if index == 0:
+                body["inventory"] = inventory(machine, 0)
+                full_initial += 1
+            elif index in CHANGED_AT:
+                revisions[machine] += 1
+                body["inventory"] = inventory(machine, revisions[machine])
+                full_changed += 1
+            else:
+                body["inventory_hash"] = inventory_hash(inventory(machine, revisions[machine]))
+            messages.append(heartbeat_message(enrolment["token"], body))
+    assert (len(messages), full_initial, full_changed) == (1000, 10, 20)
+    final_hashes = {e["machine_id"]: inventory_hash(inventory(m, revisions[m])) for m, e in enumerate(enrolled)}
+    last_sent = {e["machine_id"]: base + timedelta(seconds=PER_MACHINE - 1, microseconds=m)
+                 for m, e in enumerate(enrolled)}
+
+    engine = create_engine(system.database_url)
+    try:
+        duplicates_before = heartbeats_counted(system, "duplicate")
+        started = time.monotonic()
+        publish_all(system.amqp_uri, messages)
+
+        def all_reflected():
+            states = heartbeat_states(engine, machine_ids)
+            return states if len(states) == MACHINES and all(
+                s.heartbeats == PER_MACHINE and s.last_sent_at == last_sent[m] for m, s in states.items()) else None
+        states = wait_for(all_reflected, timeout=30)
+        assert states, {m: (s.heartbeats, s.last_sent_at) for m, s in heartbeat_states(engine, machine_ids).items()}
+        elapsed = time.monotonic() - started
+
+        for machine_id, state in states.items():
+            assert state.heartbeats == PER_MACHINE
+            assert state.inventory_hash == final_hashes[machine_id]
+            assert state.need_inventory is False
+        changes = change_rows(engine, machine_ids)
+        assert len(changes) == MACHINES + MACHINES * CHANGED_PER_MACHINE, len(changes)
+        assert sum(1 for row in changes if row[2] is None) == MACHINES  # one initial record each
+        for machine_id in machine_ids:
+            chain = [row for row in changes if str(row[1]) == machine_id]
+            assert len(chain) == 1 + CHANGED_PER_MACHINE
+            assert all(later[2] == earlier[3] for earlier, later in zip(chain, chain[1:])), chain
+            assert chain[-1][3] == final_hashes[machine_id]
+            assert all(row[4] < 1024 for row in chain[1:]), chain  # a one-package change is small
+        print(f"1000 heartbeats applied in {elapsed:.1f}s")
+
+        # the broker redelivers everything: same bodies, same message ids
+        publish_all(system.amqp_uri, messages)
+        publish_all(system.amqp_uri, [heartbeat_message(sentinel["token"], {
+            "sent_at": datetime.now(timezone.utc).isoformat(), "inventory_hash": "a" * 64})])
+        # one consumer, one FIFO queue: once the sentinel is in, every copy before it was handled
+        assert wait_for(lambda: heartbeat_states(engine, [sentinel["machine_id"]]).get(
+            sentinel["machine_id"]) and heartbeat_states(engine, [sentinel["machine_id"]])[
+            sentinel["machine_id"]].heartbeats == 1, timeout=30)
+
+        assert heartbeat_states(engine, machine_ids) == states  # not even last_seen_at moved
+        assert change_rows(engine, machine_ids) == changes
+        assert heartbeats_counted(system, "duplicate") - duplicates_before == len(messages)
+    finally:
+        engine.dispose()
+
+
+# --- what the consumer cannot take --------------------------------------------------------
+
+def test_unusable_heartbeats_are_dead_lettered_with_their_reason_and_the_consumer_goes_on(system, tenant):
+    client = Client(system.base_url)
+    enrolment = enrol(client, tenant.company(), f"dlq-{uuid.uuid4().hex[:6]}")
+    token, machine_id = enrolment["token"], enrolment["machine_id"]
+    marker = f"marker-{uuid.uuid4().hex}"
+
+    def valid(**extra) -> dict:
+        return {"sent_at": datetime.now(timezone.utc).isoformat(),
+                "metrics": {"cpu_percent": 5.0}, "inventory": {"marker": marker}, **extra}
+
+    too_large = valid()
+    too_large["inventory"]["blob"] = "x" * (1024 * 1024 + 10)
+    bad = {
+        "too_large": heartbeat_message(token, too_large),
+        "malformed_json": heartbeat_message(token, b'{"sent_at": "2024-01-01T00:00:00Z", "' + marker.encode() + b'": '),
+        "no_header": heartbeat_message(None, valid()),
+        "unknown_token": heartbeat_message(f"unknown-{uuid.uuid4().hex}", valid()),
+        "invalid": heartbeat_message(token, {"metrics": {}, "inventory": {"marker": marker}}),
+    }
+    assert len(bad["too_large"]["body"]) > 1024 * 1024
+    good_body = valid()
+    good_body["inventory"]["after"] = "the dead letters"
+    good = heartbeat_message(token, good_body)
+    publish_all(system.amqp_uri, list(bad.values()) + [good])
+
+    engine = create_engine(system.database_url)
+    try:
+        assert wait_for(lambda: (heartbeat_states(engine, [machine_id]).get(machine_id) or None)
+                        and heartbeat_states(engine, [machine_id])[machine_id].heartbeats == 1, timeout=20), \
+            heartbeat_states(engine, [machine_id])
+        state = heartbeat_states(engine, [machine_id])[machine_id]
+        assert state.last_message_id == good["message_id"]
+        assert state.inventory_hash == inventory_hash(good_body["inventory"])
+    finally:
+        engine.dispose()
+
+    parked = dead_letters(system.amqp_uri, marker.encode(), expected=len(bad))
+    assert len(parked) == len(bad), [headers.get("x-dead-letter-reason") for _, headers in parked]
+    by_body = {message["body"]: name for name, message in bad.items()}
+    reasons = {}
+    for body, headers in parked:
+        assert body in by_body, body[:200]
+        assert headers["x-original-queue"] == "devices.heartbeats", headers
+        reasons[by_body[body]] = headers["x-dead-letter-reason"]
+    assert set(reasons) == set(bad), reasons
+    assert reasons["too_large"].startswith("too_large"), reasons
+    assert reasons["malformed_json"].startswith("malformed_json"), reasons
+    assert reasons["no_header"].startswith("unauthenticated"), reasons
+    assert reasons["unknown_token"].startswith("unauthenticated"), reasons
+    assert "unknown" in reasons["unknown_token"], reasons
+    assert reasons["invalid"].startswith("invalid") and "sent_at" in reasons["invalid"], reasons
+
+    metrics = requests.get(system.metrics_url("devices"), timeout=10).text
+    for reason in ("too_large", "malformed_json", "unauthenticated", "invalid"):
+        assert re.search(r'chamados_messages_dead_lettered_total\{[^}]*queue="devices\.heartbeats"[^}]*'
+                         r'reason="%s"' % reason, metrics), reason
