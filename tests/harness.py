@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from common.config import ROOT, SERVICE_NAMES
 
 CRON_SECRET = "test-cron-secret"
+INTERNAL_HEALTH_TOKEN = "test-internal-token"
 STALE_AFTER_SECONDS = 6 * 3600  # leftovers of killed runs are dropped by the next run
 MANAGEMENT_API = os.environ.get("RABBIT_MANAGEMENT_URL", "http://127.0.0.1:15672/api")
 RABBIT_AUTH = ("guest", "guest")
@@ -160,6 +161,7 @@ class System:
             "PYTHONUNBUFFERED": "1",
             # tests call the jobs' targets themselves: no sweep fires in the middle of one
             "CRON_SECRET": CRON_SECRET,
+            "INTERNAL_HEALTH_TOKEN": INTERNAL_HEALTH_TOKEN,
             "SCHEDULER_JOBS": '{"chat-cleanup": {"enabled": false}, "offline-sweep": {"enabled": false}, '
                               '"usb-cleanup": {"enabled": false}}',
             **self.extra_env,

@@ -344,6 +344,12 @@ class Service(ServiceBase):
             "past_policy": count, "deleted": 0 if dry_run else count,
             "oldest": oldest.isoformat() if oldest else None}}}
 
+    @rpc
+    def registration_counts(self, tenant_id: str | None = None) -> dict:
+        """Companies, people and machine users, of one tenant or of all (health snapshot)."""
+        with self.db.unit_of_work() as uow:
+            return uow.repo.registration_counts(parse_id(tenant_id, "tenant") if tenant_id else None)
+
     # for the devices service ------------------------------------------------------------
 
     @rpc

@@ -148,6 +148,17 @@ class AccountsRepository:
                                     (User.email_normalized == email) & (User.id > user_id)))
         return list(self.session.scalars(query.order_by(User.email_normalized, User.id).limit(limit)))
 
+    def registration_counts(self, tenant_id=None) -> dict:
+        companies = select(func.count()).select_from(Company)
+        users = select(User.role, func.count()).where(User.merged_into_id.is_(None)).group_by(User.role)
+        if tenant_id is not None:
+            companies = companies.where(Company.tenant_id == tenant_id)
+            users = users.where(User.tenant_id == tenant_id)
+        by_role = dict(self.session.execute(users).all())
+        machines = by_role.pop("machine", 0)
+        return {"companies": self.session.scalar(companies), "people": sum(by_role.values()),
+                "machine_users": machines}
+
     def count_admins(self, tenant_id) -> int:
         return self.session.scalar(select(func.count()).select_from(User).where(
             User.tenant_id == tenant_id, User.role == "admin", User.merged_into_id.is_(None)))

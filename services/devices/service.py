@@ -377,6 +377,19 @@ class Service(ServiceBase):
         return {"dry_run": dry_run, "kinds": kinds}
 
     @rpc
+    def health_buckets(self, tenant_id: str | None = None) -> dict:
+        """Machines by time since their last heartbeat, of one tenant or of all."""
+        now = utcnow()
+        with self.db.unit_of_work() as uow:
+            query = select(HeartbeatState.last_seen_at).join(Machine, Machine.id == HeartbeatState.machine_id)
+            if tenant_id:
+                query = query.where(Machine.tenant_id == parse_id(tenant_id, "tenant"))
+            buckets = dict.fromkeys(domain.HEALTH_BUCKETS, 0)
+            for (seen,) in uow.session.execute(query):
+                buckets[domain.health_bucket(seen, now)] += 1
+        return {"machines": sum(buckets.values()), "buckets": buckets}
+
+    @rpc
     def machines_last_seen(self, machine_ids: list) -> dict:
         """{machine id: last heartbeat (ISO) or None} for the ids that exist (tickets' chat
         cleanup asks)."""

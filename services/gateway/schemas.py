@@ -18,3 +18,12 @@ class Error(StrictSchema):
 class Readiness(StrictSchema):
     status = fields.String(required=True, metadata={"enum": ["ready", "not_ready"]})
     checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
+class HealthSnapshot(StrictSchema):
+    scope = fields.String(required=True, metadata={"description": "tenant (staff) or all (internal token)"})
+    tickets = fields.Dict(required=True)
+    registrations = fields.Dict(required=True)
+    heartbeats = fields.Dict(required=True)
+    retention = fields.Dict(required=True)
+    jobs = fields.List(fields.Dict(), required=True)

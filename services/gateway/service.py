@@ -25,7 +25,7 @@ from common.tokens import same_secret
 from services.gateway import openapi
 from services.gateway.http import (ROUTES, NoQuery, error_response, json_response, observe,
                                    parse_json_body, parse_query, route)
-from services.gateway.schemas import Readiness
+from services.gateway.schemas import HealthSnapshot, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -445,3 +445,41 @@ class Service:
         options = {"dry_run": True} if load(helpdesk.CronQuery, query)["dry_run"] else {}
         return json_response(200, self.call("scheduler", "run_job_now", job, options,
                                             timeout=CRON_TIMEOUT_SECONDS))
+
+    # health snapshot -----------------------------------------------------------------------
+
+    @route("GET", "/api/admin/health",
+           summary="Tickets, registrations, heartbeat buckets, retention, jobs (staff or x-internal-token)",
+           tag="operations", roles=None, raw=True, response=HealthSnapshot)
+    def health_snapshot(self, principal, request):
+        """Staff see their tenant; the internal token (INTERNAL_HEALTH_TOKEN) sees all."""
+        presented = request.headers.get("x-internal-token")
+        if presented is not None:
+            if not same_secret(presented, self.settings.internal_health_token):
+                raise Unauthorized("wrong internal token", code="invalid_internal_token")
+            tenant_id, scope = None, "all"
+        else:
+            principal = self.call("accounts", "authenticate", bearer_token(request))
+            if principal["role"] not in STAFF:
+                raise Forbidden("your role may not do this", code="forbidden_role",
+                                details={"role": principal["role"]})
+            tenant_id, scope = principal["tenant_id"], "tenant"
+        pool = eventlet.GreenPool()
+        calls = {
+            "tickets": pool.spawn(self.call, "tickets", "ticket_counts", tenant_id),
+            "registrations": pool.spawn(self.call, "accounts", "registration_counts", tenant_id),
+            "heartbeats": pool.spawn(self.call, "devices", "health_buckets", tenant_id),
+            "jobs": pool.spawn(self.call, "scheduler", "list_jobs"),
+            **{f"retention:{service}": pool.spawn(self.call, service, "apply_retention", None, True)
+               for service in ("accounts", "tickets", "devices")},
+        }
+        answers = {key: thread.wait() for key, thread in calls.items()}
+        retention = {}
+        for key, answer in answers.items():
+            if key.startswith("retention:"):
+                retention.update(answer["kinds"])
+        return json_response(200, {
+            "scope": scope, "tickets": answers["tickets"], "registrations": answers["registrations"],
+            "heartbeats": answers["heartbeats"], "retention": retention,
+            "jobs": [{key: job[key] for key in ("name", "enabled", "interval_seconds", "cron", "running",
+                                                "last_run")} for job in answers["jobs"]]})

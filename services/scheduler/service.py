@@ -105,6 +105,7 @@ class JobTable(SharedExtension):
         except (orjson.JSONDecodeError, domain.JobConfigError) as exc:
             raise ConfigError(f"SCHEDULER_JOBS: {exc}") from None
         self.running: set[str] = set()
+        self.last_runs: dict[str, dict] = {}  # this replica's memory: metrics hold the rest
         self.amqp_uri = self.container.config["AMQP_URI"]
         for name, job in self.jobs.items():
             if job.interval_seconds:
@@ -210,7 +211,8 @@ class Service(ServiceBase):
         return [{"name": job.name, "targets": list(job.targets), "enabled": job.enabled,
                  "interval_seconds": job.interval_seconds, "cron": job.cron,
                  "timezone": job.timezone, "timeout_seconds": job.timeout_seconds,
-                 "running": job.name in self.jobs.running}
+                 "running": job.name in self.jobs.running,
+                 "last_run": self.jobs.last_runs.get(job.name)}
                 for job in self.jobs.jobs.values()]
 
     def _run(self, name: str, tick: str, options: dict | None = None) -> dict:
@@ -235,6 +237,9 @@ class Service(ServiceBase):
         JOB_DURATION.labels(name).observe(duration)
         if outcome == "success":
             JOB_LAST_SUCCESS.labels(name).set(time.time())
+        self.jobs.last_runs[name] = {"tick": tick, "outcome": outcome,
+                                     "finished_at": utcnow().isoformat(),
+                                     "duration_seconds": round(duration, 3)}
         (log.info if outcome == "success" else log.warning)(
             "job %s tick %s: %s in %.3fs %s", name, tick, outcome, duration,
             orjson.dumps(results, default=str).decode()[:500])

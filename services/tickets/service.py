@@ -518,6 +518,13 @@ class Service(ServiceBase):
         summary["report_exports"]["oldest"] = oldest.isoformat() if oldest else None
         return {"dry_run": dry_run, "kinds": summary}
 
+    @rpc
+    def ticket_counts(self, tenant_id: str | None = None) -> dict:
+        """Tickets by status, of one tenant or of all (health snapshot)."""
+        with self.db.unit_of_work() as uow:
+            counts = uow.repo.counts_by_status(parse_id(tenant_id, "tenant") if tenant_id else None)
+        return {status: counts.get(status, 0) for status in domain.STATUSES}
+
     # report exports ----------------------------------------------------------------------
 
     @rpc

@@ -363,6 +363,9 @@ class TicketsRepository:
     def exports_before(self, cutoff) -> list[ReportExport]:
         return list(self.session.scalars(select(ReportExport).where(ReportExport.created_at < cutoff)))
 
-    def counts_by_status(self) -> dict:
-        return dict(self.session.execute(select(Ticket.status, func.count()).group_by(Ticket.status)).all())
+    def counts_by_status(self, tenant_id=None) -> dict:
+        query = select(Ticket.status, func.count()).group_by(Ticket.status)
+        if tenant_id is not None:
+            query = query.where(Ticket.tenant_id == tenant_id)
+        return dict(self.session.execute(query).all())
 
