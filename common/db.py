@@ -190,14 +190,17 @@ class Database(DependencyProvider):
     """nameko dependency: `self.db.unit_of_work()` in a worker; relays the outbox when
     the service has one."""
 
-    def __init__(self, repository=None, metadata=None):
+    def __init__(self, repository=None, metadata=None, gauges=None):
+        """`gauges(store)`, when given, yields the service's own metric families at
+        scrape time (e.g. tickets by status)."""
         self.repository = repository
         self.metadata = metadata
+        self.gauges = gauges
         self.store: Store | None = None
         self.relay = None
 
     def setup(self):
-        from common.metrics import register_database_collector
+        from common.metrics import register_collector, register_database_collector
         from common.outbox import OutboxRelay
 
         settings = Settings.from_mapping(self.container.config)
@@ -205,6 +208,9 @@ class Database(DependencyProvider):
         self.store = Store(settings, service, self.repository, self.metadata)
         wait_until_reachable(self.store.engine, f"database for {service}")
         register_database_collector(self.store)
+        if self.gauges is not None:
+            store, gauges = self.store, self.gauges
+            register_collector(f"gauges:{service}", lambda: gauges(store))
         if self.store.outbox is not None:
             self.relay = OutboxRelay(self.store, self.container.config)
             self.store.on_events_committed = self.relay.wake

@@ -168,6 +168,25 @@ def first_delivery(uow, table: Table, event: dict, event_type: str) -> bool:
     return uow.session.execute(statement).first() is not None
 
 
+def queue_depth_families(amqp_uri: str, queues=(DEAD_LETTER_QUEUE, HEARTBEAT_QUEUE)):
+    """`chamados_queue_messages{queue}`: what waits in the queues operators watch (the
+    dead-letter queue should be empty; the heartbeat queue should stay short)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    family = GaugeMetricFamily("chamados_queue_messages", "Messages waiting in a queue",
+                               labels=["queue"])
+    with Connection(amqp_uri, connect_timeout=2) as connection:
+        channel = connection.channel()
+        for queue in queues:
+            try:
+                _, messages, _ = channel.queue_declare(queue=queue.name, passive=True)
+            except Exception:  # not declared yet: nothing waits in it
+                channel = connection.channel()
+                messages = 0
+            family.add_metric([queue.name], messages)
+    yield family
+
+
 # --- topology --------------------------------------------------------------------------
 
 def declare_bus(amqp_uri: str) -> list[str]:

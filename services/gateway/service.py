@@ -19,8 +19,8 @@ from common.contracts import devices as fleet
 from common.contracts import load
 from common.contracts import tickets as helpdesk
 from common.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized, ValidationFailed
-from common.messaging import HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE
-from common.metrics import EntrypointMetrics, metrics_response
+from common.messaging import HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, queue_depth_families
+from common.metrics import EntrypointMetrics, metrics_response, register_collector
 from common.tokens import same_secret
 from services.gateway import openapi
 from services.gateway.http import (ROUTES, NoQuery, error_response, json_response, observe,
@@ -56,6 +56,14 @@ def bearer_token(request) -> str:
     return token
 
 
+class BusGauges(DependencyProvider):
+    """Queue depths on the gateway's /metrics (the gateway already talks to the broker)."""
+
+    def setup(self):
+        amqp_uri = Settings.from_mapping(self.container.config).amqp_uri
+        register_collector("bus:queues", lambda: queue_depth_families(amqp_uri))
+
+
 class HeartbeatPublisher(DependencyProvider):
     """Publishes agents' HTTP heartbeats to the same durable exchange AMQP agents use,
     persistent and confirmed by the broker before the route answers 202."""
@@ -81,6 +89,7 @@ class Service:
     name = "gateway"
     settings = SettingsProvider()
     publish_heartbeat = HeartbeatPublisher()
+    bus_gauges = BusGauges()
     entrypoint_metrics = EntrypointMetrics()
     accounts = RpcProxy("accounts")
     tickets = RpcProxy("tickets")

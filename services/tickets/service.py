@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 from nameko.rpc import RpcProxy
+from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import update
 
 from common import rpc as deadline
@@ -83,9 +84,19 @@ def ticket_view(ticket: Ticket, open_work_type: str | None = None) -> dict:
     })
 
 
+def ticket_gauges(store):
+    """`chamados_tickets{status}`, read at scrape time (cached by the collector)."""
+    with store.unit_of_work() as uow:
+        counts = uow.repo.counts_by_status()
+    family = GaugeMetricFamily("chamados_tickets", "Tickets by status", labels=["status"])
+    for status in domain.STATUSES:
+        family.add_metric([status], counts.get(status, 0))
+    yield family
+
+
 class Service(ServiceBase):
     name = "tickets"
-    db = Database(repository=TicketsRepository, metadata=storage.metadata)
+    db = Database(repository=TicketsRepository, metadata=storage.metadata, gauges=ticket_gauges)
     accounts = RpcProxy("accounts")
     devices = RpcProxy("devices")
 

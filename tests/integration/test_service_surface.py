@@ -72,3 +72,15 @@ def test_first_admin_is_created_once(rpc):
     assert first["created"] and len(first["password"]) >= 12
     assert not again["created"] and "password" not in again
     assert again["user"]["id"] == first["user"]["id"]
+
+
+def test_operational_gauges_are_exported(system):
+    tickets = requests.get(system.metrics_url("tickets"), timeout=10).text
+    for status in ("PENDING", "AWAITING_ATTENDANCE", "PAUSED", "RESOLVED"):
+        assert f'chamados_tickets{{status="{status}"}}' in tickets
+    for service in ("accounts", "tickets", "devices"):
+        assert f'chamados_outbox_backlog{{service="{service}"}}' in requests.get(
+            system.metrics_url(service), timeout=10).text
+    gateway = requests.get(system.metrics_url("gateway"), timeout=10).text
+    assert 'chamados_queue_messages{queue="chamados.dead-letter"}' in gateway
+    assert 'chamados_queue_messages{queue="devices.heartbeats"}' in gateway
