@@ -12,7 +12,7 @@ up: $(INSTALLED)
 	@$(VENV)/bin/chamados up
 
 test: $(INSTALLED)
-	@scripts/ensure-infra.sh --postgres
+	@scripts/ensure-infra.sh --tests
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 unit: $(INSTALLED)

@@ -14,6 +14,8 @@ from sqlalchemy.engine import make_url
 SERVICE_NAMES = ("accounts", "tickets", "devices", "scheduler", "gateway")
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = ROOT / "config.yml"
+SECRET_KEYS = ("AMQP_URI", "DATABASE_URL", "CRON_SECRET", "INTERNAL_HEALTH_TOKEN",
+               "CHAMADOS_ADMIN_PASSWORD")
 
 
 class ConfigError(ValueError):
@@ -26,8 +28,17 @@ def load_config(path: Path | str | None = None) -> dict:
         warnings.simplefilter("ignore")
         from nameko.cli.main import setup_yaml_parser
     setup_yaml_parser()
-    with open(path or CONFIG_FILE) as handle:
-        return yaml.safe_load(handle) or {}
+    with open(path or os.environ.get("CHAMADOS_CONFIG") or CONFIG_FILE) as handle:
+        config = yaml.safe_load(handle) or {}
+    # Docker/Swarm secrets arrive as files: KEY_FILE names the file holding KEY's value
+    for key in SECRET_KEYS:
+        secret_file = os.environ.get(f"{key}_FILE")
+        if secret_file:
+            try:
+                config[key] = open(secret_file).read().strip()
+            except OSError as exc:
+                raise ConfigError(f"{key}_FILE: cannot read {secret_file}: {exc.strerror}") from None
+    return config
 
 
 def _text(mapping, key, default=None):

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Make sure what Chamados needs runs on this machine: RabbitMQ with its management plugin
-# and, with --postgres, PostgreSQL. Starts what is stopped; installs from Debian's packages
-# what is absent (as root); says clearly what to do when it cannot.
+# Make sure what Chamados needs runs on this machine: RabbitMQ with its management plugin;
+# with --postgres, PostgreSQL; with --tests, PostgreSQL and Prometheus's binaries (the
+# suite runs promtool and a real Prometheus). Starts what is stopped; installs from
+# Debian's packages what is absent (as root); says clearly what to do when it cannot.
 set -euo pipefail
 
 want_postgres=0
-[ "${1:-}" = "--postgres" ] && want_postgres=1
+want_prometheus=0
+case "${1:-}" in
+    --postgres) want_postgres=1 ;;
+    --tests) want_postgres=1; want_prometheus=1 ;;
+esac
 
 say() { echo "infra     | $*"; }
 die() { echo "infra     | ERROR: $*" >&2; exit 1; }
@@ -58,4 +63,15 @@ if [ "$want_postgres" = 1 ]; then
         fi
     fi
     say "PostgreSQL: running on :5432"
+fi
+
+# --- Prometheus binaries (promtool rule tests, the scrape end-to-end test) ---------------
+if [ "$want_prometheus" = 1 ]; then
+    if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+        apt_install prometheus
+        # the package starts a system-wide Prometheus; the tests start their own
+        service prometheus stop >/dev/null 2>&1 || pkill -x prometheus || true
+        service prometheus-node-exporter stop >/dev/null 2>&1 || true
+    fi
+    say "Prometheus: $(promtool --version 2>&1 | head -n 1)"
 fi

@@ -38,6 +38,10 @@ HEARTBEATS = Counter("chamados_heartbeats_total", "Heartbeats by outcome",
 INVENTORY_VERSIONS = Counter("chamados_inventory_versions_total",
                              "Full inventories received: a new version written, or skipped as unchanged",
                              ["result"])
+for _outcome in ("accepted", "duplicate", "dead_lettered"):
+    HEARTBEATS.labels(_outcome)
+for _result in ("written", "skipped"):
+    INVENTORY_VERSIONS.labels(_result)
 
 
 class Actor:

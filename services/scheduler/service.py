@@ -110,6 +110,8 @@ class JobTable(SharedExtension):
         for name, job in self.jobs.items():
             if job.interval_seconds:
                 JOB_INTERVAL.labels(name).set(job.interval_seconds)
+            for outcome in ("success", "failure", "timeout", "overlap_skipped"):
+                JOB_RUNS.labels(name, outcome)  # zeros, so rates and alerts see no gap
 
 
 class Jobs(DependencyProvider):
