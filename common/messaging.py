@@ -16,6 +16,7 @@ nobody has bound a queue for is dropped, pitfall 9); `chamados migrate` calls it
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 import time
@@ -92,6 +93,10 @@ def publish_confirmed(amqp_uri: str, message, *, exchange: Exchange, routing_key
 def dead_letter(amqp_uri: str, service: str, queue_name: str, message, reason: str,
                 attempts: int) -> None:
     headers = dict(message.headers or {})
+    token = headers.pop("authorization", None)
+    if token:  # a credential is never parked in clear: keep only what identifies it
+        headers["authorization-sha256"] = hashlib.sha256(
+            (token if isinstance(token, str) else token.decode(errors="replace")).encode()).hexdigest()
     headers.update({
         "x-dead-letter-reason": reason[:1000],
         "x-original-queue": queue_name,

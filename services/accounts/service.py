@@ -365,15 +365,13 @@ class Service(ServiceBase):
                     "company_name": company.name}
 
     @rpc
-    def ensure_person(self, tenant_id: str, email: str, name: str | None, role: str,
+    def ensure_person(self, tenant_id: str, email: str, name: str | None,
                       company_id: str | None) -> dict:
-        """The person with this email, created (without a password) when absent: how a
-        machine's collaborator or a linked user comes to exist."""
-        if role not in ("collaborator", "manager"):
-            raise ValidationFailed("persona must be collaborator or manager",
-                                   details={"fields": {"persona": ["collaborator", "manager"]}})
+        """The person with this email, created as a collaborator without a password when
+        absent: how a machine's user or a linked user comes to exist. Never a staff role:
+        a provisioning code must not mint managers (a machine's persona is the machine's)."""
         data = load(contract.UserCreate, {"email": email, "name": name or email.split("@")[0],
-                                          "role": role, "company_id": company_id})
+                                          "role": "collaborator", "company_id": company_id})
         tenant = parse_id(tenant_id, "tenant")
         with self.db.unit_of_work() as uow:
             existing = uow.repo.user_by_email(tenant, domain.normalize_email(data["email"]))
@@ -381,7 +379,8 @@ class Service(ServiceBase):
                 return contract.User().dump(existing)
             user = uow.repo.add(User(tenant_id=tenant, email=data["email"].strip(),
                                      email_normalized=domain.normalize_email(data["email"]),
-                                     name=data["name"], role=role, company_id=data["company_id"]))
+                                     name=data["name"], role="collaborator",
+                                     company_id=data["company_id"]))
             uow.emit("user_created", user_event(user))
             commit_unique(uow, Conflict("email is already a user", code="email_taken"))
             return contract.User().dump(user)

@@ -111,7 +111,7 @@ class Service(ServiceBase):
         company = self._accounts("resolve_provisioning_code", data["provisioning_code"])
         tenant_id, company_id = uuid.UUID(company["tenant_id"]), uuid.UUID(company["company_id"])
         collaborator = self._accounts("ensure_person", str(tenant_id), data["collaborator"]["email"],
-                                      data["collaborator"]["name"], data["access_role"], str(company_id))
+                                      data["collaborator"]["name"], str(company_id))
         now = utcnow()
         with self.db.unit_of_work() as uow:
             machine = uow.repo.machine_matching(company_id, found)
@@ -475,7 +475,7 @@ class Service(ServiceBase):
         with self.db.unit_of_work() as uow:
             machine = self._machine(uow, actor, machine_id)
             user = self._accounts("ensure_person", str(machine.tenant_id), data["email"], data["name"],
-                                  data["persona"], str(machine.company_id))
+                                  str(machine.company_id))
             self._assign(machine, user)
             machine.persona, machine.updated_at = data["persona"], utcnow()
             uow.session.query(MachineLink).filter(MachineLink.machine_id == machine.id,
@@ -504,7 +504,7 @@ class Service(ServiceBase):
         with self.db.unit_of_work() as uow:
             machine = self._machine(uow, actor, data["machine_id"])
             user = self._accounts("ensure_person", str(machine.tenant_id), data["email"], None,
-                                  "collaborator", str(machine.company_id))
+                                  str(machine.company_id))
             if uuid.UUID(user["id"]) == machine.assigned_user_id:
                 raise Conflict("the assigned user is not a link", code="already_assigned")
             if uow.session.get(MachineLink, (machine.id, uuid.UUID(user["id"]))) is None:

@@ -244,6 +244,7 @@ def test_unusable_heartbeats_are_dead_lettered_with_their_reason_and_the_consume
     for body, headers in parked:
         assert body in by_body, body[:200]
         assert headers["x-original-queue"] == "devices.heartbeats", headers
+        assert "authorization" not in headers, "a machine token was parked in clear"
         reasons[by_body[body]] = headers["x-dead-letter-reason"]
     assert set(reasons) == set(bad), reasons
     assert reasons["too_large"].startswith("too_large"), reasons
