@@ -103,12 +103,12 @@ class Service(ServiceBase):
         """Enrol a machine with its company's provisioning code; the same hardware in the
         same company (a serial or physical MAC in common) gets its old record back."""
         data = load(contract.Registration, payload)
+        company = self._accounts("resolve_provisioning_code", data["provisioning_code"])
         found = domain.identifiers(data["mac_addresses"], data["serial_numbers"])
         if not found:
             raise ValidationFailed("send at least one real MAC address or serial number",
                                    details={"fields": {"mac_addresses": ["no physical MAC"],
                                                        "serial_numbers": ["no real serial"]}})
-        company = self._accounts("resolve_provisioning_code", data["provisioning_code"])
         tenant_id, company_id = uuid.UUID(company["tenant_id"]), uuid.UUID(company["company_id"])
         collaborator = self._accounts("ensure_person", str(tenant_id), data["collaborator"]["email"],
                                       data["collaborator"]["name"], str(company_id))
@@ -236,7 +236,9 @@ class Service(ServiceBase):
         state.last_message_id = delivery.message_id
         state.heartbeats += 1
         state.last_metrics = orjson.dumps(metrics).decode()
-        self._fold_metrics(uow, state, metrics, now)
+        # the hour the agent measured in (a replayed heartbeat belongs to its own hour),
+        # never in the future whatever the agent's clock says
+        self._fold_metrics(uow, state, metrics, min(heartbeat["sent_at"], now))
         self._apply_inventory(uow, state, heartbeat, now)
         self._apply_alerts(uow, state, domain.posture_alerts(metrics), now)
         ack = heartbeat.get("usb_policy_ack")
@@ -249,8 +251,8 @@ class Service(ServiceBase):
                                         "company_id": machine.company_id})
 
     @staticmethod
-    def _fold_metrics(uow, state: HeartbeatState, metrics: dict, now: datetime) -> None:
-        hour = domain.hour_of(now)
+    def _fold_metrics(uow, state: HeartbeatState, metrics: dict, measured_at: datetime) -> None:
+        hour = domain.hour_of(measured_at)
         if state.agg_hour is not None and state.agg_hour != hour and state.agg_samples:
             uow.session.merge(MetricsHourly(
                 machine_id=state.machine_id, hour=state.agg_hour, samples=state.agg_samples,
