@@ -18,7 +18,8 @@ class DomainError(Exception):
         if isinstance(details, str):
             details = orjson.loads(details)
         super().__init__(str(message), code or self.default_code,
-                         orjson.dumps(details or {}, default=str).decode())
+                         orjson.dumps(details or {}, default=str,
+                                      option=orjson.OPT_NON_STR_KEYS).decode())
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -115,13 +115,14 @@ class RouteSpec:
     path: str  # werkzeug rule, e.g. /api/admin/users/<user_id>
     summary: str
     tag: str
-    roles: frozenset | None  # None: public; empty: any signed-in person
+    roles: frozenset | None  # None: public (or a machine); empty: any signed-in person
     body: type | None = None
     query: type | None = None
     response: type | None = None
     status: int = 200
     raw: bool = False  # the handler returns its own werkzeug Response
     path_params: tuple = field(default=())
+    machine: bool = False  # authenticated by a machine token instead of a person's
 
 
 ROUTES: list[RouteSpec] = []
@@ -129,11 +130,11 @@ ANY_PERSON = frozenset()
 
 
 def route(method, path, *, summary, tag, roles=ANY_PERSON, body=None, query=None,
-          response=None, status=200, raw=False):
+          response=None, status=200, raw=False, machine=False):
     """Declare a gateway route: auth, role check, body/query validation, JSON response,
     metrics, error mapping. The handler is `fn(self, principal, body=?, query=?, **path)`."""
-    spec = RouteSpec(method, path, summary, tag, roles, body, query, response, status, raw,
-                     tuple(re.findall(r"<(?:\w+:)?(\w+)>", path)))
+    spec = RouteSpec(method, path, summary, tag, None if machine else roles, body, query, response,
+                     status, raw, tuple(re.findall(r"<(?:\w+:)?(\w+)>", path)), machine)
     ROUTES.append(spec)
 
     def decorate(fn):
@@ -163,6 +164,7 @@ def read_body(request: Request, max_bytes: int) -> bytes:
 
 def parse_json_body(request: Request, schema, max_bytes: int):
     raw = read_body(request, max_bytes)
+    request.environ["chamados.raw_body"] = raw  # for a handler that forwards it untouched
     if not raw.strip():
         data = {}
     else:

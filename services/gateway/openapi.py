@@ -50,10 +50,12 @@ def _build(routes) -> dict:
         if route.response is not None:
             success["content"] = {"application/json": {"schema": route.response}}
         operation["responses"][str(route.status)] = success
-        if route.roles is not None:
+        if route.roles is not None or route.machine:
             operation["security"] = [{"bearer": []}]
         for status, description in ERROR_STATUSES.items():
-            if status in ("401", "403") and route.roles is None:
+            if status == "401" and route.roles is None and not route.machine:
+                continue
+            if status == "403" and route.roles is None:
                 continue
             operation["responses"][status] = {"description": description, **error_ref}
         paths.setdefault(openapi_path(route.path), {})[route.method.lower()] = operation

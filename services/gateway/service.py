@@ -74,13 +74,14 @@ class HeartbeatPublisher(DependencyProvider):
     def get_dependency(self, worker_ctx):
         return self.publish
 
-    def publish(self, body: dict, token: str, message_id: str) -> None:
+    def publish(self, body: bytes, token: str, message_id: str) -> None:
         from kombu.pools import producers
 
         with Connection(self.amqp_uri, transport_options={"confirm_publish": True}) as connection:
             with producers[connection].acquire(block=True, timeout=5) as producer:
                 producer.publish(body, exchange=HEARTBEAT_EXCHANGE, routing_key=HEARTBEAT_QUEUE.routing_key,
-                                 serializer="json", delivery_mode=2, message_id=message_id,
+                                 content_type="application/json", content_encoding="utf-8",
+                                 delivery_mode=2, message_id=message_id,
                                  headers={"authorization": token}, declare=[HEARTBEAT_QUEUE],
                                  retry=True, retry_policy={"max_retries": 3})
 
@@ -107,7 +108,9 @@ class Service:
         started = time.perf_counter()
         try:
             principal = None
-            if spec.roles is not None:
+            if spec.machine:  # before the body: anonymous callers learn nothing of it
+                principal = self.call("devices", "heartbeat_hint", bearer_token(request))
+            elif spec.roles is not None:
                 principal = self.call("accounts", "authenticate", bearer_token(request))
                 if spec.roles and principal["role"] not in spec.roles:
                     raise Forbidden("your role may not do this", code="forbidden_role",
@@ -353,16 +356,17 @@ class Service:
 
     @route("POST", "/api/machines/heartbeat",
            summary="An agent's heartbeat (Bearer machine token), queued like AMQP ones",
-           tag="devices", roles=None, raw=True, body=fleet.Heartbeat, response=fleet.HeartbeatAnswer,
-           status=202)
+           tag="devices", machine=True, raw=True, body=fleet.Heartbeat,
+           response=fleet.HeartbeatAnswer, status=202)
     def machine_heartbeat(self, principal, request, body):
-        token = bearer_token(request)
-        hint = self.call("devices", "heartbeat_hint", token)
+        hint = principal
         message_id = request.headers.get("X-Message-Id") or str(uuid.uuid4())
         if len(message_id) > 128:
             raise ValidationFailed("X-Message-Id is too long", details={"fields": {"X-Message-Id": ["max 128"]}})
         try:
-            self.publish_heartbeat(body, token, message_id)
+            # the bytes received, not a re-serialisation (which could outgrow the size limit)
+            self.publish_heartbeat(request.environ["chamados.raw_body"], bearer_token(request),
+                                   message_id)
         except Exception as exc:
             log.warning("heartbeat not queued: %s", exc)
             raise ServiceUnavailable("the message broker did not take the heartbeat") from None

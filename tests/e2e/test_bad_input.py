@@ -3,9 +3,13 @@
 Data-driven from the gateway's routes table (`services.gateway.http.ROUTES`), so a route
 added later is covered by every check that applies to it: credentials for routes that need
 a signed-in person, malformed and mistyped bodies for routes with a body schema, bad query
-strings, bad path ids, wrong methods, roles, and a final sweep. The only table to extend by
-hand is PATH_ID_FACTORIES (how to make a real row for a path parameter), for the
-cross-tenant check.
+strings, bad path ids, wrong methods, roles, and a final sweep. The tables to extend by hand
+are PATH_ID_FACTORIES (how to make a real row for a path parameter, for the cross-tenant
+check), BASE_BODIES / BASE_QUERIES (a valid body or query string where the schema's own
+minimum is not one the service accepts, so that a test varies one field of an otherwise good
+request), MACHINE_TOKEN_ROUTE_IDS (public routes that take an agent's machine token instead
+of a person's session), SECRET_HEADERS (routes behind a shared secret in a header) and
+GLOBAL_PATH_PARAMS (path parameters that are not a tenant's rows).
 
 Contract (API.md): every error is exactly {"error": {"code", "message", "details"}}, JSON,
 4xx for anything the caller did wrong, never a 5xx and never a stack trace.
@@ -15,10 +19,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
+import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import quote
+from datetime import datetime, timezone
+from urllib.parse import quote, urlencode
 
 import pytest
 from marshmallow import fields, validate
@@ -27,8 +34,10 @@ from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
 import services.gateway.service  # noqa: F401  (declaring the routes fills ROUTES)
+from common.contracts import Trimmed
+from common.contracts import devices as fleet
 from services.gateway.http import ROUTES
-from tests.harness import Client, Tenant, new_tenant
+from tests.harness import CRON_SECRET, Client, Tenant, new_tenant
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +56,14 @@ AUTH_ROUTES = [spec for spec in ROUTES if spec.roles is not None]
 BODY_ROUTES = [spec for spec in ROUTES if spec.body is not None]
 QUERY_ROUTES = [spec for spec in ROUTES if spec.query is not None]
 ID_ROUTES = [spec for spec in ROUTES if spec.path_params]
+# public in the table (no person's session), but the handler wants an agent's machine token
+MACHINE_TOKEN_ROUTE_IDS = {"POST /api/machines/heartbeat"}
+MACHINE_TOKEN_ROUTES = [spec for spec in ROUTES if route_id(spec) in MACHINE_TOKEN_ROUTE_IDS]
+# public in the table, but the handler wants a shared secret in a header: sent by default, so
+# the other checks reach what they are about (tests/e2e/test_scheduled_jobs.py refuses bad ones)
+SECRET_HEADERS = {"POST /api/cron/<job>": {"x-cron-secret": CRON_SECRET}}
+# path parameters that name something global (a job), not a row of a tenant
+GLOBAL_PATH_PARAMS = {"job"}
 
 
 def test_the_routes_table_is_filled():
@@ -54,6 +71,10 @@ def test_the_routes_table_is_filled():
     assert AUTH_ROUTES and BODY_ROUTES and QUERY_ROUTES and ID_ROUTES
     assert any(spec.roles is None for spec in ROUTES)
     assert all(spec.method in {"GET", "POST", "PUT", "PATCH", "DELETE"} for spec in ROUTES)
+    assert {route_id(spec) for spec in MACHINE_TOKEN_ROUTES} == MACHINE_TOKEN_ROUTE_IDS, \
+        "a machine-token route was renamed: update MACHINE_TOKEN_ROUTE_IDS"
+    assert all(spec.roles is None for spec in MACHINE_TOKEN_ROUTES)
+    assert set(SECRET_HEADERS) <= {route_id(spec) for spec in ROUTES}, "update SECRET_HEADERS"
 
 
 # schemas ------------------------------------------------------------------------------
@@ -111,6 +132,7 @@ def wrong_values(field) -> list:
     values = [] if field.allow_none else [None]
     one_of = validator(field, validate.OneOf)
     length = validator(field, validate.Length)
+    pattern = validator(field, validate.Regexp)
     if isinstance(field, fields.UUID):
         values += ["not-a-uuid", 123, ["x"], "0000"]
     elif isinstance(field, fields.Number):  # Integer too (non-strict: 1.5 loads as 1)
@@ -130,6 +152,8 @@ def wrong_values(field) -> list:
         values += ["x", [1]]
     elif isinstance(field, fields.List):
         values += ["not-a-list", {"a": 1}]
+        if length is not None and length.max is not None:
+            values.append([valid_value("item", field.inner) for _ in range(length.max + 1)])
     elif isinstance(field, fields.Nested):
         values += ["not-an-object", 123]
     elif isinstance(field, fields.String):  # Email is a String
@@ -142,6 +166,8 @@ def wrong_values(field) -> list:
             values.append("x" * (length.max + 1))
         if length is not None and length.min:
             values.append("")
+        if pattern is not None:
+            values += [v for v in ("\u2603", "x" * 64, "A" * 64, "0" * 63) if not pattern.regex.match(v)]
     else:
         values += [{"unexpected": "shape"}]
     unique = []
@@ -205,9 +231,10 @@ CURSOR_LABELS = {value: f"<{label}>" for label, value in GARBAGE_CURSOR_CASES.it
 
 
 def text_fields(schema) -> list:
-    """Free-text fields the service stores or searches (not enums, emails, ids, secrets)."""
+    """Free-text fields the service stores or searches (not enums, emails, ids, secrets);
+    trimmed ones (names, hostname) too."""
     return [name for name, field in schema_fields(schema).items()
-            if type(field) is fields.String and validator(field, validate.OneOf) is None
+            if type(field) in (fields.String, Trimmed) and validator(field, validate.OneOf) is None
             and "password" not in name]
 
 
@@ -293,9 +320,78 @@ def make_chat(tenant: Tenant) -> str:
     return response.json()["id"]
 
 
+def real_mac() -> str:
+    """A MAC that names hardware: universally administered, unicast, not a hypervisor's OUI."""
+    return "00:1A:" + ":".join(f"{byte:02X}" for byte in os.urandom(4))
+
+
+def real_serial() -> str:
+    return "PF" + uuid.uuid4().hex[:8].upper()
+
+
+_PROVISIONING_CODES: dict = {}  # tenant id -> the code of a company of the tenant
+
+
+def provisioning_code(tenant: Tenant) -> str:
+    if tenant.id not in _PROVISIONING_CODES:
+        _PROVISIONING_CODES[tenant.id] = tenant.company()["provisioning_code"]
+    return _PROVISIONING_CODES[tenant.id]
+
+
+def registration(tenant: Tenant) -> dict:
+    """A registration the tenant accepts: its code, hardware of its own (a real MAC and
+    serial, new each time, so it never re-enrols, and so revokes, another machine)."""
+    suffix = uuid.uuid4().hex[:8]
+    return {"provisioning_code": provisioning_code(tenant), "hostname": f"pc-{suffix}",
+            "os": {"name": "Windows 11 Pro", "version": "23H2", "build": "22631", "arch": "x64"},
+            "mac_addresses": [real_mac()], "serial_numbers": [real_serial()],
+            "collaborator": {"email": f"owner-{suffix}@{tenant.slug}.test", "name": "Machine Owner"},
+            "access_role": "collaborator"}
+
+
+def register(tenant: Tenant, body: dict | None = None) -> dict:
+    response = Client(tenant.system.base_url).post("/api/machines/register",
+                                                    json=body or registration(tenant))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def make_export(tenant: Tenant) -> str:
+    """Queued; no scheduler tick runs it during the tests, so it stays as it is."""
+    response = tenant.admin.post("/api/reports/exports", json={})
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def make_machine(tenant: Tenant) -> str:
+    """Enrolled through the API, as an agent does, in a company of the tenant."""
+    return register(tenant)["machine_id"]
+
+
+def heartbeat_body(**fields_) -> dict:
+    """A heartbeat the gateway takes (202): sent now, with metrics and an inventory hash."""
+    body = {"sent_at": datetime.now(timezone.utc).isoformat(),
+            "metrics": {"cpu_percent": 12.5, "memory_percent": 40.0, "uptime_seconds": 3600,
+                        "disks": [{"mount": "C:", "percent": 51.5}]},
+            "inventory_hash": hashlib.sha256(b"inventory").hexdigest()}
+    body.update(fields_)
+    return body
+
+
 # path parameter name -> how to make a real row of that kind in a tenant
 PATH_ID_FACTORIES = {"company_id": make_company, "user_id": make_user, "ticket_id": make_ticket,
-                     "chat_id": make_chat}
+                     "chat_id": make_chat, "machine_id": make_machine, "export_id": make_export}
+
+# body / query schema -> a valid one for the world's tenant; minimal_body() for the others
+BASE_BODIES = {
+    fleet.Registration: lambda world: registration(world.tenant),
+    fleet.Heartbeat: lambda world: heartbeat_body(),
+    fleet.LinkCreate: lambda world: {"machine_id": world.ids["machine_id"],
+                                     "email": f"linked-{uuid.uuid4().hex[:8]}@{world.tenant.slug}.test"},
+}
+BASE_QUERIES = {
+    fleet.LinkQuery: lambda world: {"machine_id": world.ids["machine_id"], "user_id": world.ids["user_id"]},
+}
 
 NOT_UUIDS = ["not-a-uuid", "123", "' OR '1'='1", "çãõ", "\x00", "x" * 1000,
              "00000000-0000-0000-0000-00000000000g"]
@@ -313,6 +409,22 @@ class World:
     signed_out_token: str
     merged_token: str
     max_body: int
+    machine_token: str  # the agent of a machine of the tenant, for MACHINE_TOKEN_ROUTES
+    machine_tokens: dict  # a token of each kind the machine-token routes must refuse
+
+    def body(self, spec) -> dict | None:
+        """A body the route accepts (None when it takes none): new each call."""
+        if spec.body is None:
+            return None
+        base = BASE_BODIES.get(spec.body)
+        return base(self) if base else minimal_body(spec.body)
+
+    def query(self, spec) -> dict:
+        """The route's required query parameters, valid; {} when it needs none."""
+        if spec.query is None:
+            return {}
+        base = BASE_QUERIES.get(spec.query)
+        return base(self) if base else {name: str(value) for name, value in minimal_body(spec.query).items()}
 
     @property
     def admin(self) -> Client:
@@ -336,7 +448,11 @@ class World:
 
     def token_for(self, spec) -> str | None:
         """The admin's token; a fresh session for raw routes (their handler sees the token:
-        sign-out revokes it), so a bug there cannot sign the module's admin out."""
+        sign-out revokes it), so a bug there cannot sign the module's admin out. The
+        machine token on machine-token routes (so a 422 there is about the body, whatever
+        the gateway checks first)."""
+        if spec in MACHINE_TOKEN_ROUTES:
+            return self.machine_token
         if spec.roles is None:
             return None
         return sign_in(self.tenant) if spec.raw else self.admin.token
@@ -344,7 +460,7 @@ class World:
     def send(self, spec, *, path=None, body=None, data=None, params=None, headers=None,
              token=None, query_string=None):
         """One request to the route; `body` is JSON-encoded (ASCII, escapes kept), `data` raw."""
-        headers = dict(headers or {})
+        headers = {**SECRET_HEADERS.get(route_id(spec), {}), **(headers or {})}
         if body is not None:
             data = json.dumps(body).encode()
         if data is not None:
@@ -397,8 +513,43 @@ def world(system, rpc):
         "from_user_id": merged_person["id"], "into_user_id": make_user(tenant)})
     assert merge.status_code == 200, merge.text
 
+    # machine tokens: one that works (a machine of its own, not a path id: no test resets
+    # it), and one of each kind the agent routes must refuse, each shown working first
+    machine_token = register(tenant)["token"]
+    assert heartbeat(system, machine_token).status_code == 202
+
+    reset = register(tenant)
+    assert heartbeat(system, reset["token"]).status_code == 202
+    revoked = tenant.admin.post(f"/api/admin/machines/{reset['machine_id']}/reset-agent", json={})
+    assert revoked.status_code == 200 and revoked.json()["revoked_tokens"] >= 1, revoked.text
+
+    enrolment = registration(tenant)
+    replaced = register(tenant, enrolment)["token"]
+    assert heartbeat(system, replaced).status_code == 202
+    again = register(tenant, {**enrolment, "hostname": "re-enrolled"})
+    assert again["reused"] is True and again["token"] != replaced, again
+
+    expired_machine = register(tenant)["token"]
+    engine = create_engine(system.database_url)
+    try:
+        with engine.begin() as connection:
+            moved = connection.execute(text(
+                "UPDATE devices.machine_tokens SET expires_at = now() - interval '1 minute' "
+                "WHERE token_hash = :hash"), {"hash": hashlib.sha256(expired_machine.encode()).hexdigest()})
+            assert moved.rowcount == 1
+    finally:
+        engine.dispose()
+
+    machine_tokens = {"reset": reset["token"], "replaced": replaced, "expired": expired_machine,
+                      "person": tenant.admin.token, "other_tenant_person": other.admin.token}
     return World(system, tenant, other, ids, other_ids, people, expired, signed_out,
-                 merged_client.token, int(system.env.get("MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES))
+                 merged_client.token, int(system.env.get("MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES),
+                 machine_token, machine_tokens)
+
+
+def heartbeat(system, token: str, body: dict | None = None, **kwargs):
+    return Client(system.base_url).post("/api/machines/heartbeat", json=body or heartbeat_body(),
+                                        token=token, **kwargs)
 
 
 # 401: credentials -----------------------------------------------------------------------
@@ -441,7 +592,7 @@ def test_routes_that_need_a_person_refuse_bad_credentials(world, spec, case):
             valid=valid, altered=valid[:-1] + ("A" if valid[-1] != "A" else "B"),
             expired=world.expired_token, signed_out=world.signed_out_token,
             merged=world.merged_token)}
-    body = minimal_body(spec.body) if spec.body is not None else None
+    body = world.body(spec)
     response = world.send(spec, body=body, headers=headers, token="")
     assert_error(response, 401, code)
 
@@ -453,6 +604,63 @@ def test_bad_credentials_leave_the_real_session_alone(world):
     for header in (f"Bearer {token}x", f"Token {token}", "Bearer forged-token"):
         assert_error(world.send(sign_out, headers={"Authorization": header}, token=""), 401)
     assert Client(world.system.base_url, token).get("/api/me").status_code == 200
+
+
+# 401: machine tokens (the agent routes) ------------------------------------------------------
+
+MACHINE_AUTH_CASES = {
+    **{case: AUTH_CASES[case] for case in (
+        "no header", "empty header", "forged bearer", "basic scheme", "bearer without token",
+        "overlong token", "huge token", "non-ascii token", "valid token, other scheme",
+        "valid token, trailing garbage", "valid token, altered")},
+    "expired machine token": ("Bearer {expired}", "invalid_token"),
+    "revoked by reset-agent": ("Bearer {reset}", "invalid_token"),
+    "revoked by re-registration": ("Bearer {replaced}", "invalid_token"),
+    "a person's session token": ("Bearer {person}", "invalid_token"),
+    "another tenant's session token": ("Bearer {other_tenant_person}", "invalid_token"),
+}
+MACHINE_AUTH_ROUTE_CASES = [(spec, case) for spec in MACHINE_TOKEN_ROUTES for case in MACHINE_AUTH_CASES]
+
+
+def test_a_good_machine_token_and_body_are_202(world):
+    """The control for the refusals below: the same request with the real token is taken."""
+    for spec in MACHINE_TOKEN_ROUTES:
+        response = world.send(spec, body=world.body(spec))
+        assert response.status_code == 202, response.text
+        assert set(response.json()) == {"need_inventory", "usb_policy"}, response.text
+
+
+@pytest.mark.parametrize("spec,case", MACHINE_AUTH_ROUTE_CASES,
+                         ids=[f"{route_id(s)}-{c}" for s, c in MACHINE_AUTH_ROUTE_CASES])
+def test_machine_token_routes_refuse_bad_machine_tokens(world, spec, case):
+    """A valid body, so the 401 is about the token alone."""
+    headers, code = MACHINE_AUTH_CASES[case]
+    if isinstance(headers, str):
+        valid = world.machine_token
+        headers = {"Authorization": headers.format(
+            valid=valid, altered=valid[:-1] + ("A" if valid[-1] != "A" else "B"), **world.machine_tokens)}
+    response = world.send(spec, body=world.body(spec), headers=headers, token="")
+    assert_error(response, 401, code)
+
+
+@pytest.mark.parametrize("data", [b'{"a":', b'{"bogus": 1}', b"x" * (DEFAULT_MAX_BODY_BYTES + 1)],
+                         ids=["malformed", "unknown field", "over the limit"])
+@pytest.mark.parametrize("auth", ["no header", "forged bearer"])
+@pytest.mark.parametrize("spec", MACHINE_TOKEN_ROUTES, ids=route_id)
+def test_the_machine_token_is_checked_before_the_body(world, spec, auth, data):
+    """As on the person routes (credentials and role before the body): a caller without a
+    good token learns nothing of the body's schema, and the gateway reads no body for it."""
+    headers, code = AUTH_CASES[auth]
+    assert_error(world.send(spec, data=data, headers=headers, token=""), 401, code)
+
+
+def test_a_refused_machine_token_stays_refused_and_the_good_one_keeps_working(world):
+    """Re-registration revoked the old token for good; the refusals revoked nothing."""
+    spec = MACHINE_TOKEN_ROUTES[0]
+    for _ in range(2):
+        assert_error(world.send(spec, body=world.body(spec), token=world.machine_tokens["replaced"]),
+                     401, "invalid_token")
+    assert world.send(spec, body=world.body(spec)).status_code == 202
 
 
 # 403: roles -------------------------------------------------------------------------------
@@ -469,7 +677,7 @@ def test_role_cases_cover_staff_and_admin_only_routes():
 @pytest.mark.parametrize("spec,role", ROLE_CASES,
                          ids=[f"{role}-{route_id(spec)}" for spec, role in ROLE_CASES])
 def test_a_role_outside_the_route_is_403(world, spec, role):
-    body = minimal_body(spec.body) if spec.body is not None else None
+    body = world.body(spec)
     response = world.send(spec, body=body, token=world.people[role].token)
     error = assert_error(response, 403, "forbidden_role")
     assert error["details"].get("role") == role
@@ -556,7 +764,7 @@ def test_a_deeply_nested_value_in_a_field_is_422_naming_it(world, spec):
     nested = "x"
     for _ in range(500):
         nested = {"a": nested}
-    body = {**minimal_body(spec.body), name: nested}
+    body = {**world.body(spec), name: nested}
     assert_validation_failed(world.send(spec, body=body), name)
 
 
@@ -568,7 +776,7 @@ WRONG_FIELD_CASES = [(spec, name, value) for spec in BODY_ROUTES
 @pytest.mark.parametrize("spec,name,value", WRONG_FIELD_CASES,
                          ids=[f"{route_id(s)}-{n}={json.dumps(v)[:24]}" for s, n, v in WRONG_FIELD_CASES])
 def test_a_wrong_value_is_422_naming_only_that_field(world, spec, name, value):
-    body = {**minimal_body(spec.body), name: value}
+    body = {**world.body(spec), name: value}
     named = assert_validation_failed(world.send(spec, body=body), name)
     assert set(named) == {name}, f"only {name!r} is wrong, yet {named} were named"
 
@@ -581,7 +789,7 @@ def test_the_usual_suspects_are_among_the_wrong_values():
 
 @pytest.mark.parametrize("spec", BODY_ROUTES, ids=route_id)
 def test_unknown_fields_are_422_naming_them(world, spec):
-    body = {**minimal_body(spec.body), "bogus": 1, "Name": "x", "__proto__": {"admin": True}}
+    body = {**world.body(spec), "bogus": 1, "Name": "x", "__proto__": {"admin": True}}
     named = assert_validation_failed(world.send(spec, body=body), "bogus", "Name", "__proto__")
     assert set(named) == {"bogus", "Name", "__proto__"}
 
@@ -602,10 +810,155 @@ MISSING_CASES = [(spec, name) for spec in REQUIRED_ROUTES for name in sorted(req
 @pytest.mark.parametrize("spec,name", MISSING_CASES,
                          ids=[f"{route_id(s)}-{n}" for s, n in MISSING_CASES])
 def test_a_missing_required_field_is_422_naming_it(world, spec, name):
-    body = minimal_body(spec.body)
+    body = world.body(spec)
     del body[name]
     named = assert_validation_failed(world.send(spec, body=body), name)
     assert set(named) == {name}
+
+
+# inside objects and lists: os.name, collaborator.email, mac_addresses[0], metrics.disks[0].percent
+
+MISSING = object()
+
+
+def inner_paths(schema, prefix=()):
+    """(path, field) of every field below the top level: in nested objects, and the first
+    item of lists ("0")."""
+    for name, field in schema_fields(schema).items():
+        path = prefix + (name,)
+        if prefix:
+            yield path, field
+        if isinstance(field, fields.List):
+            yield path + ("0",), field.inner
+            if isinstance(field.inner, fields.Nested):
+                yield from inner_paths(type(field.inner.schema), path + ("0",))
+        elif isinstance(field, fields.Nested):
+            yield from inner_paths(type(field.schema), path)
+
+
+def put(body: dict, schema, path: tuple, value) -> dict:
+    """A copy of `body` with `value` at `path` (MISSING: without it), building the objects
+    and lists on the way from the schema's minimum when the body has none."""
+    body, (name, rest) = dict(body), (path[0], path[1:])
+    if not rest:
+        if value is MISSING:
+            body.pop(name, None)
+        else:
+            body[name] = value
+        return body
+    field = schema_fields(schema)[name]
+    if isinstance(field, fields.List):
+        if len(rest) == 1:
+            body[name] = [value]
+        else:
+            item_schema = type(field.inner.schema)
+            body[name] = [put(minimal_body(item_schema), item_schema, rest[1:], value)]
+    else:
+        nested = type(field.schema)
+        current = body.get(name)
+        body[name] = put(current if isinstance(current, dict) else minimal_body(nested), nested, rest, value)
+    return body
+
+
+NESTED_CASES = [(spec, path, value) for spec in BODY_ROUTES for path, field in inner_paths(spec.body)
+                for value in wrong_values(field) + ([MISSING] if field.required else [])]
+
+
+def test_nested_cases_include_the_devices_shapes():
+    cases = {(".".join(path), "missing" if v is MISSING else json.dumps(v)) for _, path, v in NESTED_CASES}
+    assert {("os.name", "missing"), ("collaborator.email", '"not-an-email"'), ("mac_addresses.0", "123"),
+            ("metrics.disks.0.percent", "101"), ("usb_policy_ack.mode", '"king"')} <= cases
+
+
+@pytest.mark.parametrize("spec,path,value", NESTED_CASES, ids=[
+    f"{route_id(s)}-{'.'.join(p)}={'<missing>' if v is MISSING else json.dumps(v)[:24]}"
+    for s, p, v in NESTED_CASES])
+def test_a_wrong_value_inside_an_object_or_list_is_422_naming_its_path(world, spec, path, value):
+    body = put(world.body(spec), spec.body, path, value)
+    named = assert_validation_failed(world.send(spec, body=body), path[0])
+    assert set(named) == {path[0]}, f"only {'.'.join(path)} is wrong, yet {named} were named"
+    reason = named
+    for key in path:
+        assert isinstance(reason, dict) and key in reason, f"{'.'.join(path)} not named in {named}"
+        reason = reason[key]
+    assert reason, f"{'.'.join(path)} named without a reason: {named}"
+
+
+def object_paths(schema) -> list:
+    """Paths of the nested objects of a body, top-level ones included."""
+    top = [((name,), field) for name, field in schema_fields(schema).items()]
+    return [path for path, field in top + list(inner_paths(schema)) if isinstance(field, fields.Nested)]
+
+
+NESTED_OBJECT_CASES = [(spec, path) for spec in BODY_ROUTES for path in object_paths(spec.body)]
+
+
+@pytest.mark.parametrize("spec,path", NESTED_OBJECT_CASES,
+                         ids=[f"{route_id(s)}-{'.'.join(p)}" for s, p in NESTED_OBJECT_CASES])
+def test_an_unknown_field_inside_an_object_is_422_naming_it(world, spec, path):
+    body = put(world.body(spec), spec.body, path + ("bogus",), 1)
+    named = assert_validation_failed(world.send(spec, body=body), path[0])
+    reason = named
+    for key in path + ("bogus",):
+        assert isinstance(reason, dict) and key in reason, f"{'.'.join(path)}.bogus not named in {named}"
+        reason = reason[key]
+
+
+# devices: what the schema cannot say ---------------------------------------------------------
+
+REGISTER = next(spec for spec in ROUTES if route_id(spec) == "POST /api/machines/register")
+
+NO_REAL_IDENTIFIER = {
+    "none at all": ([], []),
+    "empty strings": ([""], [""]),
+    "hypervisors' MACs": (["00:50:56:12:34:56", "08:00:27:12:34:56", "52:54:00:12:34:56",
+                           "00:15:5D:12:34:56", "00:0C:29:12:34:56"], []),
+    "locally administered MAC": (["02:1A:2B:3C:4D:5E", "DA:1A:2B:3C:4D:5E"], []),
+    "multicast MAC": (["01:00:5E:00:00:01"], []),
+    "all-zero and broadcast MACs": (["00:00:00:00:00:00", "FF:FF:FF:FF:FF:FF"], []),
+    "not MACs": (["not-a-mac", "00:1A:2B", "00:1A:2B:3C:4D:5E:6F"], []),
+    "placeholder serials": ([], ["To Be Filled By O.E.M.", "Default string", "System Serial Number",
+                                 "0", "000000", "N/A", "None", "0123456789"]),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_REAL_IDENTIFIER))
+def test_a_registration_without_a_real_identifier_is_422(world, case):
+    macs, serials = NO_REAL_IDENTIFIER[case]
+    body = {**world.body(REGISTER), "mac_addresses": macs, "serial_numbers": serials}
+    assert_validation_failed(world.send(REGISTER, body=body), "mac_addresses", "serial_numbers")
+
+
+def test_one_real_identifier_among_placeholders_is_enough(world):
+    """The control for the 422s above."""
+    body = {**world.body(REGISTER), "mac_addresses": ["00:50:56:12:34:56", real_mac()],
+            "serial_numbers": ["To Be Filled By O.E.M."]}
+    response = world.send(REGISTER, body=body)
+    assert response.status_code == 201, response.text
+
+
+WRONG_CODES = {"unknown": "not-a-provisioning-code", "one character": "x",
+               "longest": "x" * 128, "control characters": "a\u0001\u001fb", "spaces": "   ",
+               "quote": "' OR '1'='1"}
+
+
+@pytest.mark.parametrize("case", list(WRONG_CODES) + ["rotated", "real one with more", "real one cut"])
+def test_a_wrong_provisioning_code_is_401(world, case):
+    body = world.body(REGISTER)
+    real = body["provisioning_code"]
+    if case == "rotated":
+        company = world.tenant.company()
+        body["provisioning_code"] = company["provisioning_code"]
+        rotated = world.admin.post(f"/api/admin/companies/{company['id']}/provisioning-code")
+        assert rotated.status_code == 200, rotated.text
+        assert rotated.json()["provisioning_code"] != company["provisioning_code"]
+    elif case == "real one with more":
+        body["provisioning_code"] = f"{real}x"
+    elif case == "real one cut":
+        body["provisioning_code"] = real[:-1]
+    else:
+        body["provisioning_code"] = WRONG_CODES[case]
+    assert_error(world.send(REGISTER, body=body), 401, "invalid_provisioning_code")
 
 
 TEXT_CASES = [(spec, name) for spec in BODY_ROUTES for name in text_fields(spec.body)]
@@ -618,7 +971,7 @@ def test_control_characters_in_text_are_never_a_5xx(world, spec, name, value):
     """PostgreSQL text cannot hold NUL: a value with one is kept (escaped, say) or refused as
     bad input, never a 500 from the database."""
     text_value = STORED_TEXT_VALUES[value]
-    body = {**minimal_body(spec.body), name: text_value}
+    body = {**world.body(spec), name: text_value}
     response = world.send(spec, path=world.fresh_path(spec), body=body)
     assert response.status_code < 500, f"{response.status_code}: {response.text[:500]}"
     if response.status_code >= 400:
@@ -628,15 +981,23 @@ def test_control_characters_in_text_are_never_a_5xx(world, spec, name, value):
 
 
 TRIMMED_FIELDS = {"name", "apelido", "subject"}  # common.contracts.trimmed(): 1+ characters
-WHITESPACE_CASES = [(spec, name) for spec in BODY_ROUTES for name in schema_fields(spec.body)
-                    if name in TRIMMED_FIELDS]
+
+
+def must_not_be_blank(name, field) -> bool:
+    length = validator(field, validate.Length)
+    return name in TRIMMED_FIELDS or (isinstance(field, Trimmed) and length is not None
+                                      and (length.min or 0) >= 1)
+
+
+WHITESPACE_CASES = [(spec, name) for spec in BODY_ROUTES
+                    for name, field in schema_fields(spec.body).items() if must_not_be_blank(name, field)]
 
 
 @pytest.mark.parametrize("blank", ["   ", "\t\n", "\u00a0"], ids=["spaces", "tab-newline", "nbsp"])
 @pytest.mark.parametrize("spec,name", WHITESPACE_CASES, ids=[f"{route_id(s)}-{n}" for s, n in WHITESPACE_CASES])
 def test_a_blank_name_is_422(world, spec, name, blank):
     """Trimmed fields (names, apelido, subject) must not be empty after trimming."""
-    body = {**minimal_body(spec.body), name: blank}
+    body = {**world.body(spec), name: blank}
     # rows of its own: a bug here must not rename the shared ones
     assert_validation_failed(world.send(spec, path=world.fresh_path(spec), body=body), name)
 
@@ -684,12 +1045,108 @@ def test_a_small_chunked_body_is_read_not_dropped(world, spec):
     assert_validation_failed(response, "bogus")
 
 
+# devices: heartbeats --------------------------------------------------------------------------
+
+HEARTBEAT = next(spec for spec in ROUTES if route_id(spec) == "POST /api/machines/heartbeat")
+
+
+def inventory_of(packages: int) -> dict:
+    return {"hostname": "pc", "software": [{"name": f"package-{i:06d}", "version": "1.0.0"}
+                                           for i in range(packages)]}
+
+
+def sized_heartbeat(size: int) -> tuple[bytes, dict]:
+    """A heartbeat of exactly `size` bytes of compact JSON, valid in every field: the bulk
+    is a realistic inventory (many small objects), topped up with padding."""
+    inventory = {**inventory_of(size // 50), "notes": ""}
+    body = {"sent_at": datetime.now(timezone.utc).isoformat(), "inventory": inventory}
+    short = size - len(json.dumps(body, separators=(",", ":")).encode())
+    assert short >= 0, "too many packages for the size"
+    inventory["notes"] = "n" * short
+    data = json.dumps(body, separators=(",", ":")).encode()
+    assert len(data) == size
+    return data, body
+
+
+def chunked(data: bytes, size: int = 65536):
+    return (data[start:start + size] for start in range(0, len(data), size))
+
+
+@pytest.mark.parametrize("over", [1, 4 * DEFAULT_MAX_BODY_BYTES])
+@pytest.mark.parametrize("transfer", ["content-length", "chunked"])
+def test_a_real_heartbeat_over_the_limit_is_413(world, transfer, over):
+    """An agent with a good token whose inventory makes the body too large: 413, not 202."""
+    data, _ = sized_heartbeat(world.max_body + over)
+    response = world.send(HEARTBEAT, data=data if transfer == "content-length" else chunked(data))
+    assert_error(response, 413, "payload_too_large")
+
+
+def machine_view(tenant: Tenant, machine_id: str) -> dict:
+    response = tenant.admin.get(f"/api/admin/machines/{machine_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_heartbeat_of_exactly_the_limit_is_refused_or_processed_never_dropped(world):
+    """Within the limit the gateway must not answer 202 for a heartbeat the devices
+    service will then dead-letter: it answers 413, or the inventory arrives."""
+    from common.inventory import inventory_hash
+
+    enrolment = register(world.tenant)
+    data, body = sized_heartbeat(world.max_body)
+    response = world.send(HEARTBEAT, data=data, token=enrolment["token"])
+    if response.status_code == 413:
+        assert_error(response, 413, "payload_too_large")
+        return
+    assert response.status_code == 202, response.text
+    expected = inventory_hash(body["inventory"])
+    # a small, later heartbeat behind it: once that one is in, the big one has been handled
+    marker = heartbeat_body(inventory_hash=expected, metrics={"cpu_percent": 77.5})
+    assert world.send(HEARTBEAT, body=marker, token=enrolment["token"]).status_code == 202
+    deadline = time.monotonic() + 20
+    while True:
+        machine = machine_view(world.tenant, enrolment["machine_id"])
+        if (machine["last_metrics"] or {}).get("cpu_percent") == 77.5:
+            break
+        assert time.monotonic() < deadline, f"the heartbeats were not processed: {machine}"
+        time.sleep(0.2)
+    assert machine["inventory_hash"] == expected, \
+        "answered 202, but the inventory never arrived: the heartbeat was dropped after acceptance"
+
+
+@pytest.mark.parametrize("extra", [{}, {"inventory": None, "inventory_hash": None}],
+                         ids=["neither", "both null"])
+def test_a_heartbeat_without_inventory_or_hash_is_422(world, extra):
+    body = world.body(HEARTBEAT)
+    del body["inventory_hash"]
+    body.update(extra)
+    assert_validation_failed(world.send(HEARTBEAT, body=body), "inventory_hash")
+
+
+@pytest.mark.parametrize("where", ["value", "key", "in a list"])
+def test_a_nul_in_the_inventory_is_422(world, where):
+    """The inventory is stored as text: a NUL must be refused at the door, not dead-lettered."""
+    inventory = {"value": {"os": "a\u0000b"}, "key": {"a\u0000b": 1},
+                 "in a list": {"software": [{"name": "x\u0000"}]}}[where]
+    response = world.send(HEARTBEAT, body=world.body(HEARTBEAT) | {"inventory": inventory})
+    error = assert_error(response, 422, "validation_failed")
+    assert any(path.split(".")[0] == "inventory" for path in error["details"].get("fields", {})), error
+
+
+def test_a_message_id_over_128_characters_is_422(world):
+    response = world.send(HEARTBEAT, body=world.body(HEARTBEAT), headers={"X-Message-Id": "m" * 129})
+    assert_validation_failed(response, "X-Message-Id")
+    response = world.send(HEARTBEAT, body=world.body(HEARTBEAT), headers={"X-Message-Id": "m" * 128})
+    assert response.status_code == 202, response.text
+
+
 # 422: query strings ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec", ROUTES, ids=route_id)
 def test_an_unknown_query_parameter_is_422(world, spec):
-    body = minimal_body(spec.body) if spec.body is not None else None
-    response = world.send(spec, body=body, query_string="bogus=1")
+    body = world.body(spec)
+    query = urlencode({**world.query(spec), "bogus": "1"})
+    response = world.send(spec, body=body, query_string=query)
     named = assert_validation_failed(response, "bogus")
     assert set(named) == {"bogus"}
 
@@ -706,9 +1163,11 @@ REPEATED_CASES = [(spec, name, field) for spec in QUERY_ROUTES
 @pytest.mark.parametrize("spec,name,field", REPEATED_CASES,
                          ids=[f"{route_id(s)}-{n}" for s, n, _ in REPEATED_CASES])
 def test_a_repeated_query_parameter_is_422(world, spec, name, field):
-    value = str(valid_value(name, field))
-    response = world.send(spec, params=[(name, value), (name, value)])
-    assert_validation_failed(response, name)
+    query = world.query(spec)
+    value = query.pop(name, None) or str(valid_value(name, field))
+    response = world.send(spec, params=[*query.items(), (name, value), (name, value)])
+    named = assert_validation_failed(response, name)
+    assert set(named) == {name}
 
 
 QUERY_VALUE_CASES = [(spec, name, value) for spec in QUERY_ROUTES
@@ -725,7 +1184,7 @@ def test_query_cases_include_limit_and_cursor():
                          ids=[f"{route_id(s)}-{n}={CURSOR_LABELS.get(v, v[:24])}"
                               for s, n, v in QUERY_VALUE_CASES])
 def test_a_bad_query_value_is_422_naming_it(world, spec, name, value):
-    response = world.send(spec, params={name: value})
+    response = world.send(spec, params={**world.query(spec), name: value})
     named = assert_validation_failed(response, name)
     assert set(named) == {name}
 
@@ -737,7 +1196,7 @@ QUERY_TEXT_CASES = [(spec, name) for spec in QUERY_ROUTES for name in text_field
 @pytest.mark.parametrize("spec,name", QUERY_TEXT_CASES,
                          ids=[f"{route_id(s)}-{n}" for s, n in QUERY_TEXT_CASES])
 def test_a_nul_in_a_query_text_is_never_a_5xx(world, spec, name):
-    response = world.send(spec, params={name: "a\u0000b"})
+    response = world.send(spec, params={**world.query(spec), name: "a\u0000b"})
     assert response.status_code < 500, f"{response.status_code}: {response.text[:500]}"
     if response.status_code >= 400:
         error = assert_client_error(response)
@@ -753,7 +1212,7 @@ ID_CASES = [(spec, value) for spec in ID_ROUTES for value in NOT_UUIDS]
 @pytest.mark.parametrize("spec,value", ID_CASES,
                          ids=[f"{route_id(s)}-{v[:16]!r}" for s, v in ID_CASES])
 def test_a_path_id_that_is_not_a_uuid_is_404(world, spec, value):
-    body = minimal_body(spec.body) if spec.body is not None else None
+    body = world.body(spec)
     path = world.path(spec, **{name: value for name in spec.path_params})
     assert_not_found(world.send(spec, path=path, body=body))
 
@@ -763,7 +1222,7 @@ def test_a_path_id_that_is_not_a_uuid_is_404(world, spec, value):
 def test_an_unknown_uuid_is_404(world, spec, value):
     ids = {"random": lambda: str(uuid.uuid4()), "nil": lambda: str(uuid.UUID(int=0)),
            "max": lambda: str(uuid.UUID(int=2 ** 128 - 1))}[value]
-    body = minimal_body(spec.body) if spec.body is not None else None
+    body = world.body(spec)
     path = world.path(spec, **{name: ids() for name in spec.path_params})
     assert_not_found(world.send(spec, path=path, body=body))
 
@@ -774,12 +1233,15 @@ def read_route(spec):
                  and r.path.endswith(f"<{spec.path_params[-1]}>")), None)
 
 
-@pytest.mark.parametrize("spec", ID_ROUTES, ids=route_id)
+TENANT_ID_ROUTES = [spec for spec in ID_ROUTES if not set(spec.path_params) & GLOBAL_PATH_PARAMS]
+
+
+@pytest.mark.parametrize("spec", TENANT_ID_ROUTES, ids=route_id)
 def test_another_tenants_id_is_404_like_an_unknown_one_and_changes_nothing(world, spec):
     missing = [name for name in spec.path_params if name not in world.other_ids]
     if missing:
         pytest.fail(f"no factory for path parameter(s) {missing}: add them to PATH_ID_FACTORIES")
-    body = minimal_body(spec.body) if spec.body is not None else None
+    body = world.body(spec)
     reader = read_route(spec)
     theirs = world.path(spec, **world.other_ids)
     before = world.other.admin.get(world.path(reader, **world.other_ids)) if reader else None
@@ -814,6 +1276,48 @@ def test_ids_of_another_tenant_in_a_body_are_404_and_change_nothing(world):
         "from_user_id": world.ids["user_id"], "into_user_id": theirs["user_id"]})
     assert_not_found(merged)
     assert admin.get(f"/api/admin/users/{world.ids['user_id']}").json()["merged_into_id"] is None
+
+
+def test_machine_ids_of_another_tenant_in_links_are_404_like_unknown_ones_and_change_nothing(world):
+    admin, other_admin = world.admin, world.other.admin
+    machine_id = make_machine(world.other)
+    linked = other_admin.post("/api/admin/devices/links", json={
+        "machine_id": machine_id, "email": f"linked-{uuid.uuid4().hex[:8]}@{world.other.slug}.test"})
+    assert linked.status_code == 201, linked.text
+    their_user = linked.json()["linked_users"][0]["id"]
+    before = machine_view(world.other, machine_id)
+
+    email = f"cross-{uuid.uuid4().hex[:8]}@{world.tenant.slug}.test"
+    link = admin.post("/api/admin/devices/links", json={"machine_id": machine_id, "email": email})
+    unknown_link = admin.post("/api/admin/devices/links",
+                              json={"machine_id": str(uuid.uuid4()), "email": email})
+    unlink = admin.delete("/api/admin/devices/links",
+                          params={"machine_id": machine_id, "user_id": their_user})
+    unknown_unlink = admin.delete("/api/admin/devices/links",
+                                  params={"machine_id": str(uuid.uuid4()), "user_id": their_user})
+    for cross, unknown in ((link, unknown_link), (unlink, unknown_unlink)):
+        cross_error, unknown_error = assert_not_found(cross), assert_not_found(unknown)
+        assert cross_error["code"] == unknown_error["code"], "another tenant's machine must look unknown"
+        assert cross_error["message"] == unknown_error["message"]
+    assert machine_view(world.other, machine_id) == before
+    assert admin.get("/api/admin/users", params={"q": email}).json()["items"] == [], \
+        "a refused link must not create the person"
+
+
+def test_another_tenants_machines_are_never_listed(world):
+    theirs = machine_view(world.other, world.other_ids["machine_id"])
+    for params in ({"company_id": theirs["company_id"]}, {"q": theirs["hostname"]}):
+        response = world.admin.get("/api/admin/machines", params=params)
+        if response.status_code != 200:
+            assert_error(response, {404, 422})
+            continue
+        assert theirs["id"] not in {item["id"] for item in response.json()["items"]}, params
+
+
+def test_resetting_another_tenants_machine_is_404_and_its_agent_keeps_working(world):
+    enrolment = register(world.other)
+    assert_not_found(world.admin.post(f"/api/admin/machines/{enrolment['machine_id']}/reset-agent", json={}))
+    assert heartbeat(world.system, enrolment["token"]).status_code == 202
 
 
 # 404 / 405: routing -----------------------------------------------------------------------
