@@ -119,6 +119,19 @@ def wait_until_reachable(engine: Engine, what: str, attempts: int | None = None)
             delay = min(delay * 2, 10)
 
 
+class Repository:
+    """Base of each service's repository: queries over the unit of work's session."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def add(self, row):
+        """Insert now (flush), so the row's defaults and id are known to the caller."""
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+
 class UnitOfWork:
     """One transaction: the service's repository, plus the events to publish after commit."""
 

@@ -113,6 +113,17 @@ class RabbitVhost:
         return response.json() if response.status_code == 200 else None
 
 
+def eventually(check, timeout: float = 10.0, interval: float = 0.2):
+    """Poll until `check()` returns something truthy (events and heartbeats are processed
+    asynchronously); the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = check()
+    return value
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket() as probe:
         try:

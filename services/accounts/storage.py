@@ -8,7 +8,7 @@ from sqlalchemy import (ForeignKey, Index, String, delete, func, or_, select, te
                         update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from common.db import UTCDateTime, escape_like, new_metadata, utcnow
+from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
 from common.outbox import outbox_table
 
 
@@ -79,15 +79,7 @@ class ApiSession(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class AccountsRepository:
-    def __init__(self, session: Session):
-        self.session = session
-
-    def add(self, row):
-        self.session.add(row)
-        self.session.flush()
-        return row
-
+class AccountsRepository(Repository):
     # tenants
     def tenant(self, tenant_id) -> Tenant | None:
         return self.session.get(Tenant, tenant_id)

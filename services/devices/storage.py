@@ -12,9 +12,9 @@ from datetime import datetime
 
 from sqlalchemy import (BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text,
                         or_, select, text, tuple_, update)
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from common.db import UTCDateTime, escape_like, new_metadata, utcnow
+from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
 from common.messaging import inbox_table
 from common.outbox import outbox_table
 
@@ -162,15 +162,7 @@ class MachineLink(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class DevicesRepository:
-    def __init__(self, session: Session):
-        self.session = session
-
-    def add(self, row):
-        self.session.add(row)
-        self.session.flush()
-        return row
-
+class DevicesRepository(Repository):
     def machine(self, tenant_id, machine_id) -> Machine | None:
         return self.session.scalars(select(Machine).where(
             Machine.tenant_id == tenant_id, Machine.id == machine_id)).first()

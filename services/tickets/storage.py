@@ -8,7 +8,7 @@ from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, fu
                         select, text, tuple_, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from common.db import UTCDateTime, escape_like, new_metadata, utcnow
+from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
 from common.messaging import inbox_table
 from common.outbox import outbox_table
 
@@ -196,15 +196,7 @@ USER_REFERENCES = (
 )
 
 
-class TicketsRepository:
-    def __init__(self, session: Session):
-        self.session = session
-
-    def add(self, row):
-        self.session.add(row)
-        self.session.flush()
-        return row
-
+class TicketsRepository(Repository):
     # directory snapshots
     def person(self, user_id) -> Person | None:
         return self.session.get(Person, user_id)

@@ -10,22 +10,13 @@ from kombu import Connection, Queue
 from nameko.standalone.events import get_event_exchange
 
 from common.inventory import inventory_hash
-from tests.harness import Client, new_tenant
+from tests.harness import Client, eventually, new_tenant
 
 WINDOWS = {"name": "Windows 11 Pro", "version": "11", "build": "26100", "arch": "x86_64"}
 PROCESSED_TIMEOUT = 10.0
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-def eventually(check, timeout: float = PROCESSED_TIMEOUT, interval: float = 0.2):
-    """Poll until `check()` returns something truthy; the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    value = check()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = check()
-    return value
 
 
 def parse(moment: str) -> datetime:
@@ -119,7 +110,7 @@ def processed(admin: Client, machine_id: str, marker: int) -> dict:
     def check():
         view = detail(admin, machine_id)
         return view if (view.get("last_metrics") or {}).get("uptime_seconds") == marker else None
-    view = eventually(check)
+    view = eventually(check, PROCESSED_TIMEOUT)
     assert view, f"heartbeat {marker} of {machine_id} not processed in {PROCESSED_TIMEOUT}s: " \
                  f"{detail(admin, machine_id)}"
     return view

@@ -4,7 +4,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from tests.harness import Client, new_tenant
+from tests.harness import Client, eventually, new_tenant
 
 SAO_PAULO = timezone(timedelta(hours=-3))
 
@@ -76,15 +76,6 @@ def recent(client: Client, **params) -> list[str]:
     assert response.status_code == 200, response.text
     return [t["id"] for t in response.json()["items"]]
 
-
-def eventually(check, timeout: float = 10.0, interval: float = 0.2):
-    """Poll until `check()` returns something truthy; the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    value = check()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = check()
-    return value
 
 
 def chat_of(client: Client, chat_id: str) -> dict:

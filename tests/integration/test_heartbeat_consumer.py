@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from common.inventory import inventory_hash
 from common.messaging import DEAD_LETTER_QUEUE
-from tests.harness import Client
+from tests.harness import Client, eventually
 
 EXCHANGE = Exchange("devices.heartbeats", type="direct", durable=True)
 ROUTING_KEY = "heartbeat"
@@ -77,15 +77,6 @@ def change_rows(engine, machine_ids) -> list[tuple]:
             "SELECT id, machine_id, from_hash, to_hash, size_bytes, created_at "
             "FROM devices.inventory_changes WHERE machine_id = ANY(:ids) ORDER BY id"),
             {"ids": [uuid.UUID(m) for m in machine_ids]}).all()]
-
-
-def wait_for(check, timeout: float, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    value = check()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = check()
-    return value
 
 
 def heartbeats_counted(system, outcome: str) -> float:
@@ -164,7 +155,7 @@ def test_a_thousand_heartbeats_write_only_what_changed_and_redelivery_changes_no
             states = heartbeat_states(engine, machine_ids)
             return states if len(states) == MACHINES and all(
                 s.heartbeats == PER_MACHINE and s.last_sent_at == last_sent[m] for m, s in states.items()) else None
-        states = wait_for(all_reflected, timeout=30)
+        states = eventually(all_reflected, timeout=30)
         assert states, {m: (s.heartbeats, s.last_sent_at) for m, s in heartbeat_states(engine, machine_ids).items()}
         elapsed = time.monotonic() - started
 
@@ -188,7 +179,7 @@ def test_a_thousand_heartbeats_write_only_what_changed_and_redelivery_changes_no
         publish_all(system.amqp_uri, [heartbeat_message(sentinel["token"], {
             "sent_at": datetime.now(timezone.utc).isoformat(), "inventory_hash": "a" * 64})])
         # one consumer, one FIFO queue: once the sentinel is in, every copy before it was handled
-        assert wait_for(lambda: heartbeat_states(engine, [sentinel["machine_id"]]).get(
+        assert eventually(lambda: heartbeat_states(engine, [sentinel["machine_id"]]).get(
             sentinel["machine_id"]) and heartbeat_states(engine, [sentinel["machine_id"]])[
             sentinel["machine_id"]].heartbeats == 1, timeout=30)
 
@@ -228,7 +219,7 @@ def test_unusable_heartbeats_are_dead_lettered_with_their_reason_and_the_consume
 
     engine = create_engine(system.database_url)
     try:
-        assert wait_for(lambda: (heartbeat_states(engine, [machine_id]).get(machine_id) or None)
+        assert eventually(lambda: (heartbeat_states(engine, [machine_id]).get(machine_id) or None)
                         and heartbeat_states(engine, [machine_id])[machine_id].heartbeats == 1, timeout=20), \
             heartbeat_states(engine, [machine_id])
         state = heartbeat_states(engine, [machine_id])[machine_id]
