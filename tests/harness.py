@@ -15,10 +15,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import requests
+from kombu import Connection
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from common.config import ROOT, SERVICE_NAMES
+from common.messaging import DEAD_LETTER_QUEUE
 
 CRON_SECRET = "test-cron-secret"
 INTERNAL_HEALTH_TOKEN = "test-internal-token"
@@ -122,6 +124,32 @@ def eventually(check, timeout: float = 10.0, interval: float = 0.2):
         time.sleep(interval)
         value = check()
     return value
+
+
+def dead_letters(amqp_uri: str, marker: bytes, expected: int, timeout: float = 20.0) -> list:
+    """Our dead letters (bodies containing `marker`); others go back untouched. Others are
+    held unacked while we look, so the same foreign message is not fetched again and again."""
+    found, others = [], []
+    deadline = time.monotonic() + timeout
+    with Connection(amqp_uri) as connection:
+        queue = DEAD_LETTER_QUEUE(connection.channel())
+        queue.declare()
+        try:
+            while len(found) < expected and time.monotonic() < deadline:
+                message = queue.get(no_ack=False)
+                if message is None:
+                    time.sleep(0.2)
+                    continue
+                body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+                if marker in body:
+                    found.append((body, dict(message.headers or {})))
+                    message.ack()
+                else:
+                    others.append(message)
+        finally:
+            for message in others:
+                message.requeue()
+    return found
 
 
 def port_is_free(port: int) -> bool:

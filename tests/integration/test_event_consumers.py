@@ -9,7 +9,7 @@ from kombu import Connection
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import create_engine, text
 
-from common.messaging import DEAD_LETTER_QUEUE
+from tests.harness import dead_letters
 
 
 def publish(amqp_uri, source, event_type, payload):
@@ -19,36 +19,16 @@ def publish(amqp_uri, source, event_type, payload):
                                       serializer="json", delivery_mode=2, declare=[exchange])
 
 
-def dead_letters(amqp_uri, marker, timeout=15.0, expected=1):
-    """Dead-lettered messages whose body mentions `marker` (others are put back)."""
-    found = []
-    deadline = time.monotonic() + timeout
-    with Connection(amqp_uri) as connection:
-        queue = DEAD_LETTER_QUEUE(connection.channel())
-        while time.monotonic() < deadline and len(found) < expected:
-            message = queue.get(no_ack=False)
-            if message is None:
-                time.sleep(0.2)
-                continue
-            body = message.body if isinstance(message.body, str) else message.body.decode()
-            if marker in body:
-                found.append(message)
-                message.ack()
-            else:
-                message.requeue()
-    return found
-
-
 def test_a_malformed_event_is_dead_lettered_with_its_reason(system):
     marker = str(uuid.uuid4())
     publish(system.amqp_uri, "accounts", "user_updated",
             {"event_id": str(uuid.uuid4()), "tenant_id": str(uuid.uuid4()), "user_id": marker})
     # tickets and devices both consume user_updated: each parks its own copy
-    messages = dead_letters(system.amqp_uri, marker, expected=2)
-    assert sorted(m.headers["x-original-queue"] for m in messages) == [
+    messages = dead_letters(system.amqp_uri, marker.encode(), expected=2)
+    assert sorted(headers["x-original-queue"] for _, headers in messages) == [
         "evt-accounts-user_updated--devices.on_user_updated",
         "evt-accounts-user_updated--tickets.on_user_updated"]
-    assert all("KeyError" in m.headers["x-dead-letter-reason"] for m in messages)
+    assert all("KeyError" in headers["x-dead-letter-reason"] for _, headers in messages)
     metrics = requests.get(system.metrics_url("tickets"), timeout=10).text
     assert 'chamados_messages_dead_lettered_total{queue="evt-accounts-user_updated--tickets.on_user_updated"' in metrics
 
@@ -80,4 +60,4 @@ def test_a_redelivered_event_is_handled_once(system):
     finally:
         engine.dispose()
     assert (queues, handled) == (1, 1)
-    assert not dead_letters(system.amqp_uri, str(tenant_id), timeout=1.0)
+    assert not dead_letters(system.amqp_uri, str(tenant_id).encode(), expected=1, timeout=1.0)

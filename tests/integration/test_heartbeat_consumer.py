@@ -12,8 +12,7 @@ from kombu import Connection, Exchange
 from sqlalchemy import create_engine, text
 
 from common.inventory import inventory_hash
-from common.messaging import DEAD_LETTER_QUEUE
-from tests.harness import Client, eventually
+from tests.harness import Client, dead_letters, eventually
 
 EXCHANGE = Exchange("devices.heartbeats", type="direct", durable=True)
 ROUTING_KEY = "heartbeat"
@@ -84,32 +83,6 @@ def heartbeats_counted(system, outcome: str) -> float:
     found = re.search(r'^chamados_heartbeats_total\{[^}]*outcome="%s"[^}]*\} ([0-9.e+]+)$' % outcome,
                       metrics, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
-
-
-def dead_letters(amqp_uri: str, marker: bytes, expected: int, timeout: float = 20.0) -> list:
-    """Our dead letters (bodies containing `marker`); others go back untouched. Others are
-    held unacked while we look, so the same foreign message is not fetched again and again."""
-    found, others = [], []
-    deadline = time.monotonic() + timeout
-    with Connection(amqp_uri) as connection:
-        queue = DEAD_LETTER_QUEUE(connection.channel())
-        queue.declare()
-        try:
-            while len(found) < expected and time.monotonic() < deadline:
-                message = queue.get(no_ack=False)
-                if message is None:
-                    time.sleep(0.2)
-                    continue
-                body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
-                if marker in body:
-                    found.append((body, dict(message.headers or {})))
-                    message.ack()
-                else:
-                    others.append(message)
-        finally:
-            for message in others:
-                message.requeue()
-    return found
 
 
 # --- the load -------------------------------------------------------------------------------
