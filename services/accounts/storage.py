@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (ForeignKey, Index, String, delete, func, or_, select, text,
                         update)
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
 from common.outbox import outbox_table

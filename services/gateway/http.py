@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 # The one error-mapping table: domain error class -> HTTP status. First match wins.
-ERROR_STATUS: tuple[tuple[type[DomainError], int], ...] = (
+ERROR_STATUS: tuple[tuple[type, int], ...] = (
     (BadRequest, 400),
     (Unauthorized, 401),
     (Forbidden, 403),

@@ -18,7 +18,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import text
 
 from common.config import ConfigError
-from common.db import Database, create_service_engine, is_sqlite, utcnow
+from common.db import Database, create_service_engine, utcnow
 from common.errors import Conflict, DomainError, NotFound, ValidationFailed
 from common.service_base import ServiceBase, rpc
 from services.scheduler import domain

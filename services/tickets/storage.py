@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, func,
                         select, text, tuple_, update)
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
 from common.messaging import inbox_table

@@ -1,5 +1,4 @@
 """The foundation's acceptance flow, through HTTP only."""
-from tests.harness import Client
 
 
 def test_admin_creates_company_and_users_renames_lists_and_merges(tenant):
