@@ -18,8 +18,10 @@ VOLATILE_KEYS = frozenset({
     "free", "free_bytes", "available", "available_bytes", "used", "used_bytes", "percent",
     "used_percent", "load_average", "temperature", "cpu_percent", "memory_percent",
 })
-# list items that carry one of these are addressed by it in diff paths (packages[name=x])
+# list items that carry one of these are addressed by it in diff paths (packages[name=x]);
+# a qualifier tells apart items that share it (libc6 for amd64 and for i386)
 IDENTITY_KEYS = ("name", "id", "mount", "mountpoint", "device", "mac", "serial", "path")
+QUALIFIER_KEYS = ("arch", "architecture")
 
 
 def _sort_key(value) -> bytes:
@@ -60,7 +62,8 @@ def flatten(value, path: str = "") -> dict:
             if isinstance(item, dict):
                 key = next((k for k in IDENTITY_KEYS if isinstance(item.get(k), (str, int))), None)
                 if key is not None:
-                    label = f"{key}={item[key]}"
+                    label = f"{key}={item[key]}" + "".join(
+                        f",{q}={item[q]}" for q in QUALIFIER_KEYS if isinstance(item.get(q), str))
             if label in seen:  # two items with the same identity: fall back to the position
                 label = f"{label}#{index}"
             seen.add(label)

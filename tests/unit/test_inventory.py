@@ -95,3 +95,14 @@ json_values = st.recursive(
 @given(st.dictionaries(st.text(max_size=5), json_values, max_size=5), st.integers(0, 1000))
 def test_hash_ignores_order_for_any_document(document, seed):
     assert inventory_hash(reordered(copy.deepcopy(document), random.Random(seed))) == inventory_hash(document)
+
+
+def test_packages_of_two_architectures_keep_their_own_paths():
+    """Adding an unrelated package must not reshuffle multi-arch ones into remove/add pairs."""
+    before = {"packages": [{"name": "libc6", "arch": "amd64", "version": "2.36"},
+                           {"name": "libc6", "arch": "i386", "version": "2.36"}]}
+    after = {"packages": before["packages"] + [{"name": "aaa", "arch": "amd64", "version": "1"}]}
+    changes = diff(before, after)
+    assert changes["removed"] == [] and changes["changed"] == {}
+    assert set(changes["added"]) == {"packages[name=aaa,arch=amd64]/name", "packages[name=aaa,arch=amd64]/arch",
+                                     "packages[name=aaa,arch=amd64]/version"}
