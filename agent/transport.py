@@ -58,6 +58,12 @@ def field_problems(details: dict) -> str:
     return "; ".join(f"{name}: {problems}" for name, problems in sorted(fields.items()))
 
 
+def token_rejected(code: str, message: str) -> CredentialsRejected:
+    return CredentialsRejected(f"the server no longer accepts this machine's token ({code}: "
+                               f"{message}); it was revoked or expired — register again with "
+                               "`chamados-agent register`")
+
+
 def load_answer(data) -> dict:
     """A heartbeat answer ({need_inventory, usb_policy}) or ValueError saying what is wrong."""
     if not isinstance(data, dict):
@@ -161,9 +167,7 @@ class HttpTransport:
                 return None
         code, message, details = error_of(response)
         if response.status_code == 401:
-            raise CredentialsRejected(f"the server no longer accepts this machine's token ({code}: "
-                                      f"{message}); it was revoked or expired — register again with "
-                                      "`chamados-agent register`")
+            raise token_rejected(code, message)
         if response.status_code in (400, 413, 422):
             raise MessageRejected(f"{response.status_code} {code}: {message} {field_problems(details)}".strip())
         raise Unavailable(f"the gateway did not take the heartbeat ({response.status_code} {code})")
@@ -267,7 +271,11 @@ class AmqpTransport:
             log.warning("the broker connection closed while waiting for the answer: %s", describe(exc))
             return None
         try:
-            return load_answer(orjson.loads(self.replies.pop(message_id)))
+            reply = orjson.loads(self.replies.pop(message_id))
+            if isinstance(reply, dict) and reply.get("error") == "invalid_token":
+                # confirmed, then refused: it stays in the spool for after re-registering
+                raise token_rejected("invalid_token", reply.get("message") or "unknown, revoked or expired token")
+            return load_answer(reply)
         except ValueError as exc:
             log.warning("the server's reply is not valid (%s); ignored", exc)
             return None

@@ -53,6 +53,9 @@ class HeartbeatAnswer(StrictSchema):
     need_inventory = fields.Boolean(required=True)
     usb_policy = fields.String(allow_none=True, required=True,
                                metadata={"description": "a USB mode waiting for the agent to apply it"})
+    error = fields.String(allow_none=True, metadata={
+        "description": "AMQP replies only: `invalid_token` when the heartbeat was refused"})
+    message = fields.String(allow_none=True)
 
 
 class OperatingSystem(StrictSchema):

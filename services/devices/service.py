@@ -197,12 +197,13 @@ class Service(ServiceBase):
             accepted = []
             for delivery, heartbeat, token_hash in parsed:
                 issued = tokens.get(token_hash)
-                if issued is None:
-                    verdicts[delivery.index] = Verdict(dead_letter="unauthenticated: unknown token")
-                elif issued.revoked_at is not None:
-                    verdicts[delivery.index] = Verdict(dead_letter="unauthenticated: token revoked")
-                elif issued.expires_at <= now:
-                    verdicts[delivery.index] = Verdict(dead_letter="unauthenticated: token expired")
+                refused = ("unknown token" if issued is None else "token revoked" if issued.revoked_at
+                           else "token expired" if issued.expires_at <= now else None)
+                if refused:  # parked with the reason; an agent waiting for an answer is told
+                    verdicts[delivery.index] = Verdict(
+                        dead_letter=f"unauthenticated: {refused}",
+                        reply={"need_inventory": False, "usb_policy": None, "error": "invalid_token",
+                               "message": refused})
                 else:
                     accepted.append((delivery, heartbeat, issued.machine_id))
             machine_ids = {machine_id for _, _, machine_id in accepted}
