@@ -18,7 +18,7 @@ from common.contracts import devices as contract
 from common.contracts import load, parse_id, paths_with_nul
 from common.db import Database, utcnow
 from common.errors import Conflict, NotFound, Unauthorized, ValidationFailed
-from common.inventory import canonical_bytes, diff, inventory_hash
+from common.inventory import canonical_with_hash, diff
 from common.messaging import (HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, Verdict, batch_consumer,
                               first_delivery, subscribe)
 from common.pagination import decode_cursor, encode_cursor, text_value, uuid_value
@@ -280,7 +280,7 @@ class Service(ServiceBase):
     @staticmethod
     def _apply_inventory(uow, state: HeartbeatState, heartbeat: dict, now: datetime) -> None:
         inventory = heartbeat.get("inventory")
-        computed = inventory_hash(inventory) if inventory is not None else None
+        document, computed = canonical_with_hash(inventory) if inventory is not None else (None, None)
         decision = domain.decide_inventory(state.inventory_hash, heartbeat.get("inventory_hash"), computed)
         state.need_inventory = decision.need_inventory
         if inventory is not None:
@@ -296,7 +296,7 @@ class Service(ServiceBase):
         uow.session.add(InventoryChange(machine_id=state.machine_id, from_hash=state.inventory_hash,
                                         to_hash=decision.new_hash, changes=record,
                                         size_bytes=len(record), created_at=now))
-        document = canonical_bytes(inventory).decode()
+        document = document.decode()
         if current is None:
             uow.session.add(Inventory(machine_id=state.machine_id, hash=decision.new_hash,
                                       document=document, updated_at=now))
