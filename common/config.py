@@ -158,6 +158,3 @@ class Settings:
 def settings_from_env() -> Settings:
     return Settings.from_mapping(load_config())
 
-
-def environ_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

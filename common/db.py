@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import common  # noqa: F401  (psycopg wait function, before SQLAlchemy loads psycopg)
-import orjson
 from nameko.extensions import DependencyProvider
 from sqlalchemy import DateTime, MetaData, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
@@ -242,6 +241,3 @@ class Database(DependencyProvider):
     def get_dependency(self, worker_ctx):
         return self.store
 
-
-def dumps(value) -> str:
-    return orjson.dumps(value).decode()

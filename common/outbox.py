@@ -19,6 +19,7 @@ from nameko.standalone.events import get_event_exchange
 from sqlalchemy import BigInteger, Column, Integer, String, Table, Text, Uuid, delete, select
 
 from common.db import UTCDateTime, is_sqlite, utcnow
+from common.metrics import OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,6 @@ class OutboxRelay:
                     retry_policy={"max_retries": 3},
                 )
             connection.execute(delete(table).where(table.c.id.in_([row.id for row in rows])))
-        from common.metrics import OUTBOX_PUBLISHED
-
         OUTBOX_PUBLISHED.labels(self.store.service).inc(len(rows))
         return len(rows)
 

@@ -345,6 +345,19 @@ class Tenant:
         return response.json()
 
 
+def fetch_ticket(client: Client, ticket: dict | str) -> dict:
+    ticket_id = ticket["id"] if isinstance(ticket, dict) else ticket
+    response = client.get(f"/api/tickets/{ticket_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def ticket_timeline(client: Client, ticket: dict) -> list[dict]:
+    response = client.get(f"/api/tickets/{ticket['id']}/events")
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
 def new_tenant(system: System, rpc) -> Tenant:
     slug = f"t-{uuid.uuid4().hex[:10]}"
     email, password = f"admin@{slug}.test", "admin-pass-1"

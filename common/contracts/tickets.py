@@ -8,6 +8,7 @@ PRIORITIES = ("LOW", "MEDIUM", "HIGH", "URGENT")
 WORK_TYPES = ("INTERNAL", "EXTERNAL")
 PAUSE_REASONS = ("NO_CONTACT", "WAITING_THIRD_PARTY", "IN_PROCEDURE")
 VISIBILITIES = ("PUBLIC", "INTERNAL")
+SUBJECT_MAX, COMMENT_MAX = 600, 20_000
 
 
 class AssigneeFilter(fields.String):
@@ -38,7 +39,7 @@ class QueueList(StrictSchema):
 
 
 class TicketCreate(StrictSchema):
-    subject = trimmed(600, required=True)
+    subject = trimmed(SUBJECT_MAX, required=True)
     description = fields.String(load_default="", validate=validate.Length(max=50_000))
     priority = fields.String(load_default="MEDIUM", validate=validate.OneOf(PRIORITIES))
     queue_id = fields.UUID(load_default=None, allow_none=True)
@@ -48,7 +49,7 @@ class TicketCreate(StrictSchema):
 
 
 class TicketUpdate(StrictSchema):
-    subject = trimmed(600)
+    subject = trimmed(SUBJECT_MAX)
     description = fields.String(validate=validate.Length(max=50_000))
     priority = fields.String(validate=validate.OneOf(PRIORITIES))
     queue_id = fields.UUID()
@@ -138,7 +139,7 @@ class Pause(StrictSchema):
 
 
 class Resolve(StrictSchema):
-    message = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=20_000))
+    message = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=COMMENT_MAX))
 
 
 class Empty(StrictSchema):
@@ -146,7 +147,7 @@ class Empty(StrictSchema):
 
 
 class CommentCreate(StrictSchema):
-    body = fields.String(required=True, validate=validate.Length(min=1, max=20_000))
+    body = fields.String(required=True, validate=validate.Length(min=1, max=COMMENT_MAX))
     visibility = fields.String(load_default="PUBLIC", validate=validate.OneOf(VISIBILITIES))
 
 

@@ -8,6 +8,7 @@ import uuid
 
 import eventlet
 from kombu import Connection
+from kombu.pools import producers
 from werkzeug.wrappers import Response
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
@@ -75,8 +76,6 @@ class HeartbeatPublisher(DependencyProvider):
         return self.publish
 
     def publish(self, body: bytes, token: str, message_id: str) -> None:
-        from kombu.pools import producers
-
         with Connection(self.amqp_uri, transport_options={"confirm_publish": True}) as connection:
             with producers[connection].acquire(block=True, timeout=5) as producer:
                 producer.publish(body, exchange=HEARTBEAT_EXCHANGE, routing_key=HEARTBEAT_QUEUE.routing_key,

@@ -18,20 +18,19 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from common.contracts.accounts import STAFF_ROLES
+from common.contracts.tickets import (COMMENT_MAX, PRIORITIES, STATUSES, SUBJECT_MAX,  # noqa: F401
+                                      WORK_TYPES)
+from common.contracts.tickets import PAUSE_REASONS as PEOPLE_PAUSE_REASONS
 from common.errors import Conflict, Forbidden, ValidationFailed
 
-PENDING, AWAITING, PAUSED, RESOLVED = "PENDING", "AWAITING_ATTENDANCE", "PAUSED", "RESOLVED"
-STATUSES = (PENDING, AWAITING, PAUSED, RESOLVED)
+# the contract names the values; the machine gives them meaning
+PENDING, AWAITING, PAUSED, RESOLVED = STATUSES
 STATUS_LABELS = {PENDING: ("Pendente", "grey"), AWAITING: ("Em andamento", "blue"),
                  PAUSED: ("Pausado", "yellow"), RESOLVED: ("Resolvido", "green")}
 OPEN_STATUSES = (PENDING, AWAITING, PAUSED)
-PRIORITIES = ("LOW", "MEDIUM", "HIGH", "URGENT")
-WORK_TYPES = ("INTERNAL", "EXTERNAL")
-PEOPLE_PAUSE_REASONS = ("NO_CONTACT", "WAITING_THIRD_PARTY", "IN_PROCEDURE")
 AUTOMATIC_PAUSE_REASONS = ("LUNCH_BREAK", "END_LIVE_CHAT")
-STAFF_ROLES = frozenset({"admin", "manager", "agent"})
 DEFAULT_QUEUE = "Chamados"
-SUBJECT_MAX, COMMENT_MAX = 600, 20_000
 
 CHAT_IDLE_LIMIT = timedelta(hours=12)
 DEVICE_OFFLINE_LIMIT = timedelta(minutes=5)

@@ -15,6 +15,8 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests.harness import CRON_SECRET, Client, new_tenant
+from tests.harness import fetch_ticket as get
+from tests.harness import ticket_timeline as timeline
 
 CRON = {"x-cron-secret": CRON_SECRET}
 SCHEMAS = ("accounts", "tickets", "devices")
@@ -52,18 +54,6 @@ def act(client: Client, ticket: dict, action: str, expect: int = 200, **body) ->
     response = client.post(f"/api/tickets/{ticket['id']}/{action}", json=body)
     assert response.status_code == expect, (action, response.status_code, response.text)
     return response.json()
-
-
-def get(client: Client, ticket: dict) -> dict:
-    response = client.get(f"/api/tickets/{ticket['id']}")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def timeline(client: Client, ticket: dict) -> list[dict]:
-    response = client.get(f"/api/tickets/{ticket['id']}/events")
-    assert response.status_code == 200, response.text
-    return response.json()["items"]
 
 
 def request_export(client: Client, filters: dict) -> dict:

@@ -5,6 +5,8 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from tests.harness import Client, eventually, new_tenant
+from tests.harness import fetch_ticket as get
+from tests.harness import ticket_timeline as timeline
 
 SAO_PAULO = timezone(timedelta(hours=-3))
 
@@ -39,19 +41,6 @@ def act(client: Client, ticket: dict | str, action: str, expect: int = 200, **bo
     response = client.post(f"/api/tickets/{ticket_id}/{action}", json=body)
     assert response.status_code == expect, (action, response.status_code, response.text)
     return response.json()
-
-
-def get(client: Client, ticket: dict | str) -> dict:
-    ticket_id = ticket["id"] if isinstance(ticket, dict) else ticket
-    response = client.get(f"/api/tickets/{ticket_id}")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def timeline(client: Client, ticket: dict) -> list[dict]:
-    response = client.get(f"/api/tickets/{ticket['id']}/events")
-    assert response.status_code == 200, response.text
-    return response.json()["items"]
 
 
 def kinds(client: Client, ticket: dict) -> list[str]:
