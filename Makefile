@@ -1,5 +1,5 @@
 # The README's two commands: `make up` runs the whole system, `make test` passes the tests.
-.PHONY: up test unit lint migrate clean
+.PHONY: up test unit test-faults bench lint migrate clean
 
 VENV := .venv
 INSTALLED := $(VENV)/.installed
@@ -14,6 +14,16 @@ up: $(INSTALLED)
 test: $(INSTALLED)
 	@scripts/ensure-infra.sh --tests
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# every fault case (private broker node and PostgreSQL cluster); `make test` runs a short subset
+test-faults: $(INSTALLED)
+	@scripts/ensure-infra.sh --tests
+	@CHAMADOS_FAULTS=all $(VENV)/bin/python -m pytest tests/faults $(PYTEST_ARGS)
+
+# benchmarks against their baselines in the same run; figures go to bench/results/
+bench: $(INSTALLED)
+	@scripts/ensure-infra.sh --tests
+	@$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 unit: $(INSTALLED)
 	@$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)

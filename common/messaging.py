@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import eventlet
+from amqp.exceptions import MessageNacked
 from eventlet.event import Event
 from kombu import Connection, Exchange, Queue
 from kombu import Consumer as KombuConsumer
@@ -90,22 +91,65 @@ def publish_confirmed(amqp_uri: str, message, *, exchange: Exchange, routing_key
             retry_policy={"max_retries": 5})
 
 
-def dead_letter(amqp_uri: str, service: str, queue_name: str, message, reason: str,
-                attempts: int) -> None:
-    headers = dict(message.headers or {})
-    token = headers.pop("authorization", None)
-    if token:  # a credential is never parked in clear: keep only what identifies it
-        headers["authorization-sha256"] = hashlib.sha256(
-            (token if isinstance(token, str) else token.decode(errors="replace")).encode()).hexdigest()
-    headers.update({
+# --- untrusted message metadata -------------------------------------------------------------
+
+HEADER_NAME_MAX, HEADER_TEXT_MAX = 128, 1024
+PROPERTY_TEXT_MAX = {"message_id": 128, "correlation_id": 128, "reply_to": 255}
+
+
+def credential_fingerprint(value) -> str:
+    """What identifies a credential without revealing it, whatever type it arrived as."""
+    if isinstance(value, str):
+        raw = value.encode("utf-8", errors="replace")
+    elif isinstance(value, (bytes, bytearray)):
+        raw = bytes(value)
+    else:
+        raw = repr(value).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def parking_headers(headers, reason: str, queue_name: str, attempts: int) -> dict:
+    """The headers a parked message keeps: its own scalar headers (text shortened), never a
+    credential in clear, and why, from where and when it was parked. Headers are untrusted
+    input of any AMQP type; nested tables and arrays are dropped (their names are kept), so
+    re-publishing them cannot fail."""
+    kept, dropped = {}, []
+    for key, value in (headers.items() if isinstance(headers, dict) else ()):
+        key = str(key)[:HEADER_NAME_MAX]
+        if key == "authorization":
+            if value not in (None, "", b""):
+                kept["authorization-sha256"] = credential_fingerprint(value)
+            continue
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode("utf-8", errors="replace")
+        if isinstance(value, str):
+            kept[key] = value[:HEADER_TEXT_MAX]
+        elif value is None or isinstance(value, (bool, float)) or (
+                isinstance(value, int) and -2 ** 63 <= value < 2 ** 63):
+            kept[key] = value
+        else:
+            dropped.append(key)
+    if dropped:
+        kept["x-dropped-headers"] = ",".join(sorted(dropped))[:HEADER_TEXT_MAX]
+    kept.update({
         "x-dead-letter-reason": reason[:1000],
         "x-original-queue": queue_name,
         ATTEMPTS_HEADER: attempts,
         "x-dead-lettered-at": datetime.now(timezone.utc).isoformat(),
     })
+    return kept
+
+
+def reason_label(reason: str) -> str:
+    return reason.split(":", 1)[0][:60]
+
+
+def dead_letter(amqp_uri: str, service: str, queue_name: str, message, reason: str,
+                attempts: int) -> None:
     publish_confirmed(amqp_uri, message, exchange=DEAD_LETTER_EXCHANGE, routing_key=queue_name,
-                      headers=headers, declare=[DEAD_LETTER_QUEUE])
-    DEAD_LETTERED.labels(service, queue_name, reason.split(":", 1)[0][:60]).inc()
+                      headers=parking_headers(message.headers, reason, queue_name, attempts),
+                      declare=[DEAD_LETTER_QUEUE])
+    DEAD_LETTERED.labels(service, queue_name, reason_label(reason)).inc()
     log.warning("dead-lettered a message from %s after %d attempt(s): %s", queue_name,
                 attempts, reason)
 
@@ -216,9 +260,12 @@ def declare_bus(amqp_uri: str) -> list[str]:
 
 # --- batched consumption ------------------------------------------------------------------
 
+CONNECTION_HEARTBEAT_SECONDS = 30
+
+
 @dataclass(frozen=True)
 class Delivery:
-    """One message of a batch, as the handler sees it."""
+    """One message of a batch, as the handler sees it: its properties already checked."""
 
     index: int
     body: bytes
@@ -237,24 +284,58 @@ class Verdict:
     reply: dict | None = None
 
 
+def delivery_of(index: int, message) -> tuple[Delivery | None, str | None]:
+    """(delivery, None), or (None, why the message is refused before any handler sees it):
+    properties are untrusted input, checked for type and size like a body."""
+    properties = {}
+    for name, limit in PROPERTY_TEXT_MAX.items():
+        value = message.properties.get(name)
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode("utf-8", errors="replace")
+        if value is not None and not isinstance(value, str):
+            return None, f"invalid: the {name} property is not text"
+        if value is not None and len(value) > limit:
+            return None, f"invalid: the {name} property is longer than {limit} characters"
+        properties[name] = value or None
+    body = message.body
+    if not isinstance(body, (bytes, bytearray)):
+        body = str(body).encode()
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    return Delivery(index, bytes(body), dict(headers), properties["message_id"],
+                    properties["reply_to"], properties["correlation_id"]), None
+
+
 class BatchConsumer(Entrypoint):
-    """Consumes a durable queue in batches: up to `batch_size` messages (the prefetch) or
-    whatever arrived within `max_wait` seconds go to ONE worker call, which commits one
-    transaction and returns a {index: Verdict}; then the dead letters are published (with
-    confirms), the replies sent, and the whole batch acked (ENGINEERING.md pitfalls 5-7, 15).
+    """Consumes a durable queue in batches: up to `batch_size` messages or `max_batch_bytes`
+    of bodies (whichever comes first), or whatever arrived within `max_wait` seconds, go to
+    ONE worker call, which commits one transaction and returns a {index: Verdict}; then the
+    dead letters are published (with confirms), the replies sent, and the whole batch acked
+    (ENGINEERING.md pitfalls 5-7, 15, 18).
 
     A batch whose handler raises is retried one message at a time, so a poison message
     cannot hold the others back; a message that fails alone is dead-lettered with the
-    exception. When the database itself is unreachable nothing is dead-lettered: the batch
-    goes back to the queue and the consumer backs off."""
+    exception. When the database itself is unreachable (`transient`) nothing is
+    dead-lettered: the batch goes back to the queue and the consumer backs off.
+
+    Only a broker error is taken for a lost connection: whatever else goes wrong while a
+    message is settled parks that message with the reason, and the consumer moves on.
+    Memory is bounded by bytes: reading stops while `max_batch_bytes` wait unprocessed
+    (the next batch is read while one is processed), and the connection is serviced (AMQP
+    heartbeats, deliveries) while the worker runs, so the broker never drops a slow batch."""
 
     def __init__(self, exchange: Exchange, queue: Queue, batch_size: int = 500,
-                 max_wait: float = 0.2, transient=(), **kwargs):
+                 max_wait: float = 0.2, max_batch_bytes: int = 4 * 1024 * 1024, transient=(),
+                 on_parked=None, **kwargs):
         self.exchange, self.queue = exchange, queue
-        self.batch_size, self.max_wait = batch_size, max_wait
+        self.batch_size, self.max_wait, self.max_batch_bytes = batch_size, max_wait, max_batch_bytes
         self.transient = tuple(transient)
+        self.on_parked = on_parked
         self._running = False
         self._thread = None
+        self._pending: list = []
+        self._pending_bytes = 0
+        self._broker_errors: tuple = (OSError,)
+        self.last_settled_at: float | None = None
         super().__init__(**kwargs)
 
     def start(self):
@@ -277,14 +358,20 @@ class BatchConsumer(Entrypoint):
         delay = 0.5
         while self._running:
             try:
-                with Connection(self.container.config["AMQP_URI"], heartbeat=0) as connection:
+                with Connection(self.container.config["AMQP_URI"],
+                                heartbeat=CONNECTION_HEARTBEAT_SECONDS) as connection:
+                    self._broker_errors = (connection.connection_errors + connection.channel_errors
+                                           + (MessageNacked,))
                     self._drain(connection)
                 delay = 0.5
-            except Exception as exc:  # broker gone: reconnect with backoff; unacked come back
+            except Exception as exc:  # unacked messages come back to the queue on reconnect
                 if not self._running:
                     return
-                log.warning("%s consumer lost its connection: %s; reconnecting in %.1fs",
-                            self.queue.name, exc, delay)
+                if isinstance(exc, self._broker_errors):
+                    log.warning("%s consumer lost its connection: %s; reconnecting in %.1fs",
+                                self.queue.name, exc, delay)
+                else:  # a defect of ours, not of a message: say so loudly
+                    log.exception("%s consumer failed; reconnecting in %.1fs", self.queue.name, delay)
                 eventlet.sleep(delay)
                 delay = min(delay * 2, 15)
 
@@ -292,66 +379,111 @@ class BatchConsumer(Entrypoint):
         channel = connection.channel()
         self.exchange(channel).declare()
         self.queue(channel).declare()
-        channel.basic_qos(0, self.batch_size, False)
-        pending = []
-        consumer = KombuConsumer(channel, [self.queue], on_message=pending.append, no_ack=False)
+        # twice the batch: the next batch arrives while one is processed (bytes bound it)
+        channel.basic_qos(0, 2 * self.batch_size, False)
+        parking = connection.channel()  # dead letters, each confirmed before its ack
+        DEAD_LETTER_EXCHANGE(parking).declare()
+        DEAD_LETTER_QUEUE(parking).declare()
+        self._pending, self._pending_bytes = [], 0
+        consumer = KombuConsumer(channel, [self.queue], on_message=self._received, no_ack=False)
         with consumer:
             while self._running:
-                started = time.monotonic()
-                while self._running and len(pending) < self.batch_size:
-                    left = self.max_wait - (time.monotonic() - started)
-                    if pending and left <= 0:
-                        break
-                    try:
-                        connection.drain_events(timeout=left if pending else 1.0)
-                    except socket.timeout:
-                        if pending:
-                            break
-                if pending:
-                    batch, pending[:] = list(pending), []
-                    self._process(connection, batch)
+                batch = self._next_batch(connection)
+                if batch:
+                    self._process(connection, parking, batch)
 
-    def _process(self, connection, messages):
-        deliveries = [Delivery(index, message.body if isinstance(message.body, bytes)
-                               else str(message.body).encode(), dict(message.headers or {}),
-                               message.properties.get("message_id"),
-                               message.properties.get("reply_to"),
-                               message.properties.get("correlation_id"))
-                      for index, message in enumerate(messages)]
-        try:
-            verdicts = self._run_worker(deliveries)
-        except self.transient as exc:
-            self._give_back(messages, exc)
-            return
-        except Exception as exc:
-            if len(deliveries) == 1:
-                verdicts = {0: Verdict(dead_letter=f"handler failed: {exc.__class__.__name__}: {exc}")}
+    def _received(self, message):
+        self._pending.append(message)
+        self._pending_bytes += len(message.body or b"")
+
+    def _can_read(self) -> bool:
+        return len(self._pending) < self.batch_size and self._pending_bytes < self.max_batch_bytes
+
+    def _next_batch(self, connection) -> list:
+        started = time.monotonic()
+        while self._running and self._can_read():
+            left = self.max_wait - (time.monotonic() - started)
+            if self._pending and left <= 0:
+                break
+            try:
+                connection.drain_events(timeout=left if self._pending else 1.0)
+            except socket.timeout:
+                if self._pending:
+                    break
+            finally:
+                connection.heartbeat_check()
+        taken, size = 0, 0
+        for message in self._pending:
+            if taken and (taken >= self.batch_size or size + len(message.body or b"") > self.max_batch_bytes):
+                break
+            taken, size = taken + 1, size + len(message.body or b"")
+        batch, self._pending = self._pending[:taken], self._pending[taken:]
+        self._pending_bytes -= size
+        return batch
+
+    def _process(self, connection, parking, messages) -> bool:
+        """Settle the messages; False when storage was unavailable and they went back."""
+        verdicts, deliveries = {}, []
+        for index, message in enumerate(messages):
+            delivery, refused = delivery_of(index, message)
+            if refused:
+                verdicts[index] = Verdict(dead_letter=refused)
             else:
-                log.warning("a batch of %d failed (%s); retrying one by one", len(deliveries), exc)
-                for message in messages:
-                    self._process(connection, [message])
-                return
-        self._settle(connection, messages, deliveries, verdicts)
+                deliveries.append(delivery)
+        if deliveries:
+            try:
+                verdicts.update(self._run_worker(connection, deliveries))
+            except self.transient as exc:
+                self._give_back(messages, exc)
+                return False
+            except self._broker_errors:
+                raise
+            except Exception as exc:
+                if len(messages) == 1:
+                    verdicts[0] = Verdict(dead_letter=f"handler failed: {exc.__class__.__name__}: {exc}")
+                else:
+                    log.warning("a batch of %d failed (%s); retrying one by one", len(messages), exc)
+                    for position, message in enumerate(messages):
+                        if not self._process(connection, parking, [message]):
+                            self._give_back(messages[position + 1:], None)
+                            return False
+                    return True
+        self._settle(connection, parking, messages, {d.index: d for d in deliveries}, verdicts)
+        return True
 
-    def _run_worker(self, deliveries):
+    def _run_worker(self, connection, deliveries):
+        """The worker's verdicts; meanwhile the connection is serviced (heartbeats, and the
+        next deliveries while the byte budget allows)."""
         done = Event()
         self.container.spawn_worker(
             self, (deliveries,), {},
             handle_result=lambda worker_ctx, result, exc_info: (done.send((result, exc_info)),
                                                                 (result, exc_info))[1])
+        try:
+            while not done.ready():
+                if self._can_read():
+                    try:
+                        connection.drain_events(timeout=0.25)
+                    except socket.timeout:
+                        pass
+                else:
+                    done.wait(timeout=0.25)
+                connection.heartbeat_check()
+        except BaseException:
+            done.wait()  # the worker commits or not; a redelivery is recognised either way
+            raise
         result, exc_info = done.wait()
         if exc_info is not None:
             raise exc_info[1]
         return result or {}
 
-    def _settle(self, connection, messages, deliveries, verdicts):
-        amqp_uri = self.container.config["AMQP_URI"]
-        service = self.container.service_name
-        for index, verdict in verdicts.items():
-            if verdict.dead_letter:
-                dead_letter(amqp_uri, service, self.queue.name, messages[index],
-                            verdict.dead_letter, 1)
-        replies = [(deliveries[i], v.reply) for i, v in verdicts.items() if v.reply and deliveries[i].reply_to]
+    def _settle(self, connection, parking, messages, deliveries, verdicts):
+        for index, message in enumerate(messages):
+            verdict = verdicts.get(index)
+            if verdict is not None and verdict.dead_letter:
+                self._park(parking, message, verdict.dead_letter)
+        replies = [(deliveries[i], v.reply) for i, v in verdicts.items()
+                   if v.reply and i in deliveries and deliveries[i].reply_to]
         if replies:
             producer = connection.Producer()
             for delivery, reply in replies:
@@ -359,17 +491,49 @@ class BatchConsumer(Entrypoint):
                     producer.publish(reply, exchange="", routing_key=delivery.reply_to,
                                      correlation_id=delivery.correlation_id or delivery.message_id,
                                      serializer="json")
+                except self._broker_errors:
+                    raise
                 except Exception as exc:  # a reply is advice; the heartbeat itself is stored
                     log.warning("could not reply to %s: %s", delivery.reply_to, exc)
-        for message in messages:
-            message.ack()
+        messages[-1].channel.basic_ack(messages[-1].delivery_tag, multiple=True)
+        self.last_settled_at = time.time()
+
+    def _park(self, parking, message, reason: str) -> None:
+        """Publish to the dead-letter queue, confirmed; only a broker error escapes."""
+        try:
+            self._publish_parked(parking, message, parking_headers(message.headers, reason,
+                                                                   self.queue.name, 1))
+        except self._broker_errors:
+            raise
+        except Exception as exc:  # its own headers would not go: park it with ours only
+            log.error("could not park a message from %s with its headers (%s); parking without them",
+                      self.queue.name, exc)
+            self._publish_parked(parking, message, parking_headers(
+                {}, f"{reason} (its headers could not be kept)", self.queue.name, 1))
+        DEAD_LETTERED.labels(self.container.service_name, self.queue.name, reason_label(reason)).inc()
+        if self.on_parked is not None:
+            self.on_parked(reason)
+        log.warning("dead-lettered a message from %s: %s", self.queue.name, reason)
+
+    @staticmethod
+    def _publish_parked(parking, message, headers: dict) -> None:
+        body = message.body if isinstance(message.body, (bytes, bytearray)) else str(message.body).encode()
+        content_type = message.properties.get("content_type")
+        content_encoding = message.properties.get("content_encoding")
+        parked = parking.prepare_message(
+            bytes(body), content_type=content_type if isinstance(content_type, str) else None,
+            content_encoding=content_encoding if isinstance(content_encoding, str) else None,
+            headers=headers, properties={"delivery_mode": 2})
+        parking.basic_publish_confirm(parked, exchange=DEAD_LETTER_EXCHANGE.name,
+                                      routing_key=headers["x-original-queue"], confirm_timeout=30)
 
     def _give_back(self, messages, exc):
-        log.warning("%s: storage unavailable (%s); %d messages back to the queue",
-                    self.queue.name, exc, len(messages))
+        if exc is not None:
+            log.warning("%s: storage unavailable (%s); %d messages back to the queue",
+                        self.queue.name, exc, len(messages))
+            eventlet.sleep(1.0)
         for message in messages:
             message.requeue()
-        eventlet.sleep(1.0)
 
 
 batch_consumer = BatchConsumer.decorator

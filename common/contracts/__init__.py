@@ -31,6 +31,33 @@ class PageQuery(StrictSchema):
     cursor = fields.String(load_default=None, validate=validate.Length(max=512))
 
 
+# Any JSON document that crosses a boundary: deeper or bigger than this is refused before
+# anything walks it recursively (a body nested 1,000 deep once exhausted Python's stack).
+JSON_MAX_DEPTH = 32
+JSON_MAX_VALUES = 200_000
+
+
+def extent_problem(value, max_depth: int, max_values: int) -> str | None:
+    """Why `value` is deeper than `max_depth` nested objects/arrays or holds more than
+    `max_values` values, or None. Iterative: any depth is safe to ask about."""
+    stack, values = [(value, 1)], 0
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        values += 1
+        if depth > max_depth:
+            return f"nested deeper than {max_depth} levels"
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, (dict, list)):
+                push((child, depth + 1))
+            else:
+                values += 1
+        if values > max_values:
+            return f"more than {max_values} values"
+    return None
+
+
 def load(schema: type[Schema], data, partial=False):
     """Validate what crossed a boundary; a bad shape is a 422 with the fields at fault."""
     from marshmallow import ValidationError
@@ -39,6 +66,10 @@ def load(schema: type[Schema], data, partial=False):
 
     if data is None:
         data = {}
+    if isinstance(data, (dict, list)):
+        too_complex = extent_problem(data, JSON_MAX_DEPTH, JSON_MAX_VALUES)
+        if too_complex:
+            raise validation_failed({"_schema": [f"the document is {too_complex}"]})
     with_nul = sorted(paths_with_nul(data))
     if with_nul:  # PostgreSQL text cannot hold NUL; no name or message needs one
         raise validation_failed({path: ["must not contain NUL (\\u0000) characters"]
@@ -50,18 +81,22 @@ def load(schema: type[Schema], data, partial=False):
 
 
 def paths_with_nul(value, path: str = ""):
-    if isinstance(value, str):
-        if "\x00" in value:
-            yield path or "_schema"
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            key_path = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                yield key_path
-            yield from paths_with_nul(item, key_path)
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from paths_with_nul(item, f"{path}.{index}" if path else str(index))
+    """The paths of the strings (values or keys) holding a NUL character. Iterative."""
+    stack = [(value, path)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                yield at or "_schema"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                key_path = f"{at}.{key}" if at else str(key)
+                if "\x00" in str(key):
+                    yield key_path
+                stack.append((child, key_path))
+        elif isinstance(item, (list, tuple)):
+            for index, child in enumerate(item):
+                stack.append((child, f"{at}.{index}" if at else str(index)))
 
 
 def parse_id(value, what: str):

@@ -4,14 +4,23 @@ Agents publish heartbeats as JSON to exchange `devices.heartbeats` (durable, dir
 key `heartbeat`), persistent, with publisher confirms, a `message_id`, and the machine token
 in the header `authorization`. The gateway's HTTP heartbeat route publishes the same.
 """
-from marshmallow import ValidationError, fields, validate, validates_schema
+from datetime import datetime, timedelta, timezone
 
-from common.contracts import PageQuery, StrictSchema, trimmed
+from marshmallow import ValidationError, fields, validate, validates, validates_schema
+
+from common.contracts import PageQuery, StrictSchema, extent_problem, trimmed
 
 HEARTBEAT_EXCHANGE = "devices.heartbeats"
 HEARTBEAT_QUEUE = "devices.heartbeats"
 HEARTBEAT_ROUTING_KEY = "heartbeat"
 HEARTBEAT_MAX_BYTES = 1_048_576
+# an inventory is hardware, OS, disks, network and software lists: a few levels deep and a
+# few thousand values; these bounds leave room and keep every walk of it cheap and safe
+INVENTORY_MAX_DEPTH = 16
+INVENTORY_MAX_VALUES = 50_000
+# a heartbeat stamped further ahead than this is refused: the agent's clock is wrong, and
+# its current state must not be taken from the future (late heartbeats are fine)
+HEARTBEAT_MAX_AHEAD = timedelta(minutes=10)
 USB_MODES = ("ALLOW", "BLOCK", "READ_ONLY")
 PERSONAS = ("collaborator", "manager")
 MACHINE_STATUSES = ("online", "stale", "offline")
@@ -36,12 +45,26 @@ class UsbPolicyAck(StrictSchema):
     mode = fields.String(required=True, validate=validate.OneOf(USB_MODES))
 
 
+def inventory_extent(inventory: dict) -> None:
+    problem = extent_problem(inventory, INVENTORY_MAX_DEPTH, INVENTORY_MAX_VALUES)
+    if problem:
+        raise ValidationError(f"the inventory is {problem}")
+
+
 class Heartbeat(StrictSchema):
     sent_at = fields.AwareDateTime(required=True)
     metrics = fields.Nested(Metrics, load_default=dict)
-    inventory = fields.Dict(load_default=None, allow_none=True)
+    inventory = fields.Dict(load_default=None, allow_none=True, validate=inventory_extent)
     inventory_hash = fields.String(load_default=None, allow_none=True, validate=SHA256_HEX)
     usb_policy_ack = fields.Nested(UsbPolicyAck, load_default=None, allow_none=True)
+
+    @validates("sent_at")
+    def not_ahead(self, value: datetime, **kwargs):
+        ahead = value - datetime.now(timezone.utc)
+        if ahead > HEARTBEAT_MAX_AHEAD:
+            raise ValidationError(f"sent_at is {int(ahead.total_seconds())} s in the future "
+                                  f"(at most {int(HEARTBEAT_MAX_AHEAD.total_seconds())} s): "
+                                  "set the machine's clock")
 
     @validates_schema
     def inventory_or_hash(self, data, **kwargs):

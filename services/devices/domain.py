@@ -3,8 +3,10 @@ posture alerts, what a heartbeat changes. No nameko, SQLAlchemy, kombu or werkze
 from __future__ import annotations
 
 import re
+import sys
+from array import array
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 # --- identifiers -------------------------------------------------------------------------
 
@@ -126,6 +128,79 @@ def posture_alerts(metrics: dict) -> dict[str, dict]:
 
 def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def fullest_disk(metrics: dict) -> float | None:
+    return max((d["percent"] for d in metrics.get("disks") or []), default=None)
+
+
+def hourly_sample(machine_id, metrics: dict, measured_at: datetime) -> dict:
+    """One heartbeat's metrics as a `metrics_hourly` aggregate of one sample."""
+    cpu, memory = metrics.get("cpu_percent"), metrics.get("memory_percent")
+    return {"machine_id": machine_id, "hour": hour_of(measured_at), "samples": 1,
+            "cpu_avg": cpu, "cpu_max": cpu, "memory_avg": memory, "memory_max": memory,
+            "disk_max": fullest_disk(metrics)}
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+RECENT_HEARTBEATS = 128  # 1 KB per machine; at one heartbeat each 5 minutes, ~10 hours
+
+
+def micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+class RecentHeartbeats:
+    """The `sent_at` of a machine's last applied heartbeats, in the order they were applied.
+
+    This is how a redelivered copy is recognised whatever the number of consumers and the
+    order in which their transactions commit: a heartbeat is its machine's `sent_at` (to the
+    microsecond), and a copy comes back soon after the original was applied (a consumer
+    killed between commit and ack, a publisher re-sending an unconfirmed message), long
+    before `RECENT_HEARTBEATS` others of the same machine. Bounded: 8 bytes per entry."""
+
+    def __init__(self, packed: bytes | None = None, limit: int = RECENT_HEARTBEATS):
+        self.limit = limit
+        self._moments = array("q")
+        if packed:
+            self._moments.frombytes(packed[:len(packed) - len(packed) % 8])
+            if sys.byteorder != "little":
+                self._moments.byteswap()
+        self._seen = set(self._moments)
+
+    def __contains__(self, moment: datetime) -> bool:
+        return micros(moment) in self._seen
+
+    def __len__(self) -> int:
+        return len(self._moments)
+
+    def add(self, moment: datetime) -> None:
+        value = micros(moment)
+        self._moments.append(value)
+        self._seen.add(value)
+        while len(self._moments) > self.limit:
+            self._seen.discard(self._moments.pop(0))
+
+    def packed(self) -> bytes:
+        moments = array("q", self._moments)
+        if sys.byteorder != "little":
+            moments.byteswap()
+        return moments.tobytes()
+
+
+APPLY, LATE, DUPLICATE = "apply", "late", "duplicate"
+
+
+def heartbeat_role(sent_at: datetime, last_sent_at: datetime | None,
+                   recent: RecentHeartbeats) -> str:
+    """DUPLICATE: a copy of one already counted; LATE: counted (its metrics fold into the
+    hour it was measured), but older than the machine's current state, which it must not
+    roll back; APPLY: the machine's newest news."""
+    if sent_at in recent or sent_at == last_sent_at:  # a heartbeat is its sent_at
+        return DUPLICATE
+    if last_sent_at is not None and sent_at <= last_sent_at:
+        return LATE
+    return APPLY
 
 
 @dataclass(frozen=True)

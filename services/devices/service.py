@@ -34,11 +34,11 @@ ACCOUNTS_TIMEOUT_SECONDS = 10.0
 METRICS_RETENTION, ALERT_RETENTION = timedelta(days=90), timedelta(days=180)
 
 HEARTBEATS = Counter("chamados_heartbeats_total", "Heartbeats by outcome",
-                     ["outcome"])  # accepted | duplicate | dead_lettered
+                     ["outcome"])  # accepted | late (counted, older than the current) | duplicate | dead_lettered
 INVENTORY_VERSIONS = Counter("chamados_inventory_versions_total",
                              "Full inventories received: a new version written, or skipped as unchanged",
                              ["result"])
-for _outcome in ("accepted", "duplicate", "dead_lettered"):
+for _outcome in ("accepted", "late", "duplicate", "dead_lettered"):
     HEARTBEATS.labels(_outcome)
 for _result in ("written", "skipped"):
     INVENTORY_VERSIONS.labels(_result)
@@ -55,28 +55,36 @@ def user_ref(user_id, email, name):
     return None if user_id is None else {"id": user_id, "email": email, "name": name}
 
 
+HEARTBEAT_SCHEMA = contract.Heartbeat()  # one instance: building a schema costs more than using it
+NUL_ESCAPE = b"\\u0000"  # JSON can carry NUL only escaped
+
+
 def parse_heartbeat(delivery) -> tuple[dict | None, str | None, str | None]:
-    """(heartbeat, token hash, None) or (None, None, reason to dead-letter it)."""
+    """(heartbeat, token hash, None) or (None, None, reason to dead-letter it). Body,
+    headers and properties are untrusted: types and sizes are checked before use."""
     if len(delivery.body) > contract.HEARTBEAT_MAX_BYTES:
         return None, None, f"too_large: {len(delivery.body)} bytes (max {contract.HEARTBEAT_MAX_BYTES})"
+    token = delivery.headers.get("authorization")
+    if isinstance(token, (bytes, bytearray)):
+        token = bytes(token).decode(errors="replace")
+    if not isinstance(token, str) or not token.strip():
+        return None, None, "unauthenticated: no machine token (text) in the authorization header"
+    token = token.strip()
+    if token.lower().startswith("bearer "):
+        token = token[7:].strip()
+    if len(token) > 256:
+        return None, None, "unauthenticated: the authorization header is longer than 256 characters"
     try:
         body = orjson.loads(delivery.body)
     except orjson.JSONDecodeError as exc:
         return None, None, f"malformed_json: {exc}"
     if not isinstance(body, dict):
         return None, None, "malformed_json: not an object"
-    token = delivery.headers.get("authorization")
-    if isinstance(token, bytes):
-        token = token.decode(errors="replace")
-    if not isinstance(token, str) or not token.strip():
-        return None, None, "unauthenticated: no machine token in the authorization header"
-    token = token.strip()
-    if token.lower().startswith("bearer "):
-        token = token[7:].strip()
-    if list(paths_with_nul(body)):
+    # nothing walks the body recursively before the schema bounds the inventory's extent
+    if NUL_ESCAPE in delivery.body and next(paths_with_nul(body), None) is not None:
         return None, None, "invalid: NUL character in the body"
     try:
-        heartbeat = contract.Heartbeat().load(body)
+        heartbeat = HEARTBEAT_SCHEMA.load(body)
     except ValidationError as exc:
         return None, None, f"invalid: {orjson.dumps(exc.messages).decode()[:500]}"
     return heartbeat, hash_token(token), None
@@ -180,9 +188,16 @@ class Service(ServiceBase):
     # heartbeats ----------------------------------------------------------------------------
 
     @batch_consumer(HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, batch_size=500, max_wait=0.2,
-                    transient=(OperationalError, InterfaceError))
+                    transient=(OperationalError, InterfaceError),
+                    on_parked=lambda reason: HEARTBEATS.labels("dead_lettered").inc())
     def consume_heartbeats(self, deliveries) -> dict:
-        """One transaction for the whole batch; see storage.py for what each one writes."""
+        """One transaction for the whole batch; see storage.py for what each one writes.
+
+        Every heartbeat is counted once, whatever the number of consumers and the order in
+        which their batches commit: the machine's row is locked for the batch, a copy is
+        recognised by its sent_at among the machine's recent ones, and one older than the
+        machine's current state still counts (its metrics go to the hour it was measured)
+        without rolling that state back."""
         now = utcnow()
         verdicts: dict[int, Verdict] = {}
         parsed = []
@@ -192,6 +207,7 @@ class Service(ServiceBase):
                 verdicts[delivery.index] = Verdict(dead_letter=reason)
             else:
                 parsed.append((delivery, heartbeat, token_hash))
+        outcomes = dict.fromkeys(("accepted", "late", "duplicate"), 0)
         with self.db.unit_of_work() as uow:
             tokens = uow.repo.tokens_by_hash({token_hash for _, _, token_hash in parsed})
             accepted = []
@@ -208,21 +224,33 @@ class Service(ServiceBase):
                     accepted.append((delivery, heartbeat, issued.machine_id))
             machine_ids = {machine_id for _, _, machine_id in accepted}
             states = uow.repo.states_for_update(machine_ids)
-            machines = uow.repo.machines(machine_ids)
             policies = {p.machine_id: p for p in uow.session.scalars(
                 select(UsbPolicy).where(UsbPolicy.machine_id.in_(sorted(machine_ids))))} if machine_ids else {}
+            recent = {machine_id: domain.RecentHeartbeats(states[machine_id].recent_sent)
+                      for machine_id in machine_ids}
+            came_online = []
             for delivery, heartbeat, machine_id in sorted(accepted, key=lambda a: a[1]["sent_at"]):
-                state = states[machine_id]
-                if state.last_sent_at is not None and heartbeat["sent_at"] <= state.last_sent_at:
-                    HEARTBEATS.labels("duplicate").inc()  # a redelivery or a late copy
-                    verdicts[delivery.index] = Verdict(reply=self._answer(state, policies.get(machine_id)))
-                    continue
-                self._apply_heartbeat(uow, machines[machine_id], state, policies.get(machine_id),
-                                      heartbeat, delivery, now)
-                HEARTBEATS.labels("accepted").inc()
-                verdicts[delivery.index] = Verdict(reply=self._answer(state, policies.get(machine_id)))
+                state, policy = states[machine_id], policies.get(machine_id)
+                role = domain.heartbeat_role(heartbeat["sent_at"], state.last_sent_at, recent[machine_id])
+                if role != domain.DUPLICATE:  # a redelivery or a re-sent copy changes nothing
+                    recent[machine_id].add(heartbeat["sent_at"])
+                    self._count_heartbeat(uow, state, heartbeat, now)
+                    if role == domain.APPLY:
+                        self._apply_heartbeat(uow, state, policy, heartbeat, delivery, now)
+                    if not state.reported_online:
+                        state.reported_online = True
+                        came_online.append(machine_id)
+                outcomes["accepted" if role == domain.APPLY else role] += 1
+                verdicts[delivery.index] = Verdict(reply=self._answer(state, policy))
+            for machine_id, moments in recent.items():
+                states[machine_id].recent_sent = moments.packed()
+            for machine in uow.repo.machines(came_online).values():
+                uow.emit("machine_online", {"tenant_id": machine.tenant_id, "machine_id": machine.id,
+                                            "company_id": machine.company_id})
             uow.commit()
-        HEARTBEATS.labels("dead_lettered").inc(sum(1 for v in verdicts.values() if v.dead_letter))
+        for outcome, count in outcomes.items():
+            if count:
+                HEARTBEATS.labels(outcome).inc(count)
         return verdicts
 
     @staticmethod
@@ -230,32 +258,39 @@ class Service(ServiceBase):
         return {"need_inventory": state.need_inventory,
                 "usb_policy": policy.mode if policy and policy.status == "PENDING" else None}
 
-    def _apply_heartbeat(self, uow, machine: Machine, state: HeartbeatState, policy: UsbPolicy | None,
-                         heartbeat: dict, delivery, now: datetime) -> None:
-        metrics = heartbeat["metrics"]
-        state.last_seen_at, state.last_sent_at = now, heartbeat["sent_at"]
-        state.last_message_id = delivery.message_id
+    def _count_heartbeat(self, uow, state: HeartbeatState, heartbeat: dict, now: datetime) -> None:
+        """What every heartbeat of a machine does, late or not: it is counted, shows the
+        machine alive now, and its metrics fold into the hour the agent measured them in
+        (a replayed heartbeat belongs to its own hour, never in the future whatever the
+        agent's clock says)."""
         state.heartbeats += 1
+        state.last_seen_at = max(now, state.last_seen_at) if state.last_seen_at else now
+        metrics = heartbeat["metrics"]
+        measured_at = min(heartbeat["sent_at"], now)
+        if state.agg_hour is not None and domain.hour_of(measured_at) < state.agg_hour:
+            uow.repo.add_hourly_metrics(domain.hourly_sample(state.machine_id, metrics, measured_at))
+        else:
+            self._fold_metrics(uow, state, metrics, measured_at)
+
+    def _apply_heartbeat(self, uow, state: HeartbeatState, policy: UsbPolicy | None,
+                         heartbeat: dict, delivery, now: datetime) -> None:
+        """The machine's newest heartbeat: it becomes the machine's current state."""
+        metrics = heartbeat["metrics"]
+        state.last_sent_at = heartbeat["sent_at"]
+        state.last_message_id = delivery.message_id
         state.last_metrics = orjson.dumps(metrics).decode()
-        # the hour the agent measured in (a replayed heartbeat belongs to its own hour),
-        # never in the future whatever the agent's clock says
-        self._fold_metrics(uow, state, metrics, min(heartbeat["sent_at"], now))
         self._apply_inventory(uow, state, heartbeat, now)
         self._apply_alerts(uow, state, domain.posture_alerts(metrics), now)
         ack = heartbeat.get("usb_policy_ack")
         if policy is not None and ack and policy.status != "APPLIED" and ack["mode"] == policy.mode:
             policy.status, policy.applied_at = "APPLIED", now
             self._apply_alerts(uow, state, {}, now, kinds=(domain.USB_POLICY_STALE,))
-        if not state.reported_online:
-            state.reported_online = True
-            uow.emit("machine_online", {"tenant_id": machine.tenant_id, "machine_id": machine.id,
-                                        "company_id": machine.company_id})
 
     @staticmethod
     def _fold_metrics(uow, state: HeartbeatState, metrics: dict, measured_at: datetime) -> None:
         hour = domain.hour_of(measured_at)
         if state.agg_hour is not None and state.agg_hour != hour and state.agg_samples:
-            uow.session.merge(MetricsHourly(
+            uow.repo.add_hourly_metrics(dict(
                 machine_id=state.machine_id, hour=state.agg_hour, samples=state.agg_samples,
                 cpu_avg=state.agg_cpu_sum / state.agg_samples if state.agg_cpu_max is not None else None,
                 cpu_max=state.agg_cpu_max,
@@ -267,7 +302,7 @@ class Service(ServiceBase):
             state.agg_cpu_max = state.agg_memory_max = state.agg_disk_max = None
         state.agg_samples += 1
         cpu, memory = metrics.get("cpu_percent"), metrics.get("memory_percent")
-        disk = max((d["percent"] for d in metrics.get("disks") or []), default=None)
+        disk = domain.fullest_disk(metrics)
         if cpu is not None:
             state.agg_cpu_sum += cpu
             state.agg_cpu_max = max(cpu, state.agg_cpu_max or 0.0)

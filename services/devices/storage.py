@@ -10,8 +10,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import (BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text,
-                        or_, select, text, tuple_, update)
+from sqlalchemy import (BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String,
+                        Text, case, or_, select, text, tuple_, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
@@ -80,6 +80,8 @@ class HeartbeatState(Base):
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_message_id: Mapped[str | None] = mapped_column(String(128))
+    # the sent_at of the last applied heartbeats (domain.RecentHeartbeats): redeliveries
+    recent_sent: Mapped[bytes | None] = mapped_column(LargeBinary)
     heartbeats: Mapped[int] = mapped_column(BigInteger, default=0)
     last_metrics: Mapped[str | None] = mapped_column(Text)
     inventory_hash: Mapped[str | None] = mapped_column(String(64))
@@ -202,6 +204,36 @@ class DevicesRepository(Repository):
             HeartbeatState.machine_id.in_(sorted(machine_ids))).order_by(HeartbeatState.machine_id)
             .with_for_update())
         return {row.machine_id: row for row in rows}
+
+    def add_hourly_metrics(self, row: dict) -> None:
+        """Fold one machine-hour's aggregate into `metrics_hourly`, adding to what is already
+        there (late heartbeats of that hour may have arrived before or after)."""
+        table = MetricsHourly.__table__
+        if self.session.bind.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        statement = dialect_insert(table).values(**row)
+        new, old = statement.excluded, table.c
+        samples = old.samples + new.samples
+
+        def weighted(column):
+            return case((getattr(old, column).is_(None), getattr(new, column)),
+                        (getattr(new, column).is_(None), getattr(old, column)),
+                        else_=(getattr(old, column) * old.samples + getattr(new, column) * new.samples)
+                        / samples)
+
+        def greatest(column):
+            return case((getattr(old, column).is_(None), getattr(new, column)),
+                        (getattr(new, column).is_(None), getattr(old, column)),
+                        (getattr(new, column) > getattr(old, column), getattr(new, column)),
+                        else_=getattr(old, column))
+
+        self.session.execute(statement.on_conflict_do_update(
+            index_elements=[table.c.machine_id, table.c.hour],
+            set_={"samples": samples, "cpu_avg": weighted("cpu_avg"), "memory_avg": weighted("memory_avg"),
+                  "cpu_max": greatest("cpu_max"), "memory_max": greatest("memory_max"),
+                  "disk_max": greatest("disk_max")}))
 
     def machines(self, ids) -> dict:
         if not ids:
