@@ -111,3 +111,48 @@ def test_decide_inventory(current, sent, computed, new_hash, need):
 def test_hour_of():
     assert domain.hour_of(datetime(2026, 1, 1, 13, 59, 59, 999, tzinfo=timezone.utc)) == datetime(
         2026, 1, 1, 13, tzinfo=timezone.utc)
+
+
+# --- heartbeats: copies, late ones, the current state --------------------------------------
+
+def test_a_copy_is_recognised_among_the_recent_heartbeats_whatever_its_order():
+    recent = domain.RecentHeartbeats()
+    sent = [NOW - timedelta(minutes=m) for m in (0, 10, 5)]  # committed out of order
+    for moment in sent:
+        assert domain.heartbeat_role(moment, NOW, recent) in (domain.LATE, domain.DUPLICATE)
+        recent.add(moment)
+    assert all(domain.heartbeat_role(moment, NOW, recent) == domain.DUPLICATE for moment in sent)
+    assert domain.heartbeat_role(NOW - timedelta(minutes=7), NOW, recent) == domain.LATE
+    assert domain.heartbeat_role(NOW + timedelta(microseconds=1), NOW, recent) == domain.APPLY
+    assert domain.heartbeat_role(NOW, None, domain.RecentHeartbeats()) == domain.APPLY
+
+
+def test_the_same_sent_at_as_the_current_state_is_a_copy_even_with_no_recent_record():
+    assert domain.heartbeat_role(NOW, NOW, domain.RecentHeartbeats()) == domain.DUPLICATE
+
+
+def test_sent_at_in_another_offset_is_the_same_moment():
+    recent = domain.RecentHeartbeats()
+    recent.add(NOW)
+    assert NOW.astimezone(timezone(timedelta(hours=-3))) in recent
+
+
+def test_recent_heartbeats_are_bounded_and_survive_packing():
+    recent = domain.RecentHeartbeats(limit=4)
+    moments = [NOW + timedelta(seconds=s, microseconds=s) for s in range(6)]
+    for moment in moments:
+        recent.add(moment)
+    assert len(recent) == 4
+    assert len(recent.packed()) == 32
+    unpacked = domain.RecentHeartbeats(recent.packed(), limit=4)
+    assert [m in unpacked for m in moments] == [False, False, True, True, True, True]
+    assert moments[0] not in domain.RecentHeartbeats(b"", limit=4)
+    assert len(domain.RecentHeartbeats(recent.packed() + b"\x01\x02", limit=4)) == 4  # torn tail ignored
+
+
+def test_an_hourly_sample_of_one_heartbeat():
+    row = domain.hourly_sample("m", {"cpu_percent": 12.5, "memory_percent": None,
+                                     "disks": [{"mount": "/", "percent": 40.0}, {"mount": "/d", "percent": 91.0}]},
+                               NOW.replace(minute=42))
+    assert row == {"machine_id": "m", "hour": NOW, "samples": 1, "cpu_avg": 12.5, "cpu_max": 12.5,
+                   "memory_avg": None, "memory_max": None, "disk_max": 91.0}

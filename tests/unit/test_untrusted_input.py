@@ -1,0 +1,116 @@
+"""Untrusted input at the edges, as pure functions: JSON extent and NUL checks that never
+recurse, the heartbeat contract's bounds, and what a parked message keeps of its headers."""
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from marshmallow import ValidationError
+
+from common.contracts import JSON_MAX_DEPTH, extent_problem, load, paths_with_nul
+from common.contracts import devices as contract
+from common.errors import ValidationFailed
+from common.messaging import delivery_of, parking_headers
+
+
+def nested(depth: int, leaf="x"):
+    value = leaf
+    for level in range(depth):
+        value = {"k": value} if level % 2 else [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [1, 16, 100, 5_000, 50_000])
+def test_extent_answers_for_any_depth_without_recursing(depth):
+    problem = extent_problem(nested(depth), 16, 10**6)
+    assert (problem is None) == (depth <= 16), problem
+    if problem:
+        assert "deeper than 16" in problem
+
+
+def test_extent_counts_values():
+    # the object, the array and its ten numbers
+    assert extent_problem({"a": list(range(10))}, 8, 12) is None
+    assert "more than 11 values" in extent_problem({"a": list(range(10))}, 8, 11)
+
+
+def test_nul_paths_are_found_at_any_depth():
+    assert list(paths_with_nul(nested(10_000, "a\x00b")))
+    assert list(paths_with_nul({"ok": ["fine", {"bad\x00key": 1}]})) == ["ok.1.bad\x00key"]
+    assert list(paths_with_nul({"ok": ["fine", {"x": "y\x00"}]})) == ["ok.1.x"]
+
+
+def test_load_refuses_a_document_deeper_than_the_bound_as_a_validation_error():
+    from common.contracts import StrictSchema
+    from marshmallow import fields
+
+    class Anything(StrictSchema):
+        value = fields.Raw()
+
+    assert load(Anything, {"value": nested(JSON_MAX_DEPTH - 2)})
+    with pytest.raises(ValidationFailed) as refused:
+        load(Anything, {"value": nested(900)})
+    assert "deeper than" in str(refused.value.details)
+
+
+def heartbeat(**extra) -> dict:
+    return {"sent_at": datetime.now(timezone.utc).isoformat(), "inventory_hash": "a" * 64, **extra}
+
+
+def test_the_heartbeat_contract_bounds_the_inventory():
+    contract.Heartbeat().load(heartbeat(inventory={"software": {"packages": [{"name": "a"}] * 100}}))
+    with pytest.raises(ValidationError, match="deeper than 16"):
+        contract.Heartbeat().load(heartbeat(inventory={"x": nested(16)}))
+    contract.Heartbeat().load(heartbeat(inventory={"x": nested(15)}))
+    with pytest.raises(ValidationError, match="more than"):
+        contract.Heartbeat().load(heartbeat(inventory={"many": list(range(contract.INVENTORY_MAX_VALUES + 1))}))
+
+
+def test_the_heartbeat_contract_refuses_the_future_but_takes_the_past():
+    now = datetime.now(timezone.utc)
+    contract.Heartbeat().load(heartbeat(sent_at=(now - timedelta(days=30)).isoformat()))
+    contract.Heartbeat().load(heartbeat(sent_at=(now + timedelta(minutes=5)).isoformat()))
+    with pytest.raises(ValidationError, match="future"):
+        contract.Heartbeat().load(heartbeat(sent_at=(now + timedelta(hours=1)).isoformat()))
+
+
+@pytest.mark.parametrize("token", [12345, 3.5, True, ["a"], {"t": "x"}, b"\xff\xfe", "plain"])
+def test_a_parked_message_never_keeps_a_credential_of_any_type(token):
+    headers = parking_headers({"authorization": token}, "why", "devices.heartbeats", 1)
+    assert "authorization" not in headers
+    assert len(headers["authorization-sha256"]) == 64
+    if token == "plain":
+        assert headers["authorization-sha256"] == hashlib.sha256(b"plain").hexdigest()
+
+
+def test_a_parked_message_keeps_scalar_headers_and_names_the_others():
+    headers = parking_headers({"a": "x" * 5000, "b": 7, "c": None, "d": [1, 2], "e": {"f": 1},
+                               "g": b"bytes", "h": 2 ** 70}, "reason: detail", "q", 3)
+    assert len(headers["a"]) == 1024 and headers["b"] == 7 and headers["c"] is None
+    assert headers["g"] == "bytes"
+    assert headers["x-dropped-headers"] == "d,e,h"
+    assert headers["x-dead-letter-reason"] == "reason: detail"
+    assert headers["x-original-queue"] == "q" and headers["x-chamados-attempts"] == 3
+    assert parking_headers("not a table", "r", "q", 1)["x-original-queue"] == "q"
+
+
+@dataclass
+class ReceivedMessage:
+    body: bytes = b"{}"
+    headers: dict | None = None
+    properties: dict = field(default_factory=dict)
+
+
+@pytest.mark.parametrize("properties, refused", [
+    ({"message_id": "m" * 128}, None),
+    ({"message_id": "m" * 129}, "message_id property is longer than 128"),
+    ({"message_id": 42}, "message_id property is not text"),
+    ({"correlation_id": ["x"]}, "correlation_id property is not text"),
+    ({"reply_to": b"amq.gen-1"}, None),
+])
+def test_properties_are_checked_before_a_handler_sees_them(properties, refused):
+    delivery, reason = delivery_of(3, ReceivedMessage(headers=None, properties=properties))
+    if refused:
+        assert delivery is None and refused in reason
+    else:
+        assert reason is None and delivery.index == 3 and delivery.headers == {}
