@@ -66,10 +66,12 @@ def load(schema: type[Schema], data, partial=False):
 
     if data is None:
         data = {}
-    if isinstance(data, (dict, list)):
-        too_complex = extent_problem(data, JSON_MAX_DEPTH, JSON_MAX_VALUES)
+    if isinstance(data, dict):  # each field named for what it holds
+        too_complex = {str(key): [f"the value is {problem}"] for key, problem in (
+            (key, extent_problem(value, JSON_MAX_DEPTH - 1, JSON_MAX_VALUES))
+            for key, value in data.items() if isinstance(value, (dict, list))) if problem}
         if too_complex:
-            raise validation_failed({"_schema": [f"the document is {too_complex}"]})
+            raise validation_failed(too_complex)
     with_nul = sorted(paths_with_nul(data))
     if with_nul:  # PostgreSQL text cannot hold NUL; no name or message needs one
         raise validation_failed({path: ["must not contain NUL (\\u0000) characters"]
