@@ -6,7 +6,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from sqlalchemy.engine import make_url
@@ -90,6 +90,8 @@ class Settings:
     machine_online_seconds: int = 300
     machine_stale_seconds: int = 1800
     usb_policy_ttl_minutes: int = 60
+    rabbit_management_url: str | None = None  # None: the broker's host, port 15672
+    heartbeat_queue_max_age_seconds: int = 120
 
     @classmethod
     def from_mapping(cls, config: dict) -> "Settings":
@@ -108,6 +110,9 @@ class Settings:
         admin_email = _text(config, "CHAMADOS_ADMIN_EMAIL", "admin@example.com")
         if "@" not in admin_email.strip("@") or " " in admin_email:
             raise ConfigError(f"CHAMADOS_ADMIN_EMAIL must be an email address, got {admin_email!r}")
+        management_url = _text(config, "RABBIT_MANAGEMENT_URL")
+        if management_url and urlsplit(management_url).scheme not in ("http", "https"):
+            raise ConfigError(f"RABBIT_MANAGEMENT_URL must be an http(s):// URL, got {management_url!r}")
         online = _positive(config, "MACHINE_ONLINE_SECONDS", 300)
         stale = _positive(config, "MACHINE_STALE_SECONDS", 1800)
         if stale <= online:
@@ -138,7 +143,19 @@ class Settings:
             machine_stale_seconds=stale,
             usb_policy_ttl_minutes=_positive(config, "USB_POLICY_TTL_MINUTES", 60),
             admin_password=_text(config, "CHAMADOS_ADMIN_PASSWORD"),
+            rabbit_management_url=management_url,
+            heartbeat_queue_max_age_seconds=_positive(config, "HEARTBEAT_QUEUE_MAX_AGE_SECONDS", 120),
         )
+
+    @property
+    def management_api(self) -> tuple[str, str, tuple[str, str]]:
+        """(RabbitMQ management API base URL, vhost, credentials), by default on the
+        broker's host at port 15672 with the broker's credentials."""
+        broker = urlsplit(self.amqp_uri)
+        vhost = unquote(broker.path[1:]) if broker.path not in ("", "/") else "/"
+        credentials = (unquote(broker.username or "guest"), unquote(broker.password or "guest"))
+        base = self.rabbit_management_url or f"http://{broker.hostname or 'localhost'}:15672/api"
+        return base.rstrip("/"), vhost, credentials
 
     def database_url_for(self, service: str) -> str:
         """Each service owns its data: a PostgreSQL schema, or its own SQLite file."""

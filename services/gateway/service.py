@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from urllib.parse import quote
 
 import eventlet
+import requests
 from kombu import Connection
 from kombu.pools import producers
 from werkzeug.wrappers import Response
@@ -81,6 +83,7 @@ class HeartbeatPublisher(DependencyProvider):
                 producer.publish(body, exchange=HEARTBEAT_EXCHANGE, routing_key=HEARTBEAT_QUEUE.routing_key,
                                  content_type="application/json", content_encoding="utf-8",
                                  delivery_mode=2, message_id=message_id,
+                                 timestamp=int(time.time()),  # the queue's age: /readyz
                                  headers={"authorization": token}, declare=[HEARTBEAT_QUEUE],
                                  retry=True, retry_policy={"max_retries": 3})
 
@@ -138,10 +141,12 @@ class Service:
     @route("GET", "/readyz", summary="Broker and every service (with its database) reachable",
            tag="operations", roles=None, raw=True, response=Readiness)
     def readyz(self, principal, request):
-        checks = {"broker": self._broker_reachable()}
         pool = eventlet.GreenPool()
+        heartbeats = pool.spawn(self._heartbeat_queue)
+        checks = {"broker": self._broker_reachable()}
         for service, ok in zip(BACKENDS, pool.imap(self._pings, BACKENDS)):
             checks[service] = ok
+        checks["heartbeats"] = heartbeats.wait()
         ready = all(value == "ok" for value in checks.values())
         return json_response(200 if ready else 503,
                              {"status": "ready" if ready else "not_ready", "checks": checks})
@@ -152,6 +157,31 @@ class Service:
             return "ok"
         except Exception as exc:
             return getattr(exc, "code", exc.__class__.__name__)
+
+    def _heartbeat_queue(self) -> str:
+        """ok, or why heartbeats are not flowing: nobody consumes their queue, or its oldest
+        message has waited longer than HEARTBEAT_QUEUE_MAX_AGE_SECONDS (publishers stamp
+        `timestamp`; the management API knows the head's)."""
+        try:
+            with Connection(self.settings.amqp_uri, connect_timeout=2) as connection:
+                _, waiting, consumers = connection.channel().queue_declare(
+                    queue=HEARTBEAT_QUEUE.name, passive=True)
+        except Exception as exc:
+            return f"unknown: {exc.__class__.__name__}"
+        if not consumers:
+            return "no_consumer"
+        if not waiting:
+            return "ok"
+        base, vhost, credentials = self.settings.management_api
+        try:
+            queue = requests.get(f"{base}/queues/{quote(vhost, safe='')}/{quote(HEARTBEAT_QUEUE.name, safe='')}",
+                                 auth=credentials, timeout=2).json()
+            head = queue.get("head_message_timestamp")
+        except (requests.RequestException, ValueError, AttributeError):
+            return "ok"  # without the management API only the consumer can be checked
+        age = time.time() - head if isinstance(head, (int, float)) else 0
+        limit = self.settings.heartbeat_queue_max_age_seconds
+        return "ok" if age <= limit else f"stalled: the oldest heartbeat has waited {age:.0f} s (limit {limit} s)"
 
     def _broker_reachable(self):
         try:

@@ -41,3 +41,43 @@ def test_stopped_service_is_504_and_missing_service_is_503(lonely_gateway):
     assert ready.status_code == 503
     assert ready.json()["checks"]["broker"] == "ok"
     assert ready.json()["checks"]["accounts"] == "service_timeout"
+
+
+def test_readiness_says_when_heartbeats_are_not_flowing(lonely_gateway):
+    """No consumer on the heartbeat queue, then one that takes a message and never settles
+    it while older ones wait behind: both are 'not ready', with the reason."""
+    import time
+    from common.messaging import HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE
+    from tests.harness import eventually
+
+    gateway, vhost = lonely_gateway
+    client = Client(gateway.base_url)
+    with Connection(vhost.amqp_uri) as connection:
+        HEARTBEAT_QUEUE(connection.channel()).declare()
+        assert client.get("/readyz").json()["checks"]["heartbeats"] == "no_consumer"
+
+        producer = connection.Producer()
+        an_hour_ago = int(time.time()) - 3600
+        for number in range(3):
+            producer.publish(b"{}", exchange=HEARTBEAT_EXCHANGE, routing_key=HEARTBEAT_QUEUE.routing_key,
+                             timestamp=an_hour_ago, message_id=f"stuck-{number}", delivery_mode=2)
+        stuck_channel = connection.channel()
+        stuck_channel.basic_qos(0, 1, False)
+        held = []
+        with connection.Consumer([HEARTBEAT_QUEUE], channel=stuck_channel, on_message=held.append, no_ack=False):
+            deadline = time.monotonic() + 5
+            while not held and time.monotonic() < deadline:
+                try:
+                    connection.drain_events(timeout=0.5)
+                except TimeoutError:
+                    pass
+            assert held
+            # the management API refreshes queue statistics every few seconds
+            def stalled():
+                response = client.get("/readyz")
+                check = response.json()["checks"]["heartbeats"]
+                return check if response.status_code == 503 and check.startswith("stalled") else None
+
+            verdict = eventually(stalled, timeout=20, interval=1)
+            assert verdict, client.get("/readyz").json()["checks"]["heartbeats"]
+            assert "limit 120 s" in verdict
