@@ -18,7 +18,7 @@ from common.contracts import devices as contract
 from common.contracts import load, parse_id, paths_with_nul
 from common.db import Database, utcnow
 from common.errors import Conflict, NotFound, Unauthorized, ValidationFailed
-from common.inventory import canonical_with_hash, diff
+from common.inventory import canonical_form, diff_canonical
 from common.messaging import (HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, Verdict, batch_consumer,
                               first_delivery, subscribe)
 from common.pagination import decode_cursor, encode_cursor, text_value, uuid_value
@@ -314,8 +314,10 @@ class Service(ServiceBase):
 
     @staticmethod
     def _apply_inventory(uow, state: HeartbeatState, heartbeat: dict, now: datetime) -> None:
+        """Canonicalised once; the stored document is already canonical, so a change is
+        diffed by flattening each side once; a first inventory is its own record."""
         inventory = heartbeat.get("inventory")
-        document, computed = canonical_with_hash(inventory) if inventory is not None else (None, None)
+        document, encoded, computed = canonical_form(inventory) if inventory is not None else (None, None, None)
         decision = domain.decide_inventory(state.inventory_hash, heartbeat.get("inventory_hash"), computed)
         state.need_inventory = decision.need_inventory
         if inventory is not None:
@@ -323,20 +325,20 @@ class Service(ServiceBase):
         if decision.new_hash is None:
             return
         current = uow.session.get(Inventory, state.machine_id)
-        previous = orjson.loads(current.document) if current else None
-        changes = diff(previous, inventory)
-        if previous is None:  # the first inventory: the document is the record, not its paths
-            changes = {"initial": True, "paths": len(changes["added"])}
+        if current is None:  # the first inventory: the document is the record, not its paths
+            changes = {"initial": True}
+        else:
+            changes = diff_canonical(orjson.loads(current.document), document)
         record = orjson.dumps(changes).decode()
         uow.session.add(InventoryChange(machine_id=state.machine_id, from_hash=state.inventory_hash,
                                         to_hash=decision.new_hash, changes=record,
                                         size_bytes=len(record), created_at=now))
-        document = document.decode()
+        encoded = encoded.decode()
         if current is None:
             uow.session.add(Inventory(machine_id=state.machine_id, hash=decision.new_hash,
-                                      document=document, updated_at=now))
+                                      document=encoded, updated_at=now))
         else:
-            current.hash, current.document, current.updated_at = decision.new_hash, document, now
+            current.hash, current.document, current.updated_at = decision.new_hash, encoded, now
         state.inventory_hash = decision.new_hash
 
     @staticmethod

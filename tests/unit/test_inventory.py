@@ -7,7 +7,10 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.inventory import canonical_bytes, diff, flatten, inventory_hash
+import orjson
+
+from common.inventory import (canonical_bytes, canonical_form, diff, diff_canonical, flatten,
+                              inventory_hash)
 
 INVENTORY = {
     "hardware": {"cpu": {"model": "Intel i5-1135G7", "cores": 4}, "memory_bytes": 17179869184,
@@ -64,20 +67,30 @@ def test_one_package_change_is_a_small_diff_naming_it():
     assert changes["changed"] == {"software/packages[name=pkg10]/version": ["1.10", "9.9"]}
     assert set(changes["added"]) == {"software/packages[name=newpkg]/name",
                                      "software/packages[name=newpkg]/version"}
-    assert changes["removed"] == []
+    assert changes["removed"] == {}
     assert len(json.dumps(changes)) < 1024 < len(json.dumps(INVENTORY))
 
 
 def test_no_change_is_an_empty_diff_even_reordered():
     other = reordered(copy.deepcopy(INVENTORY), random.Random(3))
-    assert diff(INVENTORY, other) == {"added": {}, "removed": [], "changed": {}}
+    assert diff(INVENTORY, other) == {"added": {}, "removed": {}, "changed": {}}
 
 
-def test_removed_paths_are_listed():
+def test_removed_paths_keep_their_old_values():
     other = copy.deepcopy(INVENTORY)
     other["network"] = [n for n in other["network"] if n["name"] != "wlan0"]
-    assert diff(INVENTORY, other)["removed"] == ["network[name=wlan0]/mac",
-                                                 "network[name=wlan0]/name"]
+    assert diff(INVENTORY, other)["removed"] == {"network[name=wlan0]/mac": "001a2b3c4d5f",
+                                                 "network[name=wlan0]/name": "wlan0"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=5), st.integers(-2**63, 2**63 - 1) | st.text(max_size=5), max_size=5),
+       st.dictionaries(st.text(max_size=5), st.integers(-2**63, 2**63 - 1) | st.text(max_size=5), max_size=5))
+def test_the_canonical_form_matches_its_json_and_diffs_agree(before, after):
+    document, encoded, digest = canonical_form(after)
+    assert orjson.loads(encoded) == document and digest == inventory_hash(after)
+    # a stored document (canonical JSON read back) diffs like the original
+    assert diff_canonical(orjson.loads(canonical_bytes(before)), document) == diff(before, after)
 
 
 def test_items_sharing_an_identity_are_kept_apart():
@@ -103,6 +116,6 @@ def test_packages_of_two_architectures_keep_their_own_paths():
                            {"name": "libc6", "arch": "i386", "version": "2.36"}]}
     after = {"packages": before["packages"] + [{"name": "aaa", "arch": "amd64", "version": "1"}]}
     changes = diff(before, after)
-    assert changes["removed"] == [] and changes["changed"] == {}
+    assert changes["removed"] == {} and changes["changed"] == {}
     assert set(changes["added"]) == {"packages[name=aaa,arch=amd64]/name", "packages[name=aaa,arch=amd64]/arch",
                                      "packages[name=aaa,arch=amd64]/version"}
