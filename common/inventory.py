@@ -33,10 +33,12 @@ def canonical(value):
     """Volatile keys dropped and lists sorted, recursively; object keys are sorted when the
     canonical JSON is written (OPT_SORT_KEYS), so they are left in place here."""
     if isinstance(value, dict):
-        return {key if isinstance(key, str) else str(key): canonical(item)
+        return {key if isinstance(key, str) else str(key):
+                canonical(item) if isinstance(item, (dict, list, tuple)) else item
                 for key, item in value.items() if key not in VOLATILE_KEYS}
     if isinstance(value, (list, tuple)):
-        return sorted([canonical(item) for item in value], key=_sort_key)
+        return sorted([canonical(item) if isinstance(item, (dict, list, tuple)) else item
+                       for item in value], key=_sort_key)
     return value
 
 
@@ -61,6 +63,34 @@ def canonical_with_hash(inventory: dict) -> tuple[bytes, str]:
     return encoded, digest
 
 
+def _labelled(items: list) -> list[tuple[str, object]]:
+    """A list's items with the label their paths use: `key=value` of an identity key
+    (qualified: `name=libc6,arch=i386`), or the position."""
+    labelled, seen = [], set()
+    for index, item in enumerate(items):
+        label = None
+        if isinstance(item, dict):
+            for key in IDENTITY_KEYS:
+                identity = item.get(key)
+                if isinstance(identity, (str, int)):
+                    label = f"{key}={identity}"
+                    for qualifier in QUALIFIER_KEYS:
+                        if isinstance(item.get(qualifier), str):
+                            label += f",{qualifier}={item[qualifier]}"
+                    break
+        if label is None:
+            label = str(index)
+        if label in seen:  # two items with the same identity: fall back to the position
+            label = f"{label}#{index}"
+        seen.add(label)
+        labelled.append((label, item))
+    return labelled
+
+
+def _child_path(path: str, key) -> str:
+    return f"{path}/{key}" if path else str(key)
+
+
 def _flatten_into(flat: dict, value, path: str) -> None:
     if isinstance(value, dict):
         if not value:
@@ -68,25 +98,49 @@ def _flatten_into(flat: dict, value, path: str) -> None:
                 flat[path] = {}
             return
         for key, item in value.items():
-            _flatten_into(flat, item, f"{path}/{key}" if path else str(key))
+            _flatten_into(flat, item, _child_path(path, key))
     elif isinstance(value, list):
         if not value:
             flat[path] = []
             return
-        seen = set()
-        for index, item in enumerate(value):
-            label = str(index)
-            if isinstance(item, dict):
-                key = next((k for k in IDENTITY_KEYS if isinstance(item.get(k), (str, int))), None)
-                if key is not None:
-                    label = f"{key}={item[key]}" + "".join(
-                        f",{q}={item[q]}" for q in QUALIFIER_KEYS if isinstance(item.get(q), str))
-            if label in seen:  # two items with the same identity: fall back to the position
-                label = f"{label}#{index}"
-            seen.add(label)
+        for label, item in _labelled(value):
             _flatten_into(flat, item, f"{path}[{label}]")
     else:
         flat[path] = value
+
+
+def _diff_into(changes: dict, old, new, path: str) -> None:
+    """Walk both documents together, skipping every equal subtree (compared in C), so a
+    change costs what changed plus the labels of the lists on its way."""
+    if old == new:
+        return
+    if isinstance(old, dict) and isinstance(new, dict) and old and new:
+        pairs = ((_child_path(path, key), old.get(key, _ABSENT), new.get(key, _ABSENT))
+                 for key in old.keys() | new.keys())
+    elif isinstance(old, list) and isinstance(new, list) and old and new:
+        before, after = dict(_labelled(old)), dict(_labelled(new))
+        pairs = ((f"{path}[{label}]", before.get(label, _ABSENT), after.get(label, _ABSENT))
+                 for label in before.keys() | after.keys())
+    else:
+        gone, came = flatten(old, path), flatten(new, path)
+        for leaf in gone.keys() - came.keys():
+            changes["removed"][leaf] = gone[leaf]
+        for leaf in came.keys() - gone.keys():
+            changes["added"][leaf] = came[leaf]
+        for leaf in gone.keys() & came.keys():
+            if gone[leaf] != came[leaf]:
+                changes["changed"][leaf] = [gone[leaf], came[leaf]]
+        return
+    for child, before_value, after_value in pairs:
+        if before_value is _ABSENT:
+            changes["added"].update(flatten(after_value, child))
+        elif after_value is _ABSENT:
+            changes["removed"].update(flatten(before_value, child))
+        else:
+            _diff_into(changes, before_value, after_value, child)
+
+
+_ABSENT = object()
 
 
 def flatten(value, path: str = "") -> dict:
@@ -98,15 +152,11 @@ def flatten(value, path: str = "") -> dict:
 
 def diff_canonical(before: dict | None, after: dict) -> dict:
     """`diff` of two documents already in canonical form (as stored, or from
-    `canonical_form`): each is flattened once, nothing is canonicalised again.
+    `canonical_form`): nothing is canonicalised again, equal parts are skipped.
     {"added": {path: value}, "removed": {path: old value}, "changed": {path: [old, new]}}."""
-    old, new = flatten(before or {}), flatten(after)
-    return {
-        "added": {path: new[path] for path in sorted(new.keys() - old.keys())},
-        "removed": {path: old[path] for path in sorted(old.keys() - new.keys())},
-        "changed": {path: [old[path], new[path]]
-                    for path in sorted(old.keys() & new.keys()) if old[path] != new[path]},
-    }
+    changes: dict = {"added": {}, "removed": {}, "changed": {}}
+    _diff_into(changes, before or {}, after, "")
+    return {kind: dict(sorted(found.items())) for kind, found in changes.items()}
 
 
 def diff(old: dict | None, new: dict) -> dict:

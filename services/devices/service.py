@@ -225,6 +225,10 @@ class Service(ServiceBase):
             states = uow.repo.states_for_update(machine_ids)
             policies = {p.machine_id: p for p in uow.session.scalars(
                 select(UsbPolicy).where(UsbPolicy.machine_id.in_(sorted(machine_ids))))} if machine_ids else {}
+            # loaded up front in one query: a lookup per changed inventory would flush the
+            # batch's pending updates each time (autoflush)
+            inventories = uow.repo.inventories({machine_id for _, heartbeat, machine_id in accepted
+                                                if heartbeat.get("inventory") is not None})
             recent = {machine_id: domain.RecentHeartbeats(states[machine_id].recent_sent)
                       for machine_id in machine_ids}
             came_online = []
@@ -235,7 +239,7 @@ class Service(ServiceBase):
                     recent[machine_id].add(heartbeat["sent_at"])
                     self._count_heartbeat(uow, state, heartbeat, now)
                     if role == domain.APPLY:
-                        self._apply_heartbeat(uow, state, policy, heartbeat, delivery, now)
+                        self._apply_heartbeat(uow, state, policy, inventories, heartbeat, delivery, now)
                     if not state.reported_online:
                         state.reported_online = True
                         came_online.append(machine_id)
@@ -271,14 +275,14 @@ class Service(ServiceBase):
         else:
             self._fold_metrics(uow, state, metrics, measured_at)
 
-    def _apply_heartbeat(self, uow, state: HeartbeatState, policy: UsbPolicy | None,
+    def _apply_heartbeat(self, uow, state: HeartbeatState, policy: UsbPolicy | None, inventories: dict,
                          heartbeat: dict, delivery, now: datetime) -> None:
         """The machine's newest heartbeat: it becomes the machine's current state."""
         metrics = heartbeat["metrics"]
         state.last_sent_at = heartbeat["sent_at"]
         state.last_message_id = delivery.message_id
         state.last_metrics = orjson.dumps(metrics).decode()
-        self._apply_inventory(uow, state, heartbeat, now)
+        self._apply_inventory(uow, state, inventories, heartbeat, now)
         self._apply_alerts(uow, state, domain.posture_alerts(metrics), now)
         ack = heartbeat.get("usb_policy_ack")
         if policy is not None and ack and policy.status != "APPLIED" and ack["mode"] == policy.mode:
@@ -312,7 +316,8 @@ class Service(ServiceBase):
             state.agg_disk_max = max(disk, state.agg_disk_max or 0.0)
 
     @staticmethod
-    def _apply_inventory(uow, state: HeartbeatState, heartbeat: dict, now: datetime) -> None:
+    def _apply_inventory(uow, state: HeartbeatState, inventories: dict, heartbeat: dict,
+                         now: datetime) -> None:
         """Canonicalised once; the stored document is already canonical, so a change is
         diffed by flattening each side once; a first inventory is its own record."""
         inventory = heartbeat.get("inventory")
@@ -323,7 +328,7 @@ class Service(ServiceBase):
             INVENTORY_VERSIONS.labels("written" if decision.new_hash else "skipped").inc()
         if decision.new_hash is None:
             return
-        current = uow.session.get(Inventory, state.machine_id)
+        current = inventories.get(state.machine_id)
         if current is None:  # the first inventory: the document is the record, not its paths
             changes = {"initial": True}
         else:
@@ -334,8 +339,9 @@ class Service(ServiceBase):
                                         size_bytes=len(record), created_at=now))
         encoded = encoded.decode()
         if current is None:
-            uow.session.add(Inventory(machine_id=state.machine_id, hash=decision.new_hash,
-                                      document=encoded, updated_at=now))
+            inventories[state.machine_id] = Inventory(machine_id=state.machine_id, hash=decision.new_hash,
+                                                      document=encoded, updated_at=now)
+            uow.session.add(inventories[state.machine_id])
         else:
             current.hash, current.document, current.updated_at = decision.new_hash, encoded, now
         state.inventory_hash = decision.new_hash

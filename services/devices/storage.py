@@ -235,6 +235,12 @@ class DevicesRepository(Repository):
                   "cpu_max": greatest("cpu_max"), "memory_max": greatest("memory_max"),
                   "disk_max": greatest("disk_max")}))
 
+    def inventories(self, machine_ids) -> dict:
+        if not machine_ids:
+            return {}
+        return {i.machine_id: i for i in self.session.scalars(
+            select(Inventory).where(Inventory.machine_id.in_(sorted(machine_ids))))}
+
     def machines(self, ids) -> dict:
         if not ids:
             return {}

@@ -119,3 +119,27 @@ def test_packages_of_two_architectures_keep_their_own_paths():
     assert changes["removed"] == {} and changes["changed"] == {}
     assert set(changes["added"]) == {"packages[name=aaa,arch=amd64]/name", "packages[name=aaa,arch=amd64]/arch",
                                      "packages[name=aaa,arch=amd64]/version"}
+
+
+def flat_diff(before, after) -> dict:
+    """The definition: flatten both canonical documents, compare path by path."""
+    old, new = flatten(before), flatten(after)
+    return {"added": {p: new[p] for p in sorted(new.keys() - old.keys())},
+            "removed": {p: old[p] for p in sorted(old.keys() - new.keys())},
+            "changed": {p: [old[p], new[p]] for p in sorted(old.keys() & new.keys()) if old[p] != new[p]}}
+
+
+plain_keys = st.sampled_from(["a", "b", "name", "mount", "arch", "id", "v"])
+documents = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["x", "y", "z"]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(plain_keys, children, max_size=4),
+    max_leaves=25)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.dictionaries(plain_keys, documents, max_size=4), st.dictionaries(plain_keys, documents, max_size=4))
+def test_the_walking_diff_equals_the_flattened_definition(before, after):
+    from common.inventory import canonical
+
+    before, after = canonical(before), canonical(after)
+    assert diff_canonical(before, after) == flat_diff(before, after)
