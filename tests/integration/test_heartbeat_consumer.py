@@ -222,3 +222,34 @@ def test_unusable_heartbeats_are_dead_lettered_with_their_reason_and_the_consume
     for reason in ("too_large", "malformed_json", "unauthenticated", "invalid"):
         assert re.search(r'chamados_messages_dead_lettered_total\{[^}]*queue="devices\.heartbeats"[^}]*'
                          r'reason="%s"' % reason, metrics), reason
+
+
+def test_heartbeat_state_updates_stay_hot(system, tenant):
+    """A heartbeat rewrites its machine's state row in place: heap-only updates, pruned on
+    their page without VACUUM, so the table does not grow with heartbeats."""
+    client = Client(system.base_url)
+    enrolment = enrol(client, tenant.company(), f"hot-{uuid.uuid4().hex[:6]}")
+    base = datetime.now(timezone.utc) - timedelta(hours=1)
+    engine = create_engine(system.database_url)
+
+    def update_counts():
+        with engine.connect() as connection:
+            return connection.execute(text(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                "WHERE schemaname = 'devices' AND relname = 'heartbeat_state'")).one()
+
+    try:
+        before = update_counts()
+        publish_all(system.amqp_uri, [heartbeat_message(enrolment["token"], {
+            "sent_at": (base + timedelta(seconds=index)).isoformat(), "inventory_hash": "d" * 64,
+            "metrics": {"cpu_percent": 1.0}}) for index in range(300)])
+        assert eventually(lambda: heartbeat_states(engine, [enrolment["machine_id"]])[
+            enrolment["machine_id"]].heartbeats == 300, timeout=30)
+        # statistics reach the view shortly after the transactions end
+        after = eventually(lambda: (lambda now: now if now.n_tup_upd > before.n_tup_upd else None)(update_counts()),
+                           timeout=15, interval=0.5)
+        assert after, update_counts()
+        updates, hot = after.n_tup_upd - before.n_tup_upd, after.n_tup_hot_upd - before.n_tup_hot_upd
+        assert hot >= 0.9 * updates, (updates, hot)
+    finally:
+        engine.dispose()
