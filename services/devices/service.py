@@ -247,6 +247,7 @@ class Service(ServiceBase):
                 verdicts[delivery.index] = Verdict(reply=self._answer(state, policy))
             for machine_id, moments in recent.items():
                 states[machine_id].recent_sent = moments.packed()
+            uow.repo.save_states(states.values())
             for machine in uow.repo.machines(came_online).values():
                 uow.emit("machine_online", {"tenant_id": machine.tenant_id, "machine_id": machine.id,
                                             "company_id": machine.company_id})

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from types import SimpleNamespace
 
 from sqlalchemy import (BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String,
-                        Text, case, or_, select, text, tuple_, update)
+                        Text, bindparam, case, or_, select, text, tuple_, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
@@ -98,6 +99,10 @@ class HeartbeatState(Base):
     agg_memory_sum: Mapped[float] = mapped_column(Float, default=0.0)
     agg_memory_max: Mapped[float | None] = mapped_column(Float)
     agg_disk_max: Mapped[float | None] = mapped_column(Float)
+
+
+class StateRow(SimpleNamespace):
+    """A `heartbeat_state` row read for the heartbeat path: attributes, no ORM tracking."""
 
 
 class Inventory(Base):
@@ -202,10 +207,29 @@ class DevicesRepository(Repository):
             select(MachineToken).where(MachineToken.token_hash.in_(sorted(hashes))))}
 
     def states_for_update(self, machine_ids) -> dict:
-        rows = self.session.scalars(select(HeartbeatState).where(
-            HeartbeatState.machine_id.in_(sorted(machine_ids))).order_by(HeartbeatState.machine_id)
-            .with_for_update())
-        return {row.machine_id: row for row in rows}
+        """The machines' state rows, locked for this transaction (in machine order, so two
+        consumers never deadlock), as plain objects: the heartbeat path writes them back in
+        one statement (`save_states`) instead of the ORM's per-object bookkeeping."""
+        if not machine_ids:
+            return {}
+        table = HeartbeatState.__table__
+        rows = self.session.execute(select(table).where(table.c.machine_id.in_(sorted(machine_ids)))
+                                    .order_by(table.c.machine_id).with_for_update())
+        return {row.machine_id: StateRow(**row._mapping) for row in rows}
+
+    def save_states(self, states) -> None:
+        """Write the state rows back: one UPDATE executed for all of them (psycopg pipelines
+        it; measured faster than one UPDATE … FROM unnest(arrays): 43 vs 66 ms for 500)."""
+        states = list(states)
+        if not states:
+            return
+        table = HeartbeatState.__table__
+        columns = [column.name for column in table.columns if column.name != "machine_id"]
+        statement = update(table).where(table.c.machine_id == bindparam("key_machine_id")).values(
+            {name: bindparam(name) for name in columns})
+        self.session.execute(statement, [{"key_machine_id": state.machine_id,
+                                          **{name: getattr(state, name) for name in columns}}
+                                         for state in states])
 
     def add_hourly_metrics(self, row: dict) -> None:
         """Fold one machine-hour's aggregate into `metrics_hourly`, adding to what is already

@@ -156,3 +156,4 @@ def test_an_hourly_sample_of_one_heartbeat():
                                NOW.replace(minute=42))
     assert row == {"machine_id": "m", "hour": NOW, "samples": 1, "cpu_avg": 12.5, "cpu_max": 12.5,
                    "memory_avg": None, "memory_max": None, "disk_max": 91.0}
+
