@@ -14,6 +14,16 @@ def rpc(method):
 
 class ServiceBase:
     entrypoint_metrics = EntrypointMetrics()
+    # tables whose rows are rewritten or deleted in normal work (their dead versions need
+    # VACUUM; autovacuum may be off, as on the machines this was measured on)
+    churning_tables: tuple[str, ...] = ("outbox",)
+
+    @rpc
+    def maintain_storage(self, now: str | None = None) -> dict:
+        """VACUUM (ANALYZE) the tables that churn, so their space is reused instead of
+        growing; the scheduler's `storage-maintenance` job calls it (with its tick)."""
+        store = getattr(self, "db", None)
+        return store.vacuum(self.churning_tables) if store is not None else {"vacuumed": []}
 
     @rpc
     def ping(self) -> dict:

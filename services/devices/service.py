@@ -91,6 +91,8 @@ def parse_heartbeat(delivery) -> tuple[dict | None, str | None, str | None]:
 
 class Service(ServiceBase):
     name = "devices"
+    churning_tables = ("heartbeat_state", "inventories", "metrics_hourly", "alerts", "usb_policies",
+                       "machine_tokens", "outbox")
     db = Database(repository=DevicesRepository, metadata=storage.metadata)
     accounts = RpcProxy("accounts")
 

@@ -51,6 +51,10 @@ DEFAULT_JOBS = {job.name: job for job in (
     Job("retention-sweep", ("tickets.apply_retention", "devices.apply_retention",
                             "accounts.apply_retention"),
         cron="0 3 * * *", enabled=False, timeout_seconds=600),
+    # dead row versions are reclaimed whether or not the database runs autovacuum
+    Job("storage-maintenance", ("devices.maintain_storage", "tickets.maintain_storage",
+                                "accounts.maintain_storage"),
+        interval_seconds=900, timeout_seconds=600),
 )}
 
 OVERRIDABLE = {"enabled", "interval_seconds", "cron", "timezone", "timeout_seconds", "targets"}

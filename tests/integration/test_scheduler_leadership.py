@@ -18,7 +18,7 @@ from tests.support.counter import CounterService
 
 ALL_DEFAULTS_OFF = {name: {"enabled": False} for name in (
     "chat-cleanup", "usb-cleanup", "offline-sweep", "report-export-runner", "lunch-pause",
-    "retention-sweep")}
+    "retention-sweep", "storage-maintenance")}
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def test_missed_ticks_coalesce_into_one_run():
 def test_disabled_jobs_never_come_due():
     clock = JobClock.starting(configure_jobs(None), T0)
     names = {name for name, _ in clock.due(T0 + timedelta(days=2))}
-    assert names == {"chat-cleanup", "usb-cleanup", "offline-sweep"}
+    assert names == {"chat-cleanup", "usb-cleanup", "offline-sweep", "storage-maintenance"}
 
 
 def test_overrides_enable_change_and_add_jobs():
