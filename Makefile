@@ -22,7 +22,7 @@ test-faults: $(INSTALLED)
 
 # benchmarks against their baselines in the same run; figures go to bench/results/
 bench: $(INSTALLED)
-	@scripts/ensure-infra.sh --tests
+	@scripts/ensure-infra.sh --bench
 	@$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 unit: $(INSTALLED)

@@ -1,26 +1,38 @@
 #!/usr/bin/env bash
-# Make sure what Chamados needs runs on this machine: RabbitMQ with its management plugin;
-# with --postgres, PostgreSQL; with --tests, PostgreSQL and Prometheus's binaries (the
-# suite runs promtool and a real Prometheus). Starts what is stopped; installs from
-# Debian's packages what is absent (as root); says clearly what to do when it cannot.
+# Make sure what Chamados needs runs on this machine: RabbitMQ with its management plugin
+# (where AMQP_URI and RABBIT_MANAGEMENT_URL point; default 127.0.0.1:5672 and :15672); with
+# --postgres, PostgreSQL; with --tests, PostgreSQL, Prometheus's binaries (the suite runs
+# promtool and a real Prometheus) and the RabbitMQ/PostgreSQL server binaries the fault
+# suite starts its private node and cluster from; with --bench, also wrk. Starts what is
+# stopped; installs from Debian's packages what is absent (as root); says clearly what to do
+# when it cannot.
 set -euo pipefail
 
 want_postgres=0
 want_prometheus=0
+want_fault_binaries=0
+want_wrk=0
 case "${1:-}" in
     --postgres) want_postgres=1 ;;
-    --tests) want_postgres=1; want_prometheus=1 ;;
+    --tests) want_postgres=1; want_prometheus=1; want_fault_binaries=1 ;;
+    --bench) want_postgres=1; want_prometheus=1; want_fault_binaries=1; want_wrk=1 ;;
 esac
 
 say() { echo "infra     | $*"; }
 die() { echo "infra     | ERROR: $*" >&2; exit 1; }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }  # host port
 wait_port() {
-    local port=$1 seconds=$2
-    for _ in $(seq 1 "$seconds"); do port_open "$port" && return 0; sleep 1; done
+    local host=$1 port=$2 seconds=$3
+    for _ in $(seq 1 "$seconds"); do port_open "$host" "$port" && return 0; sleep 1; done
     return 1
 }
+# host and port of a URL (scheme://[user[:password]@]host[:port][/path]); $2: the default port
+url_host() { local rest=${1#*://}; rest=${rest%%/*}; rest=${rest##*@}
+    case "$rest" in \[*) rest=${rest#\[}; echo "${rest%%\]*}" ;; *) echo "${rest%%:*}" ;; esac; }
+url_port() { local rest=${1#*://}; rest=${rest%%/*}; rest=${rest##*@}
+    case "$rest" in \[*\]:*) echo "${rest##*\]:}" ;; \[*) echo "$2" ;; *:*) echo "${rest##*:}" ;; *) echo "$2" ;; esac; }
+is_local() { case "$1" in 127.*|localhost|::1|"$(hostname)") return 0 ;; *) return 1 ;; esac; }
 apt_install() {
     [ "$(id -u)" = 0 ] || die "$* is not installed and I am not root: run 'sudo apt-get install $*', then retry"
     command -v apt-get >/dev/null || die "$* is not installed and this is not a Debian machine: install it, then retry"
@@ -29,30 +41,45 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
 }
 
-# --- RabbitMQ on 127.0.0.1:5672, management API on 15672 -------------------------------
-if ! port_open 5672; then
+# --- RabbitMQ: where AMQP_URI points (default 127.0.0.1:5672), management API where
+# RABBIT_MANAGEMENT_URL points (default http://127.0.0.1:15672/api) -------------------------
+amqp_uri=${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/}
+case "$amqp_uri" in amqps://*) amqp_default_port=5671 ;; *) amqp_default_port=5672 ;; esac
+amqp_host=$(url_host "$amqp_uri"); amqp_host=${amqp_host:-127.0.0.1}
+amqp_port=$(url_port "$amqp_uri" "$amqp_default_port")
+management_url=${RABBIT_MANAGEMENT_URL:-http://127.0.0.1:15672/api}
+case "$management_url" in https://*) management_default_port=443 ;; *) management_default_port=80 ;; esac
+management_host=$(url_host "$management_url"); management_host=${management_host:-127.0.0.1}
+management_port=$(url_port "$management_url" "$management_default_port")
+
+if ! port_open "$amqp_host" "$amqp_port"; then
+    is_local "$amqp_host" || die "no RabbitMQ answers at $amqp_host:$amqp_port (AMQP_URI): start it there, then retry"
     command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
     say "starting RabbitMQ"
     rabbitmq-server -detached >/dev/null 2>&1 || service rabbitmq-server start >/dev/null 2>&1 || true
-    wait_port 5672 120 || die "RabbitMQ did not start on 127.0.0.1:5672 (see /var/log/rabbitmq/)"
+    wait_port "$amqp_host" "$amqp_port" 120 \
+        || die "RabbitMQ did not start on $amqp_host:$amqp_port (AMQP_URI; see /var/log/rabbitmq/)"
 fi
-if ! port_open 15672; then
+if ! port_open "$management_host" "$management_port"; then
+    is_local "$management_host" \
+        || die "the RabbitMQ management API does not answer at $management_host:$management_port (RABBIT_MANAGEMENT_URL)"
     say "enabling the RabbitMQ management plugin"
     rabbitmq-plugins enable rabbitmq_management >/dev/null || die "could not enable rabbitmq_management"
-    wait_port 15672 60 || die "the RabbitMQ management API did not come up on 127.0.0.1:15672"
+    wait_port "$management_host" "$management_port" 60 \
+        || die "the RabbitMQ management API did not come up on $management_host:$management_port (RABBIT_MANAGEMENT_URL)"
 fi
-say "RabbitMQ: running, management API on :15672"
+say "RabbitMQ: running on $amqp_host:$amqp_port, management API on $management_host:$management_port"
 
 # --- PostgreSQL on 127.0.0.1:5432 (tests, and DATABASE_URL=postgresql+psycopg://…) -------
 if [ "$want_postgres" = 1 ]; then
-    if ! port_open 5432; then
+    if ! port_open 127.0.0.1 5432; then
         command -v pg_ctlcluster >/dev/null || apt_install postgresql
         version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
         [ -n "$version" ] || die "PostgreSQL is installed but has no cluster (pg_createcluster)"
         say "starting PostgreSQL $version"
         pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
             || pg_ctlcluster "$version" main start || die "PostgreSQL did not start"
-        wait_port 5432 60 || die "PostgreSQL did not listen on 127.0.0.1:5432"
+        wait_port 127.0.0.1 5432 60 || die "PostgreSQL did not listen on 127.0.0.1:5432"
     fi
     # a fresh Debian cluster knows only 'postgres': give the current user a superuser role
     me=$(id -un)
@@ -65,6 +92,15 @@ if [ "$want_postgres" = 1 ]; then
     say "PostgreSQL: running on :5432"
 fi
 
+# --- the fault suite (tests/faults) boots a private RabbitMQ node and PostgreSQL cluster of
+# its own from these binaries, whatever broker and database the settings point to ---------
+if [ "$want_fault_binaries" = 1 ]; then
+    command -v rabbitmq-server >/dev/null || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] \
+        || apt_install rabbitmq-server
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
+        || apt_install postgresql
+fi
+
 # --- Prometheus binaries (promtool rule tests, the scrape end-to-end test) ---------------
 if [ "$want_prometheus" = 1 ]; then
     if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
@@ -74,4 +110,10 @@ if [ "$want_prometheus" = 1 ]; then
         service prometheus-node-exporter stop >/dev/null 2>&1 || true
     fi
     say "Prometheus: $(promtool --version 2>&1 | head -n 1)"
+fi
+
+# --- wrk, the HTTP load generator of `make bench` (bench/httpload.py) ------------------------
+if [ "$want_wrk" = 1 ]; then
+    command -v wrk >/dev/null || apt_install wrk
+    say "wrk: $(command -v wrk)"
 fi

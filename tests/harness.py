@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from kombu import Connection
@@ -27,6 +27,17 @@ INTERNAL_HEALTH_TOKEN = "test-internal-token"
 STALE_AFTER_SECONDS = 6 * 3600  # leftovers of killed runs are dropped by the next run
 MANAGEMENT_API = os.environ.get("RABBIT_MANAGEMENT_URL", "http://127.0.0.1:15672/api")
 RABBIT_AUTH = ("guest", "guest")
+
+
+def broker_address() -> tuple[str, str, int]:
+    """(scheme, host, port) of the broker the tests use: those of `AMQP_URI` when it is set,
+    else amqp on 127.0.0.1:5672."""
+    uri = os.environ.get("AMQP_URI")
+    if not uri:
+        return "amqp", "127.0.0.1", 5672
+    parts = urlsplit(uri)
+    scheme = "amqps" if parts.scheme == "amqps" else "amqp"
+    return scheme, parts.hostname or "127.0.0.1", parts.port or (5671 if scheme == "amqps" else 5672)
 
 
 def run_label(prefix: str, separator: str) -> str:
@@ -102,7 +113,9 @@ class RabbitVhost:
 
     @property
     def amqp_uri(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:5672/{quote(self.name, safe='')}"
+        scheme, host, port = broker_address()
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://guest:guest@{host}:{port}/{quote(self.name, safe='')}"
 
     def delete(self) -> None:
         requests.delete(f"{MANAGEMENT_API}/vhosts/{quote(self.name, safe='')}", auth=RABBIT_AUTH,
@@ -202,7 +215,7 @@ class System:
             "CRON_SECRET": CRON_SECRET,
             "INTERNAL_HEALTH_TOKEN": INTERNAL_HEALTH_TOKEN,
             "SCHEDULER_JOBS": '{"chat-cleanup": {"enabled": false}, "offline-sweep": {"enabled": false}, '
-                              '"usb-cleanup": {"enabled": false}}',
+                              '"usb-cleanup": {"enabled": false}, "storage-maintenance": {"enabled": false}}',
             **self.extra_env,
         })
         if database_url:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from array import array
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -143,7 +144,15 @@ def hourly_sample(machine_id, metrics: dict, measured_at: datetime) -> dict:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-RECENT_HEARTBEATS = 128  # 1 KB per machine; at one heartbeat each 5 minutes, ~10 hours
+# A copy comes back within minutes of its original being applied (the broker redelivers a
+# batch whose consumer died between commit and ack once it notices, behind at most what the
+# other consumers had already prefetched; a publisher re-sends an unconfirmed message at
+# once). What was applied in the last RECENT_WINDOW is remembered, at least the last
+# RECENT_KEEP, at most RECENT_MAX: ~0.5 KB per machine at one heartbeat each 5 minutes,
+# more only for the minutes after a burst (a backlog, a spool replay).
+RECENT_WINDOW = timedelta(minutes=15)
+RECENT_KEEP = 32
+RECENT_MAX = 4096
 
 
 def micros(moment: datetime) -> int:
@@ -151,41 +160,50 @@ def micros(moment: datetime) -> int:
 
 
 class RecentHeartbeats:
-    """The `sent_at` of a machine's last applied heartbeats, in the order they were applied.
+    """The `sent_at` of a machine's recently applied heartbeats, with when they were
+    applied, in that order: how a redelivered copy is recognised whatever the number of
+    consumers and the order in which their transactions commit (a heartbeat is its
+    machine's `sent_at`, to the microsecond). Bounded by time and count, 16 bytes an entry."""
 
-    This is how a redelivered copy is recognised whatever the number of consumers and the
-    order in which their transactions commit: a heartbeat is its machine's `sent_at` (to the
-    microsecond), and a copy comes back soon after the original was applied (a consumer
-    killed between commit and ack, a publisher re-sending an unconfirmed message), long
-    before `RECENT_HEARTBEATS` others of the same machine. Bounded: 8 bytes per entry."""
-
-    def __init__(self, packed: bytes | None = None, limit: int = RECENT_HEARTBEATS):
-        self.limit = limit
-        self._moments = array("q")
+    def __init__(self, packed: bytes | None = None, window: timedelta = RECENT_WINDOW,
+                 keep: int = RECENT_KEEP, maximum: int = RECENT_MAX):
+        self.window_us, self.keep, self.maximum = window // timedelta(microseconds=1), keep, maximum
+        pairs = array("q")  # sent_at, applied_at (µs since the epoch), interleaved
         if packed:
-            self._moments.frombytes(packed[:len(packed) - len(packed) % 8])
+            pairs.frombytes(packed[:len(packed) - len(packed) % 16])
             if sys.byteorder != "little":
-                self._moments.byteswap()
-        self._seen = set(self._moments)
+                pairs.byteswap()
+        self._sent, self._applied = pairs[0::2], pairs[1::2]
+        self._seen = Counter(self._sent)  # a sent_at may be applied twice (a clock's repeat)
 
     def __contains__(self, moment: datetime) -> bool:
         return micros(moment) in self._seen
 
     def __len__(self) -> int:
-        return len(self._moments)
+        return len(self._sent)
 
-    def add(self, moment: datetime) -> None:
-        value = micros(moment)
-        self._moments.append(value)
-        self._seen.add(value)
-        while len(self._moments) > self.limit:
-            self._seen.discard(self._moments.pop(0))
+    def add(self, moment: datetime, applied_at: datetime) -> None:
+        value, now = micros(moment), micros(applied_at)
+        self._sent.append(value)
+        self._applied.append(now)
+        self._seen[value] += 1
+        drop = 0
+        while len(self._sent) - drop > self.maximum or (
+                len(self._sent) - drop > self.keep and self._applied[drop] < now - self.window_us):
+            drop += 1
+        if drop:
+            for gone in self._sent[:drop]:
+                self._seen[gone] -= 1
+                if not self._seen[gone]:
+                    del self._seen[gone]
+            del self._sent[:drop], self._applied[:drop]
 
     def packed(self) -> bytes:
-        moments = array("q", self._moments)
+        pairs = array("q", bytes(16 * len(self._sent)))
+        pairs[0::2], pairs[1::2] = self._sent, self._applied
         if sys.byteorder != "little":
-            moments.byteswap()
-        return moments.tobytes()
+            pairs.byteswap()
+        return pairs.tobytes()
 
 
 APPLY, LATE, DUPLICATE = "apply", "late", "duplicate"

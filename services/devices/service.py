@@ -174,17 +174,14 @@ class Service(ServiceBase):
     def heartbeat_hint(self, token: str) -> dict:
         """For the HTTP heartbeat route: whose token this is (or `invalid_token`), whether
         the server holds the machine's inventory, and any USB policy waiting."""
-        now = utcnow()
-        with self.db.unit_of_work() as uow:
-            found = uow.repo.tokens_by_hash({hash_token(token)}) if isinstance(token, str) else {}
-            issued = next(iter(found.values()), None)
-            if issued is None or issued.revoked_at is not None or issued.expires_at <= now:
-                raise Unauthorized("unknown, revoked or expired machine token", code="invalid_token")
-            state = uow.session.get(HeartbeatState, issued.machine_id)
-            policy = uow.session.get(UsbPolicy, issued.machine_id)
-            return {"machine_id": str(issued.machine_id),
-                    "inventory_hash": state.inventory_hash if state else None,
-                    "usb_policy": policy.mode if policy and policy.status == "PENDING" else None}
+        hint = None
+        if isinstance(token, str):
+            with self.db.unit_of_work() as uow:
+                hint = uow.repo.token_hint(hash_token(token))
+        if hint is None or hint.revoked_at is not None or hint.expires_at <= utcnow():
+            raise Unauthorized("unknown, revoked or expired machine token", code="invalid_token")
+        return {"machine_id": str(hint.machine_id), "inventory_hash": hint.inventory_hash,
+                "usb_policy": hint.usb_mode if hint.usb_status == "PENDING" else None}
 
     # heartbeats ----------------------------------------------------------------------------
 
@@ -238,7 +235,7 @@ class Service(ServiceBase):
                 state, policy = states[machine_id], policies.get(machine_id)
                 role = domain.heartbeat_role(heartbeat["sent_at"], state.last_sent_at, recent[machine_id])
                 if role != domain.DUPLICATE:  # a redelivery or a re-sent copy changes nothing
-                    recent[machine_id].add(heartbeat["sent_at"])
+                    recent[machine_id].add(heartbeat["sent_at"], now)
                     self._count_heartbeat(uow, state, heartbeat, now)
                     if role == domain.APPLY:
                         self._apply_heartbeat(uow, state, policy, inventories, heartbeat, delivery, now)

@@ -206,6 +206,17 @@ class DevicesRepository(Repository):
         return {t.token_hash: t for t in self.session.scalars(
             select(MachineToken).where(MachineToken.token_hash.in_(sorted(hashes))))}
 
+    def token_hint(self, token_hash: str):
+        """A token with what the HTTP heartbeat route answers (its machine's inventory hash
+        and USB policy), in one query; None when unknown."""
+        return self.session.execute(
+            select(MachineToken.machine_id, MachineToken.revoked_at, MachineToken.expires_at,
+                   HeartbeatState.inventory_hash, UsbPolicy.mode.label("usb_mode"),
+                   UsbPolicy.status.label("usb_status"))
+            .outerjoin(HeartbeatState, HeartbeatState.machine_id == MachineToken.machine_id)
+            .outerjoin(UsbPolicy, UsbPolicy.machine_id == MachineToken.machine_id)
+            .where(MachineToken.token_hash == token_hash)).first()
+
     def states_for_update(self, machine_ids) -> dict:
         """The machines' state rows, locked for this transaction (in machine order, so two
         consumers never deadlock), as plain objects: the heartbeat path writes them back in

@@ -120,7 +120,7 @@ def test_a_copy_is_recognised_among_the_recent_heartbeats_whatever_its_order():
     sent = [NOW - timedelta(minutes=m) for m in (0, 10, 5)]  # committed out of order
     for moment in sent:
         assert domain.heartbeat_role(moment, NOW, recent) in (domain.LATE, domain.DUPLICATE)
-        recent.add(moment)
+        recent.add(moment, NOW)
     assert all(domain.heartbeat_role(moment, NOW, recent) == domain.DUPLICATE for moment in sent)
     assert domain.heartbeat_role(NOW - timedelta(minutes=7), NOW, recent) == domain.LATE
     assert domain.heartbeat_role(NOW + timedelta(microseconds=1), NOW, recent) == domain.APPLY
@@ -133,21 +133,47 @@ def test_the_same_sent_at_as_the_current_state_is_a_copy_even_with_no_recent_rec
 
 def test_sent_at_in_another_offset_is_the_same_moment():
     recent = domain.RecentHeartbeats()
-    recent.add(NOW)
+    recent.add(NOW, NOW)
     assert NOW.astimezone(timezone(timedelta(hours=-3))) in recent
 
 
+def test_a_burst_is_remembered_for_the_whole_window_then_forgotten_down_to_the_last_few():
+    """A backlog of one machine applied at once (2,000 heartbeats within a second) stays
+    recognisable while copies can still come back, then shrinks to what a steady agent needs."""
+    recent = domain.RecentHeartbeats(window=timedelta(minutes=15), keep=4, maximum=10_000)
+    burst = [NOW - timedelta(days=1) + timedelta(seconds=s) for s in range(2000)]
+    for moment in burst:
+        recent.add(moment, NOW)
+    assert all(moment in recent for moment in burst)
+    later = NOW + timedelta(minutes=16)
+    fresh = [later + timedelta(seconds=s) for s in range(3)]
+    for moment in fresh:
+        recent.add(moment, later)
+    assert len(recent) == 4
+    assert [m in recent for m in burst[-2:]] == [False, True] and all(m in recent for m in fresh)
+
+
 def test_recent_heartbeats_are_bounded_and_survive_packing():
-    recent = domain.RecentHeartbeats(limit=4)
+    recent = domain.RecentHeartbeats(keep=2, maximum=4)
     moments = [NOW + timedelta(seconds=s, microseconds=s) for s in range(6)]
     for moment in moments:
-        recent.add(moment)
+        recent.add(moment, NOW)
     assert len(recent) == 4
-    assert len(recent.packed()) == 32
-    unpacked = domain.RecentHeartbeats(recent.packed(), limit=4)
+    assert len(recent.packed()) == 64
+    unpacked = domain.RecentHeartbeats(recent.packed(), keep=2, maximum=4)
     assert [m in unpacked for m in moments] == [False, False, True, True, True, True]
-    assert moments[0] not in domain.RecentHeartbeats(b"", limit=4)
-    assert len(domain.RecentHeartbeats(recent.packed() + b"\x01\x02", limit=4)) == 4  # torn tail ignored
+    assert moments[0] not in domain.RecentHeartbeats(b"")
+    assert len(domain.RecentHeartbeats(recent.packed() + b"\x01\x02")) == 4  # torn tail ignored
+
+
+def test_a_sent_at_applied_twice_stays_known_until_both_are_forgotten():
+    recent = domain.RecentHeartbeats(keep=1, maximum=2)
+    recent.add(NOW, NOW)
+    recent.add(NOW, NOW)
+    recent.add(NOW + timedelta(seconds=1), NOW)
+    assert NOW in recent
+    recent.add(NOW + timedelta(seconds=2), NOW)
+    assert NOW not in recent
 
 
 def test_an_hourly_sample_of_one_heartbeat():
