@@ -1056,10 +1056,11 @@ def inventory_of(packages: int) -> dict:
                                            for i in range(packages)]}
 
 
-def sized_heartbeat(size: int) -> tuple[bytes, dict]:
+def sized_heartbeat(size: int, packages: int | None = None) -> tuple[bytes, dict]:
     """A heartbeat of exactly `size` bytes of compact JSON, valid in every field: the bulk
-    is a realistic inventory (many small objects), topped up with padding."""
-    inventory = {**inventory_of(size // 50), "notes": ""}
+    is a realistic inventory (many small objects, `size // 50` unless said), topped up with
+    padding."""
+    inventory = {**inventory_of(size // 50 if packages is None else packages), "notes": ""}
     body = {"sent_at": datetime.now(timezone.utc).isoformat(), "inventory": inventory}
     short = size - len(json.dumps(body, separators=(",", ":")).encode())
     assert short >= 0, "too many packages for the size"
@@ -1088,16 +1089,25 @@ def machine_view(tenant: Tenant, machine_id: str) -> dict:
     return response.json()
 
 
-def test_a_heartbeat_of_exactly_the_limit_is_refused_or_processed_never_dropped(world):
+@pytest.mark.parametrize("packages", [None, 600], ids=["dense", "a real machine's"])
+def test_a_heartbeat_of_exactly_the_limit_is_refused_or_processed_never_dropped(world, packages):
     """Within the limit the gateway must not answer 202 for a heartbeat the devices
-    service will then dead-letter: it answers 413, or the inventory arrives."""
+    service will then dead-letter: it answers 413, or 422 for an inventory past the
+    contract's bounds (a megabyte of tiny packages holds more values than any machine
+    has), or the inventory arrives."""
     from common.inventory import inventory_hash
 
     enrolment = register(world.tenant)
-    data, body = sized_heartbeat(world.max_body)
+    data, body = sized_heartbeat(world.max_body, packages)
     response = world.send(HEARTBEAT, data=data, token=enrolment["token"])
+    if packages is not None:  # within every bound: it must arrive
+        assert response.status_code == 202, response.text
     if response.status_code == 413:
         assert_error(response, 413, "payload_too_large")
+        return
+    if response.status_code == 422:
+        assert_validation_failed(response, "inventory")
+        assert "values" in response.text
         return
     assert response.status_code == 202, response.text
     expected = inventory_hash(body["inventory"])
