@@ -335,7 +335,6 @@ class BatchConsumer(Entrypoint):
         self._pending: list = []
         self._pending_bytes = 0
         self._broker_errors: tuple = (OSError,)
-        self.last_settled_at: float | None = None
         super().__init__(**kwargs)
 
     def start(self):
@@ -495,8 +494,8 @@ class BatchConsumer(Entrypoint):
                     raise
                 except Exception as exc:  # a reply is advice; the heartbeat itself is stored
                     log.warning("could not reply to %s: %s", delivery.reply_to, exc)
+        # one ack for the batch: every earlier delivery on the channel is settled already
         messages[-1].channel.basic_ack(messages[-1].delivery_tag, multiple=True)
-        self.last_settled_at = time.time()
 
     def _park(self, parking, message, reason: str) -> None:
         """Publish to the dead-letter queue, confirmed; only a broker error escapes."""

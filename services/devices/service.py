@@ -27,7 +27,7 @@ from common.tokens import hash_token, new_secret_token
 from services.devices import domain, storage
 from services.devices.storage import (Alert, DevicesRepository, HeartbeatState, Inventory,
                                       InventoryChange, Machine, MachineLink, MachineToken,
-                                      MetricsHourly, UsbPolicy)
+                                      MetricsHourly, StateRow, UsbPolicy)
 
 log = logging.getLogger(__name__)
 ACCOUNTS_TIMEOUT_SECONDS = 10.0
@@ -257,11 +257,11 @@ class Service(ServiceBase):
         return verdicts
 
     @staticmethod
-    def _answer(state: HeartbeatState, policy: UsbPolicy | None) -> dict:
+    def _answer(state: StateRow, policy: UsbPolicy | None) -> dict:
         return {"need_inventory": state.need_inventory,
                 "usb_policy": policy.mode if policy and policy.status == "PENDING" else None}
 
-    def _count_heartbeat(self, uow, state: HeartbeatState, heartbeat: dict, now: datetime) -> None:
+    def _count_heartbeat(self, uow, state: StateRow, heartbeat: dict, now: datetime) -> None:
         """What every heartbeat of a machine does, late or not: it is counted, shows the
         machine alive now, and its metrics fold into the hour the agent measured them in
         (a replayed heartbeat belongs to its own hour, never in the future whatever the
@@ -275,7 +275,7 @@ class Service(ServiceBase):
         else:
             self._fold_metrics(uow, state, metrics, measured_at)
 
-    def _apply_heartbeat(self, uow, state: HeartbeatState, policy: UsbPolicy | None, inventories: dict,
+    def _apply_heartbeat(self, uow, state: StateRow, policy: UsbPolicy | None, inventories: dict,
                          heartbeat: dict, delivery, now: datetime) -> None:
         """The machine's newest heartbeat: it becomes the machine's current state."""
         metrics = heartbeat["metrics"]
@@ -290,7 +290,7 @@ class Service(ServiceBase):
             self._apply_alerts(uow, state, {}, now, kinds=(domain.USB_POLICY_STALE,))
 
     @staticmethod
-    def _fold_metrics(uow, state: HeartbeatState, metrics: dict, measured_at: datetime) -> None:
+    def _fold_metrics(uow, state: StateRow, metrics: dict, measured_at: datetime) -> None:
         hour = domain.hour_of(measured_at)
         if state.agg_hour is not None and state.agg_hour != hour and state.agg_samples:
             uow.repo.add_hourly_metrics(dict(
@@ -316,7 +316,7 @@ class Service(ServiceBase):
             state.agg_disk_max = max(disk, state.agg_disk_max or 0.0)
 
     @staticmethod
-    def _apply_inventory(uow, state: HeartbeatState, inventories: dict, heartbeat: dict,
+    def _apply_inventory(uow, state: StateRow, inventories: dict, heartbeat: dict,
                          now: datetime) -> None:
         """Canonicalised once; the stored document is already canonical, so a change is
         diffed by flattening each side once; a first inventory is its own record."""
@@ -347,7 +347,7 @@ class Service(ServiceBase):
         state.inventory_hash = decision.new_hash
 
     @staticmethod
-    def _apply_alerts(uow, state: HeartbeatState, holding: dict, now: datetime,
+    def _apply_alerts(uow, state: HeartbeatState | StateRow, holding: dict, now: datetime,
                       kinds=domain.METRIC_ALERTS) -> None:
         """Open the alerts that now hold, close those that cleared; the alerts table is only
         touched when something changes (the state row remembers what is open)."""

@@ -12,7 +12,6 @@ Revises: a1c3e5f7b9d1
 Create Date: 2026-12-01 00:20:00
 """
 from alembic import op
-import sqlalchemy as sa
 
 
 revision = 'b2d4f6a8c0e2'
