@@ -142,3 +142,46 @@ def test_the_http_route_refuses_a_heartbeat_from_the_future(system, tenant):
                                    "inventory_hash": "c" * 64})
     assert response.status_code == 422, response.text
     assert "future" in response.text
+
+
+def test_properties_and_header_names_that_are_not_utf8_stall_nothing(system, tenant):
+    """AMQP short strings (message_id, reply_to, header names…) are bytes on the wire; a
+    client can send any. One that is not UTF-8 must not make every read of the queue fail."""
+    import pika
+
+    client = Client(system.base_url)
+    enrolment = enrol(client, tenant.company(), f"bytes-{uuid.uuid4().hex[:6]}")
+    token, machine_id = enrolment["token"], enrolment["machine_id"]
+    start = datetime.now(timezone.utc) - timedelta(minutes=20)
+
+    def body(minute: int) -> bytes:
+        return orjson.dumps({"sent_at": (start + timedelta(minutes=minute)).isoformat(),
+                             "inventory_hash": "e" * 64, "metrics": {"cpu_percent": float(minute)}})
+
+    connection = pika.BlockingConnection(pika.URLParameters(system.amqp_uri))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        odd = [pika.BasicProperties(message_id=b"\xff\xfe-not-utf8", headers={"authorization": token},
+                                    delivery_mode=2),
+               pika.BasicProperties(message_id="fine", headers={b"\xc3\x28": "x", "authorization": token},
+                                    delivery_mode=2),
+               pika.BasicProperties(message_id="fine-2", correlation_id=b"\x80", reply_to=b"\xfe",
+                                    headers={"authorization": token}, delivery_mode=2)]
+        for minute, properties in enumerate(odd):
+            channel.basic_publish("devices.heartbeats", "heartbeat", body(minute), properties)
+        for minute in range(3, 6):
+            channel.basic_publish("devices.heartbeats", "heartbeat", body(minute), pika.BasicProperties(
+                message_id=str(uuid.uuid4()), headers={"authorization": token}, delivery_mode=2))
+    finally:
+        connection.close()
+
+    engine = create_engine(system.database_url)
+    try:
+        # the ordinary ones arrive whatever happens to the odd ones (taken as text, or parked)
+        assert eventually(lambda: heartbeat_states(engine, [machine_id])[machine_id].heartbeats >= 3
+                          and heartbeat_states(engine, [machine_id])[machine_id].last_sent_at
+                          == start + timedelta(minutes=5), timeout=30), heartbeat_states(engine, [machine_id])
+    finally:
+        engine.dispose()
+    assert "consumer failed" not in system.log("devices")[-20000:]

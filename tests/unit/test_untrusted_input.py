@@ -114,3 +114,17 @@ def test_properties_are_checked_before_a_handler_sees_them(properties, refused):
         assert delivery is None and refused in reason
     else:
         assert reason is None and delivery.index == 3 and delivery.headers == {}
+
+
+def test_amqp_short_strings_that_are_not_utf8_are_read_not_raised():
+    """py-amqp decoded message_id, reply_to and header names as strict UTF-8: one message
+    with other bytes failed every read of its queue (common/__init__.py relaxes it)."""
+    import common  # noqa: F401
+    from amqp.basic_message import Message
+    from amqp.serialization import decode_properties_basic
+
+    encoded = Message(b"", message_id="x", application_headers={"k": "v"})._serialize_properties()
+    broken = encoded.replace(b"\x01x", b"\x01\xff").replace(b"\x01k", b"\x01\xfe")
+    properties, _ = decode_properties_basic(broken, 0)
+    assert properties["message_id"] == "\ufffd"
+    assert properties["application_headers"] == {"\ufffd": "v"}
