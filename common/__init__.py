@@ -15,19 +15,3 @@ if "psycopg.waiting" in sys.modules:  # imported too early: fail loudly, never r
     if _waiting.wait is not _waiting.wait_select:
         raise RuntimeError("psycopg was imported before `common`; import `common` first")
 
-
-def _lenient_text(value):
-    """py-amqp reads AMQP short strings (properties such as message_id, header names) as
-    strict UTF-8; a client that sent other bytes made every read of that queue fail, the
-    same message coming back each time. Undecodable bytes read as U+FFFD instead."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    return value
-
-
-try:
-    import amqp.serialization as _amqp_serialization
-except ImportError:  # a process without py-amqp (the desktop agent speaks pika)
-    pass
-else:
-    _amqp_serialization.pstr_t = _lenient_text

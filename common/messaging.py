@@ -36,6 +36,7 @@ from nameko.standalone.events import get_event_exchange
 from prometheus_client import Counter
 from sqlalchemy import Column, String, Table, Uuid
 
+from common import amqp_text  # noqa: F401  (lenient AMQP short strings)
 from common.contracts import devices as device_contract
 from common.db import UTCDateTime, utcnow
 from common.errors import DomainError

@@ -2,6 +2,7 @@
 from nameko.rpc import rpc as nameko_rpc
 from nameko.web.handlers import http
 
+from common import amqp_text  # noqa: F401  (lenient AMQP short strings)
 from common.errors import DomainError
 from common.metrics import EntrypointMetrics, metrics_response
 

@@ -118,8 +118,8 @@ def test_properties_are_checked_before_a_handler_sees_them(properties, refused):
 
 def test_amqp_short_strings_that_are_not_utf8_are_read_not_raised():
     """py-amqp decoded message_id, reply_to and header names as strict UTF-8: one message
-    with other bytes failed every read of its queue (common/__init__.py relaxes it)."""
-    import common  # noqa: F401
+    with other bytes failed every read of its queue (common/amqp_text.py relaxes it)."""
+    import common.amqp_text  # noqa: F401
     from amqp.basic_message import Message
     from amqp.serialization import decode_properties_basic
 
