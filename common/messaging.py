@@ -38,7 +38,7 @@ from sqlalchemy import Column, String, Table, Uuid
 
 from common import amqp_text  # noqa: F401  (lenient AMQP short strings)
 from common.contracts import devices as device_contract
-from common.db import UTCDateTime, utcnow
+from common.db import UTCDateTime, upsert_insert, utcnow
 from common.errors import DomainError
 from common.events import SUBSCRIPTIONS
 
@@ -206,12 +206,7 @@ def inbox_table(metadata) -> Table:
 
 def first_delivery(uow, table: Table, event: dict, event_type: str) -> bool:
     """Record the event as handled, in the handler's transaction; False if it already was."""
-    dialect = uow.session.bind.dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(table).values(
+    statement = upsert_insert(uow.session, table).values(
         event_id=uuid.UUID(str(event["event_id"])), event_type=event_type,
         processed_at=utcnow()).on_conflict_do_nothing().returning(table.c.event_id)
     # RETURNING, not rowcount: SQLAlchemy reports -1 for this statement on psycopg

@@ -27,17 +27,18 @@ PERSONAS = ("collaborator", "manager")
 MACHINE_STATUSES = ("online", "stale", "offline")
 SHA256_HEX = validate.Regexp(r"^[0-9a-f]{64}$", error="a lower-case SHA-256 hex digest")
 PERCENT = validate.Range(min=0, max=100)
+MOUNT_MAX_LENGTH, DISKS_MAX = 256, 64
 
 
 class DiskUsage(StrictSchema):
-    mount = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    mount = fields.String(required=True, validate=validate.Length(min=1, max=MOUNT_MAX_LENGTH))
     percent = fields.Float(required=True, validate=PERCENT)
 
 
 class Metrics(StrictSchema):
     cpu_percent = fields.Float(load_default=None, allow_none=True, validate=PERCENT)
     memory_percent = fields.Float(load_default=None, allow_none=True, validate=PERCENT)
-    disks = fields.List(fields.Nested(DiskUsage), load_default=list, validate=validate.Length(max=64))
+    disks = fields.List(fields.Nested(DiskUsage), load_default=list, validate=validate.Length(max=DISKS_MAX))
     uptime_seconds = fields.Integer(load_default=None, allow_none=True,
                                     validate=validate.Range(min=0))
 
@@ -221,7 +222,7 @@ class _Unusual(Exception):
 def _percent(value, allow_none=True):
     if value is None and allow_none:
         return None
-    if type(value) not in (int, float) or not 0 <= value <= 100:
+    if type(value) not in (int, float) or not PERCENT.min <= value <= PERCENT.max:
         raise _Unusual
     return float(value)
 
@@ -230,14 +231,14 @@ def _fast_metrics(metrics) -> dict:
     if type(metrics) is not dict or not metrics.keys() <= _METRIC_KEYS:
         raise _Unusual
     disks = metrics.get("disks", [])
-    if type(disks) is not list or len(disks) > 64:
+    if type(disks) is not list or len(disks) > DISKS_MAX:
         raise _Unusual
     loaded_disks = []
     for disk in disks:
         if type(disk) is not dict or len(disk) != 2:
             raise _Unusual
         mount = disk.get("mount")
-        if type(mount) is not str or not 1 <= len(mount) <= 256:
+        if type(mount) is not str or not 1 <= len(mount) <= MOUNT_MAX_LENGTH:
             raise _Unusual
         loaded_disks.append({"mount": mount, "percent": _percent(disk.get("percent"), allow_none=False)})
     uptime = metrics.get("uptime_seconds")

@@ -15,7 +15,7 @@ from sqlalchemy import (BigInteger, Boolean, Float, ForeignKey, Index, Integer, 
                         Text, bindparam, case, or_, select, text, tuple_, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
+from common.db import Repository, UTCDateTime, escape_like, new_metadata, upsert_insert, utcnow
 from common.messaging import inbox_table
 from common.outbox import outbox_table
 
@@ -246,11 +246,7 @@ class DevicesRepository(Repository):
         """Fold one machine-hour's aggregate into `metrics_hourly`, adding to what is already
         there (late heartbeats of that hour may have arrived before or after)."""
         table = MetricsHourly.__table__
-        if self.session.bind.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        statement = dialect_insert(table).values(**row)
+        statement = upsert_insert(self.session, table).values(**row)
         new, old = statement.excluded, table.c
         samples = old.samples + new.samples
 

@@ -142,11 +142,11 @@ class Service:
            tag="operations", roles=None, raw=True, response=Readiness)
     def readyz(self, principal, request):
         pool = eventlet.GreenPool()
-        heartbeats = pool.spawn(self._heartbeat_queue)
-        checks = {"broker": self._broker_reachable()}
+        bus = pool.spawn(self._bus_checks)
+        checks = {}
         for service, ok in zip(BACKENDS, pool.imap(self._pings, BACKENDS)):
             checks[service] = ok
-        checks["heartbeats"] = heartbeats.wait()
+        checks.update(bus.wait())
         ready = all(value == "ok" for value in checks.values())
         return json_response(200 if ready else 503,
                              {"status": "ready" if ready else "not_ready", "checks": checks})
@@ -158,16 +158,26 @@ class Service:
         except Exception as exc:
             return getattr(exc, "code", exc.__class__.__name__)
 
-    def _heartbeat_queue(self) -> str:
+    def _bus_checks(self) -> dict:
+        """`broker`: reachable; `heartbeats`: ok, or why they are not flowing (see
+        `_heartbeat_queue`). One connection answers both."""
+        try:
+            with Connection(self.settings.amqp_uri, connect_timeout=2) as connection:
+                connection.ensure_connection(max_retries=1)
+                try:
+                    _, waiting, consumers = connection.channel().queue_declare(
+                        queue=HEARTBEAT_QUEUE.name, passive=True)
+                except Exception as exc:
+                    return {"broker": "ok", "heartbeats": f"unknown: {exc.__class__.__name__}"}
+        except Exception as exc:
+            return {"broker": f"unreachable: {exc.__class__.__name__}",
+                    "heartbeats": "unknown: the broker is unreachable"}
+        return {"broker": "ok", "heartbeats": self._heartbeat_queue(waiting, consumers)}
+
+    def _heartbeat_queue(self, waiting: int, consumers: int) -> str:
         """ok, or why heartbeats are not flowing: nobody consumes their queue, or its oldest
         message has waited longer than HEARTBEAT_QUEUE_MAX_AGE_SECONDS (publishers stamp
         `timestamp`; the management API knows the head's)."""
-        try:
-            with Connection(self.settings.amqp_uri, connect_timeout=2) as connection:
-                _, waiting, consumers = connection.channel().queue_declare(
-                    queue=HEARTBEAT_QUEUE.name, passive=True)
-        except Exception as exc:
-            return f"unknown: {exc.__class__.__name__}"
         if not consumers:
             return "no_consumer"
         if not waiting:
@@ -182,14 +192,6 @@ class Service:
         age = time.time() - head if isinstance(head, (int, float)) else 0
         limit = self.settings.heartbeat_queue_max_age_seconds
         return "ok" if age <= limit else f"stalled: the oldest heartbeat has waited {age:.0f} s (limit {limit} s)"
-
-    def _broker_reachable(self):
-        try:
-            with Connection(self.settings.amqp_uri, connect_timeout=2) as connection:
-                connection.ensure_connection(max_retries=1)
-            return "ok"
-        except Exception as exc:
-            return f"unreachable: {exc.__class__.__name__}"
 
     @route("GET", "/metrics", summary="Prometheus metrics of the gateway process",
            tag="operations", roles=None, raw=True)
