@@ -61,6 +61,20 @@ def _positive(mapping, key, default, kind=int):
     return kind(text)
 
 
+def _flag(mapping, key, default: bool) -> bool:
+    raw = mapping.get(key)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return default
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key} must be true or false, got {raw!r}")
+
+
 def _port(mapping, key, default):
     port = _positive(mapping, key, default)
     if port > 65535:
@@ -92,6 +106,7 @@ class Settings:
     usb_policy_ttl_minutes: int = 60
     rabbit_management_url: str | None = None  # None: the broker's host, port 15672
     heartbeat_queue_max_age_seconds: int = 120
+    console_https: bool = False  # the console is served over HTTPS: cookies get `Secure`
 
     @classmethod
     def from_mapping(cls, config: dict) -> "Settings":
@@ -145,6 +160,7 @@ class Settings:
             admin_password=_text(config, "CHAMADOS_ADMIN_PASSWORD"),
             rabbit_management_url=management_url,
             heartbeat_queue_max_age_seconds=_positive(config, "HEARTBEAT_QUEUE_MAX_AGE_SECONDS", 120),
+            console_https=_flag(config, "CONSOLE_HTTPS", False),
         )
 
     @property

@@ -80,7 +80,7 @@ def error_response(exc: BaseException) -> Response:
 
 class JsonWsgiApp(WsgiApp):
     """nameko's WSGI app, but routing failures (unknown path, wrong method) answer in the
-    same JSON error shape as everything else."""
+    same JSON error shape as everything else (an HTML page outside /api/: the console's)."""
 
     def __call__(self, environ, start_response):
         request = Request(environ, shallow=True)
@@ -90,7 +90,9 @@ class JsonWsgiApp(WsgiApp):
             request.path_values = values
             response = provider.handle_request(request)
         except Exception as exc:
-            response = error_response(exc)
+            from services.gateway.console.web import is_console_path, routing_error_page
+            response = routing_error_page(request, exc) if is_console_path(request.path) \
+                else error_response(exc)
         return response(environ, start_response)
 
 
@@ -126,6 +128,9 @@ class RouteSpec:
 
 
 ROUTES: list[RouteSpec] = []
+# handler name -> (spec, handler): the console calls the same operations as the API, with
+# the same roles and schemas (services/gateway/console)
+OPERATIONS: dict[str, tuple[RouteSpec, object]] = {}
 ANY_PERSON = frozenset()
 
 
@@ -138,6 +143,8 @@ def route(method, path, *, summary, tag, roles=ANY_PERSON, body=None, query=None
     ROUTES.append(spec)
 
     def decorate(fn):
+        OPERATIONS[fn.__name__] = (spec, fn)
+
         def endpoint(self, request, **path_values):
             return self.handle_route(spec, fn, request, path_values)
 
@@ -146,6 +153,19 @@ def route(method, path, *, summary, tag, roles=ANY_PERSON, body=None, query=None
         return json_http(method, path)(endpoint)
 
     return decorate
+
+
+def role_allows(spec: RouteSpec, principal: dict | None) -> bool:
+    """Whether this person may use the route: the one place a route's roles are read."""
+    if spec.roles is None:
+        return True
+    return principal is not None and (not spec.roles or principal["role"] in spec.roles)
+
+
+def check_role(spec: RouteSpec, principal: dict) -> None:
+    if not role_allows(spec, principal):
+        raise Forbidden("your role may not do this", code="forbidden_role",
+                        details={"role": principal["role"]})
 
 
 def read_body(request: Request, max_bytes: int) -> bytes:

@@ -26,8 +26,9 @@ from common.messaging import HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, queue_depth_fa
 from common.metrics import EntrypointMetrics, metrics_response, register_collector
 from common.tokens import same_secret
 from services.gateway import openapi
-from services.gateway.http import (ROUTES, NoQuery, error_response, json_response, observe,
-                                   parse_json_body, parse_query, route)
+from services.gateway.console.views import ConsoleViews
+from services.gateway.http import (OPERATIONS, ROUTES, NoQuery, check_role, error_response,
+                                   json_response, observe, parse_json_body, parse_query, route)
 from services.gateway.schemas import HealthSnapshot, Readiness
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ class HeartbeatPublisher(DependencyProvider):
                                  retry=True, retry_policy={"max_retries": 3})
 
 
-class Service:
+class Service(ConsoleViews):
+    """The JSON API at /api/, operations routes, and the console for people at /."""
     name = "gateway"
     settings = SettingsProvider()
     publish_heartbeat = HeartbeatPublisher()
@@ -100,6 +102,22 @@ class Service:
     scheduler = RpcProxy("scheduler")
 
     # plumbing ------------------------------------------------------------------------
+
+    def operation(self, name: str, principal: dict, *, body=None, query=None, **path_values):
+        """An API operation without HTTP, for the console: the route's own role check and
+        schemas, then its handler (so roles and validation live in one place)."""
+        spec, handler = OPERATIONS[name]
+        check_role(spec, principal)
+        kwargs = dict(path_values)
+        if spec.body is not None:
+            kwargs["body"] = body = {} if body is None else body
+            load(spec.body, body)
+        if spec.query is not None:
+            kwargs["query"] = query = {} if query is None else query
+            load(spec.query, query)
+        if spec.raw:
+            kwargs["request"] = None
+        return handler(self, principal, **kwargs)
 
     def call(self, service: str, method: str, *args, timeout: float | None = None):
         """Every RPC has a deadline: the in-service proxy has none (pitfall 10)."""
@@ -114,9 +132,7 @@ class Service:
                 principal = self.call("devices", "heartbeat_hint", bearer_token(request))
             elif spec.roles is not None:
                 principal = self.call("accounts", "authenticate", bearer_token(request))
-                if spec.roles and principal["role"] not in spec.roles:
-                    raise Forbidden("your role may not do this", code="forbidden_role",
-                                    details={"role": principal["role"]})
+                check_role(spec, principal)
             kwargs = dict(path_values)
             if spec.body is not None:
                 kwargs["body"] = parse_json_body(request, spec.body, self.settings.max_body_bytes)
@@ -508,6 +524,16 @@ class Service:
                 raise Forbidden("your role may not do this", code="forbidden_role",
                                 details={"role": principal["role"]})
             tenant_id, scope = principal["tenant_id"], "tenant"
+        sections = self.health_sections(tenant_id)
+        failed = next((answer for answer in sections.values() if isinstance(answer, Exception)), None)
+        if failed is not None:
+            raise failed
+        return json_response(200, {"scope": scope, **sections})
+
+    def health_sections(self, tenant_id: str | None) -> dict:
+        """The health snapshot's sections (tickets, registrations, heartbeats, retention,
+        jobs), asked in parallel; a section whose service did not answer holds the error,
+        so the console can still show the others."""
         pool = eventlet.GreenPool()
         calls = {
             "tickets": pool.spawn(self.call, "tickets", "ticket_counts", tenant_id),
@@ -517,13 +543,22 @@ class Service:
             **{f"retention:{service}": pool.spawn(self.call, service, "apply_retention", None, True)
                for service in ("accounts", "tickets", "devices")},
         }
-        answers = {key: thread.wait() for key, thread in calls.items()}
+        answers = {}
+        for key, thread in calls.items():
+            try:
+                answers[key] = thread.wait()
+            except Exception as exc:
+                answers[key] = exc
         retention = {}
-        for key, answer in answers.items():
-            if key.startswith("retention:"):
+        for key in [key for key in answers if key.startswith("retention:")]:
+            answer = answers.pop(key)
+            if isinstance(answer, Exception):
+                retention = answer
+            elif isinstance(retention, dict):
                 retention.update(answer["kinds"])
-        return json_response(200, {
-            "scope": scope, "tickets": answers["tickets"], "registrations": answers["registrations"],
-            "heartbeats": answers["heartbeats"], "retention": retention,
-            "jobs": [{key: job[key] for key in ("name", "enabled", "interval_seconds", "cron", "running",
-                                                "last_run")} for job in answers["jobs"]]})
+        jobs = answers["jobs"]
+        if not isinstance(jobs, Exception):
+            jobs = [{key: job[key] for key in ("name", "enabled", "interval_seconds", "cron", "running",
+                                                "last_run")} for job in jobs]
+        return {"tickets": answers["tickets"], "registrations": answers["registrations"],
+                "heartbeats": answers["heartbeats"], "retention": retention, "jobs": jobs}

@@ -691,7 +691,10 @@ class Service(ServiceBase):
     # lookups ---------------------------------------------------------------------------
 
     def _ticket(self, uow, actor: Actor, ticket_id, for_update: bool = False) -> Ticket:
-        ticket = uow.repo.ticket(actor.tenant_id, parse_id(ticket_id, "ticket"), for_update)
+        """By id, or by the reference number people quote ("chamado 42")."""
+        key = int(ticket_id) if isinstance(ticket_id, str) and ticket_id.isascii() and ticket_id.isdigit() \
+            and len(ticket_id) <= 9 else parse_id(ticket_id, "ticket")
+        ticket = uow.repo.ticket(actor.tenant_id, key, for_update)
         # another tenant's ticket, or a collaborator's look at someone else's: both unknown
         if ticket is None or not domain.check_can_see(actor.role, actor.user_id, ticket.requester_id):
             raise NotFound("ticket not found", code="ticket_not_found")

@@ -255,7 +255,9 @@ class TicketsRepository(Repository):
         return 1
 
     def ticket(self, tenant_id, ticket_id, for_update: bool = False) -> Ticket | None:
-        query = select(Ticket).where(Ticket.tenant_id == tenant_id, Ticket.id == ticket_id)
+        """By id (a UUID) or by the tenant's human reference number (an int)."""
+        key = Ticket.reference if isinstance(ticket_id, int) else Ticket.id
+        query = select(Ticket).where(Ticket.tenant_id == tenant_id, key == ticket_id)
         if for_update:
             query = query.with_for_update()
         return self.session.scalars(query).first()

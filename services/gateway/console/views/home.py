@@ -1,0 +1,80 @@
+"""Signing in and out, the dashboard (Painel / Últimos chamados), static files."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from common.contracts.accounts import STAFF_ROLES
+from common.contracts.tickets import STATUSES
+from common.errors import DomainError, Unauthorized, ValidationFailed
+from services.gateway.console import catalogue
+from services.gateway.console.web import (SESSION_COOKIE, error_message, local_path, page,
+                                          sign_in_cookie, static_response)
+
+DASHBOARD_SIZE = 50
+
+
+class HomeViews:
+
+    @page("GET", "/static/<path:name>", public=True)
+    def static_file(self, page_, name):
+        return static_response(name)
+
+    @page("GET", "/", public=True)
+    def home(self, page_):
+        if page_.principal is None:
+            return self._sign_in_form(page_, next_path=local_path(page_.request.args.get("proximo"), "/"))
+        return self._dashboard(page_)
+
+    @page("POST", "/entrar", public=True)
+    def sign_in_submit(self, page_):
+        email, tenant = page_.field("email"), page_.field("tenant")
+        next_path = local_path(page_.field("proximo"), "/")
+        body = {"email": email, "password": page_.form.get("password", "")}
+        if tenant:
+            body["tenant"] = tenant
+        try:
+            session = self.operation("sign_in", None, body=body)
+        except Unauthorized:
+            return self._sign_in_form(page_, next_path, email, tenant,
+                                      catalogue.translate("auth.wrong_credentials"), 401)
+        except ValidationFailed as exc:
+            return self._sign_in_form(page_, next_path, email, tenant, error_message(exc), 422)
+        sign_in_cookie(page_, session["token"])
+        return page_.redirect(next_path)
+
+    @page("POST", "/sair")
+    def sign_out_submit(self, page_):
+        self.call("accounts", "sign_out", page_.token)
+        page_.set_cookie(SESSION_COOKIE, "", max_age=0)
+        page_.principal = None  # what follows is no longer personal
+        return page_.redirect("/", catalogue.translate("auth.signed_out"))
+
+    def _sign_in_form(self, page_, next_path="/", email="", tenant="", error=None, status=200):
+        return page_.render("sign_in.html", status=status, next_path=next_path, email=email,
+                            tenant=tenant, error=error)
+
+    def _dashboard(self, page_):
+        principal = page_.principal
+        staff = principal["role"] in STAFF_ROLES
+        recent, recent_error = attempt(lambda: self.operation(
+            "recent_tickets", principal, query={"limit": str(DASHBOARD_SIZE)})["items"])
+        unassigned = [ticket for ticket in recent or [] if not ticket["assignee"]]
+        others = [ticket for ticket in recent or [] if ticket["assignee"]]
+        if staff:
+            counts, counts_error = attempt(lambda: self.call("tickets", "ticket_counts", principal["tenant_id"]))
+        else:  # a collaborator's own tickets only
+            counts, counts_error = {status: 0 for status in STATUSES}, None
+            for ticket in recent or []:
+                counts[ticket["status"]] += 1
+        return page_.render("dashboard.html", unassigned=unassigned, others=others,
+                            recent_error=recent_error, counts=counts, counts_error=counts_error,
+                            mine=not staff, now=datetime.now(timezone.utc))
+
+
+def attempt(fetch):
+    """(value, None), or (None, readable reason) when a service did not answer: a page shows
+    what it has, with a warning on the part that failed."""
+    try:
+        return fetch(), None
+    except DomainError as exc:
+        return None, error_message(exc)
