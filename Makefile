@@ -1,5 +1,5 @@
 # The README's two commands: `make up` runs the whole system, `make test` passes the tests.
-.PHONY: up test unit test-faults bench lint migrate clean
+.PHONY: up test unit test-browser test-faults bench screenshots lint migrate clean
 
 VENV := .venv
 INSTALLED := $(VENV)/.installed
@@ -11,9 +11,15 @@ up: $(INSTALLED)
 	@scripts/ensure-infra.sh $(if $(findstring postgresql,$(DATABASE_URL)),--postgres,)
 	@$(VENV)/bin/chamados up
 
+# the main suite, then the browser tests in their own process (no eventlet: pitfall 19)
 test: $(INSTALLED)
 	@scripts/ensure-infra.sh --tests
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/python -m pytest tests/browser --confcutdir=tests/browser $(PYTEST_ARGS)
+
+test-browser: $(INSTALLED)
+	@scripts/ensure-infra.sh --tests
+	@$(VENV)/bin/python -m pytest tests/browser --confcutdir=tests/browser $(PYTEST_ARGS)
 
 # every fault case (private broker node and PostgreSQL cluster); `make test` runs a short subset
 test-faults: $(INSTALLED)

@@ -3,7 +3,8 @@
 # (where AMQP_URI and RABBIT_MANAGEMENT_URL point; default 127.0.0.1:5672 and :15672); with
 # --postgres, PostgreSQL; with --tests, PostgreSQL, Prometheus's binaries (the suite runs
 # promtool and a real Prometheus) and the RabbitMQ/PostgreSQL server binaries the fault
-# suite starts its private node and cluster from; with --bench, also wrk. Starts what is
+# suite starts its private node and cluster from, and Chromium for the browser tests; with
+# --bench, also wrk. Starts what is
 # stopped; installs from Debian's packages what is absent (as root); says clearly what to do
 # when it cannot.
 set -euo pipefail
@@ -12,10 +13,11 @@ want_postgres=0
 want_prometheus=0
 want_fault_binaries=0
 want_wrk=0
+want_chromium=0
 case "${1:-}" in
     --postgres) want_postgres=1 ;;
-    --tests) want_postgres=1; want_prometheus=1; want_fault_binaries=1 ;;
-    --bench) want_postgres=1; want_prometheus=1; want_fault_binaries=1; want_wrk=1 ;;
+    --tests) want_postgres=1; want_prometheus=1; want_fault_binaries=1; want_chromium=1 ;;
+    --bench) want_postgres=1; want_prometheus=1; want_fault_binaries=1; want_wrk=1; want_chromium=1 ;;
 esac
 
 say() { echo "infra     | $*"; }
@@ -110,6 +112,13 @@ if [ "$want_prometheus" = 1 ]; then
         service prometheus-node-exporter stop >/dev/null 2>&1 || true
     fi
     say "Prometheus: $(promtool --version 2>&1 | head -n 1)"
+fi
+
+# --- Chromium, driven by Playwright in the console's browser tests (tests/browser); Debian's
+# package, since no browser can be downloaded here -----------------------------------------
+if [ "$want_chromium" = 1 ]; then
+    [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || apt_install chromium
+    say "Chromium: $("${CHROMIUM:-/usr/bin/chromium}" --version 2>/dev/null | head -n 1)"
 fi
 
 # --- wrk, the HTTP load generator of `make bench` (bench/httpload.py) ------------------------

@@ -12,6 +12,8 @@ eventlet.monkey_patch()  # first thing (ENGINEERING.md pitfall 4)
 import common  # noqa: E402,F401  (psycopg wait function)
 import pytest  # noqa: E402
 
+collect_ignore = ["browser"]  # its own pytest run, without eventlet (tests/browser/conftest.py)
+
 from tests.harness import (Client, PostgresServer, RabbitVhost, System,  # noqa: E402
                            new_tenant)
 

@@ -147,4 +147,13 @@ MESSAGES = {
     "ticket.subject": "Assunto",
     "ticket.updated": "Atualizado",
     "ticket.created": "Aberto em",
+
+    # tickets pages (views/tickets.py) -------------------------------------------------
+
+    # Admin ▸ Empresas, Admin ▸ Usuários (views/people.py) -----------------------------
+
+    # Admin ▸ Dispositivos (views/devices.py) ------------------------------------------
+
+    # Admin ▸ Saúde, Relatórios (views/operations.py) ----------------------------------
+
 }
