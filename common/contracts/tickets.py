@@ -75,6 +75,16 @@ class TicketQuery(PageQuery, TicketFilters):
     """Filters plus `limit` and `cursor`."""
 
 
+class SavedFilterUpdate(StrictSchema):
+    filters = fields.Nested(TicketFilters, required=True)
+
+
+class SavedFilter(StrictSchema):
+    """A person's default ticket-list filter (empty `filters` and no `updated_at`: none)."""
+    filters = fields.Dict(required=True)
+    updated_at = fields.AwareDateTime(allow_none=True, required=True)
+
+
 class RecentQuery(StrictSchema):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
 
@@ -215,6 +225,15 @@ class ExportRun(StrictSchema):
     error = fields.String(allow_none=True)
     created_at = fields.AwareDateTime(required=True)
     finished_at = fields.AwareDateTime(allow_none=True)
+
+
+class ExportQuery(StrictSchema):
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class ExportList(StrictSchema):
+    """The tenant's most recent exports, newest first (runs are kept 30 days)."""
+    items = fields.List(fields.Nested(ExportRun), required=True)
 
 
 class ArchiveRequest(StrictSchema):

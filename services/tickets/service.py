@@ -24,7 +24,7 @@ from common.pagination import datetime_value, decode_cursor, encode_cursor, uuid
 from common.service_base import ServiceBase, rpc
 from services.tickets import domain, storage
 from services.tickets.storage import (Chat, ChatMessage, Comment, CompanySnapshot, Person,
-                                      ReportExport, Ticket, TicketQueue, TicketsRepository,
+                                      ReportExport, SavedFilter, Ticket, TicketQueue, TicketsRepository,
                                       TimelineEntry, WorkSession)
 
 log = logging.getLogger(__name__)
@@ -224,6 +224,44 @@ class Service(ServiceBase):
             tickets = uow.repo.recent(actor.tenant_id, data["limit"],
                                       only_requester=None if actor.is_staff else actor.user_id)
             return {"items": [ticket_view(t) for t in tickets]}
+
+    # a person's default list filter ("Salvar filtro como padrão") ------------------------
+
+    @rpc
+    def get_saved_filter(self, actor: dict) -> dict:
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            saved = uow.session.get(SavedFilter, actor.user_id)
+            if saved is None or saved.tenant_id != actor.tenant_id:
+                return {"filters": {}, "updated_at": None}
+            return contract.SavedFilter().dump({"filters": orjson.loads(saved.filters),
+                                                "updated_at": saved.updated_at})
+
+    @rpc
+    def save_filter(self, actor: dict, payload: dict) -> dict:
+        """Replace the person's default filter; only the filters that are set are kept."""
+        actor = Actor(actor)
+        data = load(contract.SavedFilterUpdate, payload)
+        filters = {key: value for key, value in contract.TicketFilters().dump(data["filters"]).items()
+                   if value is not None}
+        with self.db.unit_of_work() as uow:
+            saved = uow.session.get(SavedFilter, actor.user_id)
+            if saved is None:
+                saved = uow.repo.add(SavedFilter(user_id=actor.user_id, tenant_id=actor.tenant_id,
+                                                 filters="{}", updated_at=utcnow()))
+            saved.tenant_id, saved.filters, saved.updated_at = \
+                actor.tenant_id, orjson.dumps(filters).decode(), utcnow()
+            uow.commit()
+            return contract.SavedFilter().dump({"filters": filters, "updated_at": saved.updated_at})
+
+    @rpc
+    def clear_saved_filter(self, actor: dict) -> None:
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            saved = uow.session.get(SavedFilter, actor.user_id)
+            if saved is not None:
+                uow.session.delete(saved)
+                uow.commit()
 
     # the status machine --------------------------------------------------------------
 
@@ -555,6 +593,16 @@ class Service(ServiceBase):
         actor = Actor(actor)
         with self.db.unit_of_work() as uow:
             return self._export_view(self._export(uow, actor, export_id))
+
+    @rpc
+    def list_exports(self, actor: dict, query: dict) -> dict:
+        """The tenant's most recent exports, newest first (Relatórios lists them)."""
+        actor = Actor(actor)
+        require_staff(actor, "read exports")
+        data = load(contract.ExportQuery, query)
+        with self.db.unit_of_work() as uow:
+            return {"items": [self._export_view(export)
+                              for export in uow.repo.recent_exports(actor.tenant_id, data["limit"])]}
 
     @rpc
     def download_export(self, actor: dict, export_id: str) -> dict:

@@ -196,6 +196,17 @@ USER_REFERENCES = (
 )
 
 
+class SavedFilter(Base):
+    """A person's default ticket-list filter ("Salvar filtro como padrão"): one row per
+    person, replaced on save, so it follows them to any browser."""
+    __tablename__ = "saved_filters"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID]
+    filters: Mapped[str] = mapped_column(Text)  # JSON, as TicketFilters dumps it
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class TicketsRepository(Repository):
     # directory snapshots
     def person(self, user_id) -> Person | None:
@@ -349,6 +360,11 @@ class TicketsRepository(Repository):
     def export(self, tenant_id, export_id) -> ReportExport | None:
         return self.session.scalars(select(ReportExport).where(
             ReportExport.tenant_id == tenant_id, ReportExport.id == export_id)).first()
+
+    def recent_exports(self, tenant_id, limit: int) -> list[ReportExport]:
+        return list(self.session.scalars(select(ReportExport).where(ReportExport.tenant_id == tenant_id)
+                                         .order_by(ReportExport.created_at.desc(), ReportExport.id.desc())
+                                         .limit(limit)))
 
     def queued_exports(self, limit: int = 20) -> list:
         return list(self.session.scalars(select(ReportExport.id).where(ReportExport.status == "QUEUED")

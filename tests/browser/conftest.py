@@ -98,8 +98,8 @@ def page(context, request):
 
 def sign_in(page, email: str, password: str = PERSON_PASSWORD) -> None:
     page.goto("/")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Senha").fill(password)
+    page.get_by_label("E-mail", exact=True).fill(email)
+    page.get_by_label("Senha", exact=True).fill(password)
     page.get_by_role("button", name="Entrar").click()
     page.wait_for_selector("header.topbar")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import orjson
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -64,7 +64,7 @@ def static_url(name: str) -> str:
 
 TEMPLATES = Environment(loader=FileSystemLoader(str(HERE / "templates")),
                         autoescape=select_autoescape(default=True, default_for_string=True),
-                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                        trim_blocks=True, lstrip_blocks=True)  # absent optional values read as empty
 TEMPLATES.globals.update(static_url=static_url, t=catalogue.translate, **formatting.TEMPLATE_HELPERS)
 
 

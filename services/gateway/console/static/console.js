@@ -67,3 +67,20 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-chat-source]").forEach(wireChat);
   wireDialogs();
 });
+
+// A long <select> gets a search box above it (hidden without JavaScript): typing hides the
+// options that do not match.
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("input.select-filter[data-filters]").forEach((box) => {
+    const select = document.getElementById(box.dataset.filters);
+    if (!select) return;
+    box.hidden = false;
+    box.addEventListener("input", () => {
+      const wanted = box.value.trim().toLocaleLowerCase("pt-BR");
+      for (const option of select.options) {
+        option.hidden = option.value !== "" && wanted !== "" &&
+          !option.text.toLocaleLowerCase("pt-BR").includes(wanted);
+      }
+    });
+  });
+});
