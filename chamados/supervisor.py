@@ -130,7 +130,8 @@ def up(settings: Settings) -> int:
         shutdown(children)
         return 1
     report_admin(settings, ensure_first_admin(settings))
-    say(f"gateway: {gateway_url(settings)}  (OpenAPI: {gateway_url(settings)}/api/openapi.json)")
+    say(f"console: {gateway_url(settings)}/  (open it in a browser; sign in as the admin above)")
+    say(f"API: {gateway_url(settings)}/api/  (OpenAPI: {gateway_url(settings)}/api/openapi.json)")
     for name, port in settings.metrics_ports.items():
         say(f"{name} metrics: http://{settings.gateway_host}:{port}/metrics")
     say("ready; Ctrl-C stops every service")

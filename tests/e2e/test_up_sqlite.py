@@ -52,8 +52,10 @@ def test_up_runs_everything_on_sqlite_and_ctrl_c_stops_it(vhost, tmp_path):
     try:
         password = read_until(process, r"admin: boss@example.com with password (\S+)", 120,
                               transcript).group(1)
-        url = read_until(process, r"gateway: (http://\S+)", 10, transcript).group(1)
+        url = read_until(process, r"console: (http://\S+)/ ", 10, transcript).group(1)
         read_until(process, r"ready; Ctrl-C stops every service", 10, transcript)
+        console = requests.get(url + "/", timeout=10)  # the sign-in form for people
+        assert console.status_code == 200 and 'action="/entrar"' in console.text
         assert {"accounts.db", "tickets.db", "devices.db"} <= {p.name for p in (tmp_path / "var").iterdir()}
 
         admin = Client(url).sign_in("boss@example.com", password)
