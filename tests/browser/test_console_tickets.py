@@ -195,3 +195,22 @@ def test_live_chat_messages_appear_without_a_reload(page, browser, system, make_
         expect(requester.locator(".chat-log")).to_contain_text("Olá! Pode abrir o Outlook?", timeout=15_000)
     finally:
         other.close()
+
+
+def test_the_list_pages_forward_and_back(page, make_person):
+    _, agent_email, agent_api = make_person("agent")
+    word = f"paginado{uuid.uuid4().hex[:6]}"
+    for number in range(27):
+        assert agent_api.post("/api/tickets", json={"subject": f"{word} {number:02d}"}).status_code == 201
+    sign_in(page, agent_email)
+    page.goto(f"/chamados?q={word}")
+    rows = page.locator("table.tickets tbody tr")
+    expect(rows).to_have_count(25)
+    assert page.get_by_role("link", name="Página anterior").count() == 0
+    page.get_by_role("link", name="Próxima página").click()
+    expect(rows).to_have_count(2)
+    expect(page.locator("table.tickets")).to_contain_text(f"{word} 00")  # the oldest, last
+    assert page.get_by_role("link", name="Próxima página").count() == 0
+    page.get_by_role("link", name="Página anterior").click()
+    expect(rows).to_have_count(25)
+    expect(page.locator("table.tickets")).to_contain_text(f"{word} 26")  # the newest, first

@@ -134,3 +134,25 @@ def test_values_read_as_people_expect():
     assert formatting.size(1536) == "1,5 KB"
     assert formatting.person({"name": None, "email": "a@b.c"}) == "a@b.c"
     assert formatting.join_problems({"status": ["Must be one of: A, B."]}) == "status: Must be one of: A, B."
+
+
+def test_page_links_walk_forward_and_back_through_keyset_pages():
+    from urllib.parse import parse_qs, urlsplit
+
+    from services.gateway.console.views.tickets import page_links
+
+    def query(url):
+        return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+
+    filters = {"status": "PAUSED"}
+    to_second, no_previous = page_links(filters, "", "c2", "")
+    assert no_previous is None
+    second = query(to_second)
+    assert second["cursor"] == "c2" and second["status"] == "PAUSED"
+    to_third, back_to_first = page_links(filters, second["cursor"], "c3", second["anteriores"])
+    assert query(back_to_first) == {"status": "PAUSED"}
+    third = query(to_third)
+    last, back_to_second = page_links(filters, third["cursor"], None, third["anteriores"])
+    assert last is None
+    assert query(back_to_second)["cursor"] == "c2"
+    assert query(page_links({}, "c2", None, "-")[1]) == {"todos": "1"}  # no default filter applied

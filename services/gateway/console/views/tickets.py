@@ -16,6 +16,9 @@ PEOPLE_PICKER_LIMIT = "500"  # the assignee and requester pickers (one page of u
 DEFAULT_QUEUE = "Chamados"
 CHAT_POLL_SECONDS = 3
 DIALOGS = ("pausar", "encerrar")
+PAGE_HISTORY_LIMIT = 20
+PAGE_HISTORY_SEPARATOR = " "  # never inside a cursor (URL-safe base64)
+FIRST_PAGE = "-"
 
 
 class TicketViews:
@@ -41,12 +44,12 @@ class TicketViews:
         except ValidationFailed as exc:  # a hand-edited address: say which filter is wrong
             found, problem = {"items": [], "next_cursor": None}, error_message(exc)
         staff = principal["role"] in STAFF_ROLES
-        next_url = "/chamados?" + urlencode({**filters, "cursor": found["next_cursor"]}) \
-            if found["next_cursor"] else None
+        next_url, previous_url = page_links(filters, cursor, found["next_cursor"],
+                                            page_.request.args.get("anteriores", ""))
         return page_.render(
             "tickets_list.html", tickets=found["items"], filters=filters, problem=problem,
             using_default=using_default, has_default=bool(saved), next_url=next_url,
-            first_url=("/chamados?" + urlencode(filters or {"todos": "1"})) if cursor else None,
+            previous_url=previous_url,
             staff=staff, statuses=STATUSES, priorities=PRIORITIES,
             queues=self.operation("list_queues", principal)["items"],
             companies=self.operation("list_companies", principal, query={})["items"]
@@ -197,6 +200,28 @@ class TicketViews:
     def _staff(self, principal) -> list[dict]:
         """Who can be responsible for a ticket: the tenant's staff."""
         return [person for person in self._people(principal) if person["role"] in STAFF_ROLES]
+
+
+def page_links(filters: dict, cursor: str, next_cursor: str | None, history: str) -> tuple:
+    """(next page, previous page) addresses. A keyset cursor only goes forward, so the
+    address carries the cursors of the pages before (`anteriores`, the last
+    PAGE_HISTORY_LIMIT of them; older ones go back to the first page)."""
+    earlier = [value for value in history.split(PAGE_HISTORY_SEPARATOR) if value][-PAGE_HISTORY_LIMIT:] \
+        if cursor else []
+    base = {**filters} if filters else {"todos": "1"}
+    next_url = None
+    if next_cursor:
+        trail = (earlier + [cursor or FIRST_PAGE])[-PAGE_HISTORY_LIMIT:]
+        next_url = "/chamados?" + urlencode({**base, "cursor": next_cursor,
+                                             "anteriores": PAGE_HISTORY_SEPARATOR.join(trail)})
+    previous_url = None
+    if cursor:
+        before = earlier[-1] if earlier else FIRST_PAGE
+        query = dict(base)
+        if before != FIRST_PAGE:
+            query.update(cursor=before, anteriores=PAGE_HISTORY_SEPARATOR.join(earlier[:-1]))
+        previous_url = "/chamados?" + urlencode(query)
+    return next_url, previous_url
 
 
 def allowed_actions(status: str) -> set[str]:
