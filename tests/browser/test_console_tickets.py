@@ -214,3 +214,18 @@ def test_the_list_pages_forward_and_back(page, make_person):
     page.get_by_role("link", name="Página anterior").click()
     expect(rows).to_have_count(25)
     expect(page.locator("table.tickets")).to_contain_text(f"{word} 26")  # the newest, first
+
+
+def test_the_dashboard_refreshes_itself(page, make_person):
+    _, agent_email, agent_api = make_person("agent")
+    sign_in(page, agent_email)
+    page.clock.install()  # the page's timers run when the test says so
+    page.goto("/")
+    counts = page.locator(".count-PENDING .count-number")
+    before = int(counts.inner_text())
+    subject = f"Novo enquanto o painel está aberto {uuid.uuid4().hex[:6]}"
+    assert agent_api.post("/api/tickets", json={"subject": subject}).status_code == 201
+    page.clock.run_for(31_000)  # the dashboard asks every 30 s
+    expect(page.locator("#painel")).to_contain_text(subject)
+    expect(counts).to_have_text(str(before + 1))
+    assert page.get_by_role("heading", name="Últimos chamados").count() == 1  # swapped, not nested
