@@ -34,6 +34,12 @@ bench: $(INSTALLED)
 unit: $(INSTALLED)
 	@$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
 
+# PNGs of the console for the docs (docs/screenshots/): a fresh system with demo data, then
+# the dashboard, a ticket and a device at 1280 px and 390 px (scripts/screenshots.py)
+screenshots: $(INSTALLED)
+	@scripts/ensure-infra.sh --tests
+	@$(VENV)/bin/python scripts/screenshots.py
+
 migrate: $(INSTALLED)
 	@$(VENV)/bin/chamados migrate
 

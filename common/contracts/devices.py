@@ -168,6 +168,20 @@ class MachineList(StrictSchema):
     next_cursor = fields.String(allow_none=True, required=True)
 
 
+USER_MACHINE_RELATIONS = ("assigned", "linked")
+USER_MACHINES_MAX = 200  # a person uses a handful of machines; the bound keeps the answer small
+
+
+class UserMachine(MachineSummary):
+    relation = fields.String(required=True, validate=validate.OneOf(USER_MACHINE_RELATIONS), metadata={
+        "description": "`assigned`: the machine's assigned user; `linked`: one of its linked users"})
+
+
+class UserMachines(StrictSchema):
+    items = fields.List(fields.Nested(UserMachine), required=True,
+                        metadata={"description": f"by hostname, at most {USER_MACHINES_MAX}"})
+
+
 class InventoryVersion(StrictSchema):
     id = fields.Integer(required=True)
     from_hash = fields.String(allow_none=True)
@@ -179,6 +193,40 @@ class InventoryVersion(StrictSchema):
 
 class InventoryVersions(StrictSchema):
     items = fields.List(fields.Nested(InventoryVersion), required=True)
+
+
+class CurrentInventory(StrictSchema):
+    """The machine's current inventory as stored (canonical: volatile fields left out);
+    all null until the agent has sent one."""
+    hash = fields.String(allow_none=True, required=True)
+    updated_at = fields.AwareDateTime(allow_none=True, required=True,
+                                      metadata={"description": "when the inventory last changed"})
+    document = fields.Dict(allow_none=True, required=True)
+
+
+METRICS_MAX_HOURS = 168  # a week of hourly points: what a chart on one page can show
+
+
+class MetricsQuery(StrictSchema):
+    hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=METRICS_MAX_HOURS))
+
+
+class HourlyMetrics(StrictSchema):
+    hour = fields.AwareDateTime(required=True, metadata={"description": "the hour's start (UTC)"})
+    samples = fields.Integer(required=True)
+    cpu_avg = fields.Float(allow_none=True, required=True)
+    cpu_max = fields.Float(allow_none=True, required=True)
+    memory_avg = fields.Float(allow_none=True, required=True)
+    memory_max = fields.Float(allow_none=True, required=True)
+    disk_max = fields.Float(allow_none=True, required=True)
+
+
+class MachineMetrics(StrictSchema):
+    hours = fields.Integer(required=True)
+    since = fields.AwareDateTime(required=True, metadata={"description": "the first hour covered"})
+    items = fields.List(fields.Nested(HourlyMetrics), required=True,
+                        metadata={"description": "hours with heartbeats, oldest first; the "
+                                                 "current hour so far included"})
 
 
 class Access(StrictSchema):

@@ -10,7 +10,7 @@ import orjson
 from marshmallow import ValidationError
 from nameko.rpc import RpcProxy
 from prometheus_client import Counter
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from common import rpc as deadline
@@ -32,6 +32,7 @@ from services.devices.storage import (Alert, DevicesRepository, HeartbeatState, 
 log = logging.getLogger(__name__)
 ACCOUNTS_TIMEOUT_SECONDS = 10.0
 METRICS_RETENTION, ALERT_RETENTION = timedelta(days=90), timedelta(days=180)
+HOURLY_COLUMNS = ("hour", "samples", "cpu_avg", "cpu_max", "memory_avg", "memory_max", "disk_max")
 
 HEARTBEATS = Counter("chamados_heartbeats_total", "Heartbeats by outcome",
                      ["outcome"])  # accepted | late (counted, older than the current) | duplicate | dead_lettered
@@ -53,6 +54,18 @@ class Actor:
 
 def user_ref(user_id, email, name):
     return None if user_id is None else {"id": user_id, "email": email, "name": name}
+
+
+def open_hour(state) -> dict | None:
+    """The hour still being folded in a machine's state row, as a `metrics_hourly` row;
+    None when nothing was folded yet."""
+    if state.agg_hour is None or not state.agg_samples:
+        return None
+    return dict(machine_id=state.machine_id, hour=state.agg_hour, samples=state.agg_samples,
+                cpu_avg=state.agg_cpu_sum / state.agg_samples if state.agg_cpu_max is not None else None,
+                cpu_max=state.agg_cpu_max,
+                memory_avg=state.agg_memory_sum / state.agg_samples if state.agg_memory_max is not None else None,
+                memory_max=state.agg_memory_max, disk_max=state.agg_disk_max)
 
 
 NUL_ESCAPE = b"\\u0000"  # JSON can carry NUL only escaped
@@ -292,13 +305,8 @@ class Service(ServiceBase):
     @staticmethod
     def _fold_metrics(uow, state: StateRow, metrics: dict, measured_at: datetime) -> None:
         hour = domain.hour_of(measured_at)
-        if state.agg_hour is not None and state.agg_hour != hour and state.agg_samples:
-            uow.repo.add_hourly_metrics(dict(
-                machine_id=state.machine_id, hour=state.agg_hour, samples=state.agg_samples,
-                cpu_avg=state.agg_cpu_sum / state.agg_samples if state.agg_cpu_max is not None else None,
-                cpu_max=state.agg_cpu_max,
-                memory_avg=state.agg_memory_sum / state.agg_samples if state.agg_memory_max is not None else None,
-                memory_max=state.agg_memory_max, disk_max=state.agg_disk_max))
+        if state.agg_hour != hour and (ended := open_hour(state)):
+            uow.repo.add_hourly_metrics(ended)
         if state.agg_hour != hour:
             state.agg_hour, state.agg_samples = hour, 0
             state.agg_cpu_sum = state.agg_memory_sum = 0.0
@@ -503,6 +511,25 @@ class Service(ServiceBase):
         return view
 
     @rpc
+    def user_machines(self, actor: dict, user_id: str) -> dict:
+        """The machines a user is assigned to or linked with (Admin ▸ Usuários). The gateway
+        has already found the user; an id nobody holds simply has no machines."""
+        actor = Actor(actor)
+        user = parse_id(user_id, "user")
+        now = utcnow()
+        linked = select(MachineLink.machine_id).where(MachineLink.user_id == user)
+        with self.db.unit_of_work() as uow:
+            rows = uow.session.execute(
+                select(Machine, HeartbeatState.last_seen_at)
+                .join(HeartbeatState, HeartbeatState.machine_id == Machine.id, isouter=True)
+                .where(Machine.tenant_id == actor.tenant_id,
+                       or_(Machine.assigned_user_id == user, Machine.id.in_(linked)))
+                .order_by(Machine.hostname, Machine.id).limit(contract.USER_MACHINES_MAX)).all()
+            return {"items": [{**self._summary(machine, seen, now, self.thresholds),
+                               "relation": "assigned" if machine.assigned_user_id == user else "linked"}
+                              for machine, seen in rows]}
+
+    @rpc
     def inventory_versions(self, actor: dict, machine_id: str) -> dict:
         actor = Actor(actor)
         with self.db.unit_of_work() as uow:
@@ -512,6 +539,38 @@ class Service(ServiceBase):
             return {"items": [contract.InventoryVersion().dump({
                 "id": c.id, "from_hash": c.from_hash, "to_hash": c.to_hash, "created_at": c.created_at,
                 "size_bytes": c.size_bytes, "changes": orjson.loads(c.changes)}) for c in changes]}
+
+    @rpc
+    def current_inventory(self, actor: dict, machine_id: str) -> dict:
+        """The machine's inventory as stored (canonical), its hash and when it last changed."""
+        actor = Actor(actor)
+        with self.db.unit_of_work() as uow:
+            machine = self._machine(uow, actor, machine_id)
+            stored = uow.session.get(Inventory, machine.id)
+            return contract.CurrentInventory().dump({
+                "hash": stored.hash if stored else None,
+                "updated_at": stored.updated_at if stored else None,
+                "document": orjson.loads(stored.document) if stored else None})
+
+    @rpc
+    def machine_metrics(self, actor: dict, machine_id: str, query: dict) -> dict:
+        """Hourly CPU, memory and fullest disk for the last `hours` hours, oldest first: the
+        ended hours from `metrics_hourly`, the current one so far from the state row (the
+        two never hold the same hour: the state row only moves on to later hours)."""
+        actor = Actor(actor)
+        hours = load(contract.MetricsQuery, query)["hours"]
+        since = domain.hour_of(utcnow()) - timedelta(hours=hours - 1)
+        with self.db.unit_of_work() as uow:
+            machine = self._machine(uow, actor, machine_id)
+            rows = [{column: getattr(row, column) for column in HOURLY_COLUMNS}
+                    for row in uow.session.scalars(select(MetricsHourly).where(
+                        MetricsHourly.machine_id == machine.id, MetricsHourly.hour >= since))]
+            state = uow.session.get(HeartbeatState, machine.id)
+            current = open_hour(state) if state else None
+            if current and current["hour"] >= since:
+                rows.append(current)
+            rows.sort(key=lambda row: row["hour"])
+            return contract.MachineMetrics().dump({"hours": hours, "since": since, "items": rows})
 
     @rpc
     def adjust_access(self, actor: dict, machine_id: str, payload: dict) -> dict:

@@ -322,6 +322,22 @@ class Service(ConsoleViews):
     def recent_tickets(self, principal, query):
         return self.call("tickets", "recent_tickets", principal, query)
 
+    @route("GET", "/api/me/ticket-filter", summary="My default ticket-list filter (empty when none)",
+           tag="tickets", response=helpdesk.SavedFilter)
+    def get_saved_filter(self, principal):
+        return self.call("tickets", "get_saved_filter", principal)
+
+    @route("PUT", "/api/me/ticket-filter", summary="Save my default ticket-list filter",
+           tag="tickets", body=helpdesk.SavedFilterUpdate, response=helpdesk.SavedFilter)
+    def save_filter(self, principal, body):
+        return self.call("tickets", "save_filter", principal, body)
+
+    @route("DELETE", "/api/me/ticket-filter", summary="Forget my default ticket-list filter",
+           tag="tickets", raw=True, status=204)
+    def clear_saved_filter(self, principal, request):
+        self.call("tickets", "clear_saved_filter", principal)
+        return json_response(204)
+
     @route("GET", "/api/tickets/<ticket_id>", summary="One ticket, with worked seconds by type",
            tag="tickets", response=helpdesk.Ticket)
     def get_ticket(self, principal, ticket_id):
@@ -427,6 +443,13 @@ class Service(ConsoleViews):
     def list_machines(self, principal, query):
         return self.call("devices", "list_machines", principal, query)
 
+    @route("GET", "/api/admin/users/<user_id>/machines",
+           summary="Machines the user is assigned to or linked with", tag="devices", roles=STAFF,
+           response=fleet.UserMachines)
+    def user_machines(self, principal, user_id):
+        self.call("accounts", "get_user", principal, user_id)  # an unknown user is a 404, not []
+        return self.call("devices", "user_machines", principal, user_id)
+
     @route("GET", "/api/admin/machines/<machine_id>", summary="One machine, with users, alerts, USB policy",
            tag="devices", roles=STAFF, response=fleet.Machine)
     def get_machine(self, principal, machine_id):
@@ -437,6 +460,18 @@ class Service(ConsoleViews):
            roles=STAFF, response=fleet.InventoryVersions)
     def inventory_versions(self, principal, machine_id):
         return self.call("devices", "inventory_versions", principal, machine_id)
+
+    @route("GET", "/api/admin/machines/<machine_id>/inventory",
+           summary="The machine's current inventory (canonical), its hash and when it last changed",
+           tag="devices", roles=STAFF, response=fleet.CurrentInventory)
+    def machine_inventory(self, principal, machine_id):
+        return self.call("devices", "current_inventory", principal, machine_id)
+
+    @route("GET", "/api/admin/machines/<machine_id>/metrics",
+           summary="Hourly CPU and memory of the last `hours` hours (1–168, default 24)",
+           tag="devices", roles=STAFF, query=fleet.MetricsQuery, response=fleet.MachineMetrics)
+    def machine_metrics(self, principal, machine_id, query):
+        return self.call("devices", "machine_metrics", principal, machine_id, query)
 
     @route("POST", "/api/admin/machines/<machine_id>/reset-agent",
            summary="Revoke every token of the machine; the agent must re-register", tag="devices",
@@ -472,6 +507,11 @@ class Service(ConsoleViews):
            tag="reports", roles=STAFF, body=helpdesk.ExportRequest, response=helpdesk.ExportRun, status=202)
     def request_export(self, principal, body):
         return self.call("tickets", "request_export", principal, body)
+
+    @route("GET", "/api/reports/exports", summary="The tenant's recent exports, newest first",
+           tag="reports", roles=STAFF, query=helpdesk.ExportQuery, response=helpdesk.ExportList)
+    def list_exports(self, principal, query):
+        return self.call("tickets", "list_exports", principal, query)
 
     @route("GET", "/api/reports/exports/<export_id>", summary="An export's status", tag="reports",
            roles=STAFF, response=helpdesk.ExportRun)
@@ -535,20 +575,22 @@ class Service(ConsoleViews):
         jobs), asked in parallel; a section whose service did not answer holds the error,
         so the console can still show the others."""
         pool = eventlet.GreenPool()
+
+        def answer(service, method, *args):
+            try:
+                return self.call(service, method, *args)
+            except Exception as exc:  # returned, not raised: eventlet would log a traceback
+                return exc
+
         calls = {
-            "tickets": pool.spawn(self.call, "tickets", "ticket_counts", tenant_id),
-            "registrations": pool.spawn(self.call, "accounts", "registration_counts", tenant_id),
-            "heartbeats": pool.spawn(self.call, "devices", "health_buckets", tenant_id),
-            "jobs": pool.spawn(self.call, "scheduler", "list_jobs"),
-            **{f"retention:{service}": pool.spawn(self.call, service, "apply_retention", None, True)
+            "tickets": pool.spawn(answer, "tickets", "ticket_counts", tenant_id),
+            "registrations": pool.spawn(answer, "accounts", "registration_counts", tenant_id),
+            "heartbeats": pool.spawn(answer, "devices", "health_buckets", tenant_id),
+            "jobs": pool.spawn(answer, "scheduler", "list_jobs"),
+            **{f"retention:{service}": pool.spawn(answer, service, "apply_retention", None, True)
                for service in ("accounts", "tickets", "devices")},
         }
-        answers = {}
-        for key, thread in calls.items():
-            try:
-                answers[key] = thread.wait()
-            except Exception as exc:
-                answers[key] = exc
+        answers = {key: thread.wait() for key, thread in calls.items()}
         retention = {}
         for key in [key for key in answers if key.startswith("retention:")]:
             answer = answers.pop(key)

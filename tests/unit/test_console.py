@@ -156,3 +156,13 @@ def test_page_links_walk_forward_and_back_through_keyset_pages():
     assert last is None
     assert query(back_to_second)["cursor"] == "c2"
     assert query(page_links({}, "c2", None, "-")[1]) == {"todos": "1"}  # no default filter applied
+
+
+def test_validation_problems_read_in_portuguese_with_their_fields_named():
+    from services.gateway.console.web import error_message
+    from common.errors import ValidationFailed
+
+    refused = ValidationFailed("invalid input", details={"fields": {
+        "filters": {"created_from": ["Not a valid datetime."]}, "status": ["Must be one of: A, B."]}})
+    assert error_message(refused) == \
+        "Confira os campos (Filtros: Aberto a partir de: data inválida; Status: deve ser um destes: A, B.)"

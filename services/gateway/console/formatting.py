@@ -57,13 +57,15 @@ def size(count) -> str:
     return f"{value:.1f} TB"
 
 
-def join_problems(problems) -> str:
-    """A field's validation problems as one line (marshmallow gives lists or nested dicts)."""
+def join_problems(problems, label=str, say=str) -> str:
+    """A field's validation problems as one line (marshmallow gives lists or nested dicts);
+    `label` names a nested field, `say` words a problem, in the reader's language."""
     if isinstance(problems, dict):
-        return "; ".join(f"{key}: {join_problems(value)}" for key, value in list(problems.items())[:4])
+        return "; ".join(f"{label(key)}: {join_problems(value, label, say)}"
+                         for key, value in list(problems.items())[:4])
     if isinstance(problems, (list, tuple)):
-        return "; ".join(join_problems(problem) for problem in problems[:4])
-    return str(problems)
+        return "; ".join(join_problems(problem, label, say) for problem in problems[:4])
+    return say(str(problems))
 
 
 def person(value) -> str:

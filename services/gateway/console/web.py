@@ -285,7 +285,8 @@ def error_message(exc: DomainError) -> str:
     if isinstance(exc, ValidationFailed):
         fields = (exc.details or {}).get("fields") or {}
         if isinstance(fields, dict) and fields:
-            parts = [f"{catalogue.translate_field(name)}: {formatting.join_problems(problems)}"
+            parts = [f"{catalogue.translate_field(name)}: "
+                     f"{formatting.join_problems(problems, catalogue.translate_field, catalogue.translate_problem)}"
                      for name, problems in list(fields.items())[:6]]
             text = f"{text} ({'; '.join(parts)})"
     return text

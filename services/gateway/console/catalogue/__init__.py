@@ -39,3 +39,16 @@ def translate_error(code: str, fallback: str) -> str:
 def translate_field(name: str) -> str:
     key = f"field.{name}"
     return translate(key) if has(key) else name
+
+
+def translate_problem(text: str) -> str:
+    """A validation problem as the schemas word it (marshmallow's English), in the reader's
+    words when the catalogue knows it (`problem.<text>`, or `problem.<start>…` for those
+    that go on with values)."""
+    if has(f"problem.{text}"):
+        return translate(f"problem.{text}")
+    for key, words in CATALOGUES[LANGUAGE].items():
+        if key.startswith("problem.") and key.endswith("…") and text.startswith(key[8:-1]):
+            # words ending in ":" go on with the schema's own list ("A, B.")
+            return words + text[len(key) - 9:] if words.endswith(":") else words
+    return text

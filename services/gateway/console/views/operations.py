@@ -1,8 +1,138 @@
 """Admin ▸ Saúde (/admin/health) and Relatórios (CSV exports)."""
 from __future__ import annotations
 
-from services.gateway.console.web import page  # noqa: F401
+import logging
+from datetime import date, datetime, timezone
+
+from common.contracts.accounts import STAFF_ROLES
+from common.contracts.tickets import STATUSES
+from common.errors import DomainError
+from services.gateway.console import catalogue
+from services.gateway.console.formatting import LOCAL_ZONE
+from services.gateway.console.views.home import attempt
+from services.gateway.console.web import error_message, error_page, page
+
+log = logging.getLogger(__name__)
+
+REPORTS_PATH = "/relatorios"
+RECENT_EXPORTS = 20
+# the retention summary's kinds in reading order; a kind added later is listed after them
+RETENTION_ORDER = ("sessions", "report_exports", "metrics_hourly", "alerts", "tickets")
+# the RPC of each health section, to name the service that did not answer
+SECTION_SERVICES = {"tickets": "tickets", "registrations": "accounts", "heartbeats": "devices",
+                    "jobs": "scheduler"}
 
 
 class OperationsViews:
-    pass
+
+    # Admin ▸ Saúde ---------------------------------------------------------------------
+
+    @page("GET", "/admin/health")
+    def health_page(self, page_):
+        """Every section of the health snapshot; one whose service did not answer shows a
+        warning and the others still show their numbers."""
+        # the API's health route is raw (staff or the internal token): its staff rule, here
+        if page_.principal["role"] not in STAFF_ROLES:
+            return error_page(page_, 403, catalogue.translate("errors.forbidden_page"))
+        sections = self.health_sections(page_.principal["tenant_id"])
+        failures = {name: section_failure(name, answer) for name, answer in sections.items()
+                    if isinstance(answer, Exception)}
+        ok = {name: answer for name, answer in sections.items() if name not in failures}
+        return page_.render(
+            "health.html", failures=failures, statuses=STATUSES, tickets=ok.get("tickets"),
+            registrations=ok.get("registrations"), heartbeats=ok.get("heartbeats"),
+            retention=retention_rows(ok["retention"]) if "retention" in ok else None,
+            jobs=[dict(job, title_key=known_key("health.job_title.", job["name"])) for job in ok["jobs"]]
+            if "jobs" in ok else None,
+            now=datetime.now(timezone.utc))
+
+    # Relatórios ------------------------------------------------------------------------
+
+    @page("GET", REPORTS_PATH, operation="request_export")
+    def reports_page(self, page_):
+        principal = page_.principal
+        exports, exports_error = attempt(lambda: self.operation(
+            "list_exports", principal, query={"limit": str(RECENT_EXPORTS)})["items"])
+        companies, companies_error = attempt(lambda: self.operation(
+            "list_companies", principal, query={})["items"])
+        queues, queues_error = attempt(lambda: self.operation("list_queues", principal)["items"])
+        return page_.render(
+            "reports.html", statuses=STATUSES, exports=exports, exports_error=exports_error,
+            companies=companies or [], queues=queues or [],
+            choices_error=companies_error or queues_error,
+            company_names={company["id"]: company["name"] for company in companies or []},
+            queue_names={queue["id"]: queue["name"] for queue in queues or []},
+            any_queued=any(export["status"] == "QUEUED" for export in exports or []))
+
+    @page("POST", REPORTS_PATH, operation="request_export")
+    def request_report_submit(self, page_):
+        """Ask for the export, then run the export runner at once (its scheduler job is off
+        by default), so the file is usually ready when the page comes back."""
+        filters = {name: page_.field(name) for name in ("status", "company_id", "queue_id")
+                   if page_.field(name)}
+        for name in ("created_from", "created_to"):
+            if page_.field(name):
+                filters[name] = start_of_local_day(page_.field(name))
+        export = self.operation("request_export", page_.principal, body={"filters": filters})
+        return self._run_queued_exports(page_, export["id"])
+
+    @page("POST", REPORTS_PATH + "/fila", operation="request_export")
+    def run_queued_reports_submit(self, page_):
+        """Exports left in the queue (the runner did not answer in time): try again now."""
+        return self._run_queued_exports(page_, None)
+
+    @page("GET", REPORTS_PATH + "/<export_id>/download", operation="download_export")
+    def download_report(self, page_, export_id):
+        return self.operation("download_export", page_.principal, export_id=export_id)
+
+    def _run_queued_exports(self, page_, export_id: str | None):
+        t = page_.t
+        try:
+            self.call("tickets", "run_report_exports")  # the gateway's deadline
+            export = self.operation("get_export", page_.principal, export_id=export_id) \
+                if export_id else None
+        except DomainError as exc:
+            return page_.redirect(REPORTS_PATH, t("reports.left_queued", reason=error_message(exc)),
+                                  "error")
+        if export is None:
+            return page_.redirect(REPORTS_PATH, t("reports.queue_ran"))
+        if export["status"] == "DONE":
+            return page_.redirect(REPORTS_PATH, t("reports.ready", rows=export["rows"]))
+        if export["status"] == "FAILED":
+            return page_.redirect(REPORTS_PATH, t("reports.failed", reason=export["error"] or "—"), "error")
+        return page_.redirect(REPORTS_PATH, t("reports.queued"))
+
+
+def section_failure(name: str, exc: Exception) -> str:
+    """Why a health section is missing, in the reader's words, naming the service."""
+    if isinstance(exc, DomainError):
+        reason = error_message(exc)
+    else:  # a service's own unexpected error: logged there; here, the generic words
+        log.warning("health section %s failed: %r", name, exc)
+        reason = catalogue.translate("errors.internal")
+    service = (getattr(exc, "details", None) or {}).get("service") or SECTION_SERVICES.get(name)
+    return catalogue.translate("health.failed_service", reason=reason, service=service) if service else reason
+
+
+def retention_rows(kinds: dict) -> list[dict]:
+    ordered = [kind for kind in RETENTION_ORDER if kind in kinds] + \
+        sorted(kind for kind in kinds if kind not in RETENTION_ORDER)
+    return [dict(kinds[kind], kind=kind, title_key=known_key("health.retention_kind.", kind),
+                 policy_key=known_key("health.retention_policy.", kind)) for kind in ordered]
+
+
+def known_key(prefix: str, name: str) -> str | None:
+    """The catalogue key for a name the services may extend (jobs, retention kinds);
+    None when the catalogue does not know it yet, and the page shows the name itself."""
+    key = prefix + name
+    return key if catalogue.has(key) else None
+
+
+def start_of_local_day(value: str) -> str:
+    """A date field (YYYY-MM-DD) as midnight in the tenants' time zone, as the API's filters
+    take it; anything else is passed on for the API's schema to refuse."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return value
+    return datetime(day.year, day.month, day.day, tzinfo=LOCAL_ZONE).isoformat()
