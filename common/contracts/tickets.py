@@ -95,6 +95,10 @@ class Person(StrictSchema):
     email = fields.String(allow_none=True)
 
 
+class PersonList(StrictSchema):
+    items = fields.List(fields.Nested(Person), required=True)
+
+
 class CompanyRef(StrictSchema):
     id = fields.UUID(required=True)
     name = fields.String(allow_none=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -99,6 +100,15 @@ class JsonWsgiApp(WsgiApp):
 class GatewayWebServer(WebServer):
     def get_wsgi_app(self):
         return JsonWsgiApp(self)
+
+    def process_request(self, sock, address):
+        # eventlet writes the headers and the body in two sends: without TCP_NODELAY every
+        # answer larger than a few KB waited ~40 ms for the client's delayed ACK (strace)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # the client left already; the server will notice
+            pass
+        return super().process_request(sock, address)
 
 
 class JsonHttpEntrypoint(HttpRequestHandler):

@@ -322,6 +322,11 @@ class Service(ConsoleViews):
     def recent_tickets(self, principal, query):
         return self.call("tickets", "recent_tickets", principal, query)
 
+    @route("GET", "/api/assignees", summary="Who can be responsible for a ticket (the tenant's staff)",
+           tag="tickets", roles=STAFF, response=helpdesk.PersonList)
+    def list_assignees(self, principal):
+        return self.call("tickets", "list_assignees", principal)
+
     @route("GET", "/api/me/ticket-filter", summary="My default ticket-list filter (empty when none)",
            tag="tickets", response=helpdesk.SavedFilter)
     def get_saved_filter(self, principal):

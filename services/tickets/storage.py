@@ -8,6 +8,7 @@ from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, fu
                         select, text, tuple_, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from common.contracts.accounts import STAFF_ROLES
 from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
 from common.messaging import inbox_table
 from common.outbox import outbox_table
@@ -211,6 +212,13 @@ class TicketsRepository(Repository):
     # directory snapshots
     def person(self, user_id) -> Person | None:
         return self.session.get(Person, user_id)
+
+    def staff(self, tenant_id, limit: int = 1000) -> list[Person]:
+        """The tenant's staff (who can be responsible for a ticket), by name."""
+        return list(self.session.scalars(
+            select(Person).where(Person.tenant_id == tenant_id, Person.role.in_(STAFF_ROLES),
+                                 Person.merged_into_id.is_(None))
+            .order_by(Person.name, Person.id).limit(limit)))
 
     def people(self, ids) -> dict:
         ids = {i for i in ids if i is not None}

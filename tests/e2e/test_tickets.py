@@ -701,3 +701,24 @@ def test_merge_remaps_requester_assignee_comments_and_timeline(tenant):
     assert ids(admin, assignee_id=d_user["id"]) == [worked["id"]]
     assert ids(admin, assignee_id=b_user["id"]) == []
     assert ids(c_client) == [requested["id"]]  # the surviving account now sees the ticket
+
+
+def test_assignees_are_the_tenants_staff_and_a_ticket_is_found_by_its_number(tenant):
+    agent, agent_client = user(tenant, "agent", "Zélia Atendente")
+    collaborator, collaborator_client = user(tenant, "collaborator", "Caio Colaborador")
+    manager, _ = user(tenant, "manager", "Mário Gestor")
+
+    def staff_ids():
+        answer = agent_client.get("/api/assignees")
+        assert answer.status_code == 200, answer.text
+        return {person["id"] for person in answer.json()["items"]}
+
+    # the tickets service learns people from accounts' events
+    assert eventually(lambda: {agent["id"], manager["id"]} <= staff_ids())
+    assert collaborator["id"] not in staff_ids()
+    assert collaborator_client.get("/api/assignees").status_code == 403
+
+    created = collaborator_client.post("/api/tickets", json={"subject": "Teclado sem acento"}).json()
+    by_number = collaborator_client.get(f"/api/tickets/{created['reference']}")
+    assert by_number.status_code == 200 and by_number.json()["id"] == created["id"]
+    assert collaborator_client.get("/api/tickets/999999").status_code == 404

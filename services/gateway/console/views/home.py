@@ -7,16 +7,18 @@ from common.contracts.accounts import STAFF_ROLES
 from common.contracts.tickets import STATUSES
 from common.errors import DomainError, Unauthorized, ValidationFailed
 from services.gateway.console import catalogue
+from services.gateway.http import json_http
 from services.gateway.console.web import (SESSION_COOKIE, error_message, local_path, page,
-                                          sign_in_cookie, static_response)
+                                          sign_in_cookie, static_response, together)
 
 DASHBOARD_SIZE = 50
 
 
 class HomeViews:
 
-    @page("GET", "/static/<path:name>", public=True)
-    def static_file(self, page_, name):
+    @json_http("GET", "/static/<path:name>")
+    def static_file(self, request, name):
+        """Our CSS, JS and icons: public, so no session is looked up for them."""
         return static_response(name)
 
     @page("GET", "/", public=True)
@@ -56,12 +58,17 @@ class HomeViews:
     def _dashboard(self, page_):
         principal = page_.principal
         staff = principal["role"] in STAFF_ROLES
-        recent, recent_error = attempt(lambda: self.operation(
-            "recent_tickets", principal, query={"limit": str(DASHBOARD_SIZE)})["items"])
+        sections = {"recent": lambda: attempt(lambda: self.operation(
+            "recent_tickets", principal, query={"limit": str(DASHBOARD_SIZE)})["items"])}
+        if staff:
+            sections["counts"] = lambda: attempt(
+                lambda: self.call("tickets", "ticket_counts", principal["tenant_id"]))
+        got = together(**sections)
+        recent, recent_error = got["recent"]
         unassigned = [ticket for ticket in recent or [] if not ticket["assignee"]]
         others = [ticket for ticket in recent or [] if ticket["assignee"]]
         if staff:
-            counts, counts_error = attempt(lambda: self.call("tickets", "ticket_counts", principal["tenant_id"]))
+            counts, counts_error = got["counts"]
         else:  # a collaborator's own tickets only
             counts, counts_error = {status: 0 for status in STATUSES}, None
             for ticket in recent or []:

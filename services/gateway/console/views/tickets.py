@@ -8,7 +8,7 @@ from common.contracts.accounts import STAFF_ROLES
 from common.contracts.tickets import PAUSE_REASONS, PRIORITIES, STATUSES, WORK_TYPES
 from common.errors import ValidationFailed
 from services.gateway.console import catalogue
-from services.gateway.console.web import error_message, may, page
+from services.gateway.console.web import error_message, may, page, together
 
 LIST_FILTERS = ("status", "queue_id", "assignee_id", "company_id", "priority", "q")
 LIST_PAGE_SIZE = 25
@@ -28,33 +28,42 @@ class TicketViews:
     @page("GET", "/chamados", operation="list_tickets")
     def ticket_list(self, page_):
         principal = page_.principal
+        staff = principal["role"] in STAFF_ROLES
         asked = page_.args(*LIST_FILTERS)
-        saved = self.operation("get_saved_filter", principal)["filters"]
-        using_default = not asked and "todos" not in page_.request.args and "cursor" not in page_.request.args \
-            and bool(saved)
+        cursor = page_.request.args.get("cursor", "").strip()
+        may_use_default = not asked and not cursor and "todos" not in page_.request.args
+        lookups = {"saved": lambda: self.operation("get_saved_filter", principal)["filters"],
+                   "queues": lambda: self.operation("list_queues", principal)["items"]}
+        if may(principal, "list_companies"):
+            lookups["companies"] = lambda: self.operation("list_companies", principal, query={})["items"]
+        if staff:
+            lookups["assignees"] = lambda: self._staff(principal)
+        if not may_use_default:  # the list need not wait for the saved filter
+            lookups["found"] = lambda: self._find_tickets(principal, asked, cursor)
+        got = together(**lookups)
+        saved = got["saved"]
+        using_default = may_use_default and bool(saved)
         filters = {key: str(value) for key, value in saved.items() if key in LIST_FILTERS} \
             if using_default else asked
-        query = {**filters, "limit": str(LIST_PAGE_SIZE)}
-        cursor = page_.request.args.get("cursor", "").strip()
-        if cursor:
-            query["cursor"] = cursor
-        problem = None
-        try:
-            found = self.operation("list_tickets", principal, query=query)
-        except ValidationFailed as exc:  # a hand-edited address: say which filter is wrong
-            found, problem = {"items": [], "next_cursor": None}, error_message(exc)
-        staff = principal["role"] in STAFF_ROLES
+        found, problem = got["found"] if "found" in got else self._find_tickets(principal, filters, cursor)
         next_url, previous_url = page_links(filters, cursor, found["next_cursor"],
                                             page_.request.args.get("anteriores", ""))
         return page_.render(
             "tickets_list.html", tickets=found["items"], filters=filters, problem=problem,
             using_default=using_default, has_default=bool(saved), next_url=next_url,
-            previous_url=previous_url,
-            staff=staff, statuses=STATUSES, priorities=PRIORITIES,
-            queues=self.operation("list_queues", principal)["items"],
-            companies=self.operation("list_companies", principal, query={})["items"]
-            if may(principal, "list_companies") else [],
-            assignees=self._staff(principal) if staff else [])
+            previous_url=previous_url, staff=staff, statuses=STATUSES, priorities=PRIORITIES,
+            queues=got["queues"], companies=got.get("companies", []), assignees=got.get("assignees", []))
+
+    def _find_tickets(self, principal, filters: dict, cursor: str) -> tuple[dict, str | None]:
+        """(one page of tickets, None), or (an empty page, why) for filters the API refuses
+        (a hand-edited address: the page says which filter is wrong)."""
+        query = {**filters, "limit": str(LIST_PAGE_SIZE)}
+        if cursor:
+            query["cursor"] = cursor
+        try:
+            return self.operation("list_tickets", principal, query=query), None
+        except ValidationFailed as exc:
+            return {"items": [], "next_cursor": None}, error_message(exc)
 
     @page("POST", "/chamados/filtro", operation="save_filter")
     def save_default_filter(self, page_):
@@ -88,32 +97,41 @@ class TicketViews:
     def _new_ticket(self, page_, values: dict, problem: str | None = None, status: int = 200):
         principal = page_.principal
         staff = principal["role"] in STAFF_ROLES
-        queues = self.operation("list_queues", principal)["items"]
-        default_queue = next((queue["id"] for queue in queues if queue["name"] == DEFAULT_QUEUE), "")
+        lookups = {"queues": lambda: self.operation("list_queues", principal)["items"]}
+        if staff:  # staff open tickets for anyone of the tenant
+            lookups["people"] = lambda: self._people(principal)
+        if may(principal, "list_companies"):
+            lookups["companies"] = lambda: self.operation("list_companies", principal, query={})["items"]
+        got = together(**lookups)
+        default_queue = next((queue["id"] for queue in got["queues"] if queue["name"] == DEFAULT_QUEUE), "")
         return page_.render(
             "ticket_new.html", status=status, values=values, problem=problem, staff=staff,
-            queues=queues, chosen_queue=values.get("queue_id") or default_queue, priorities=PRIORITIES,
-            people=self._people(principal) if staff else [],
-            companies=self.operation("list_companies", principal, query={})["items"]
-            if may(principal, "list_companies") else [])
+            queues=got["queues"], chosen_queue=values.get("queue_id") or default_queue,
+            priorities=PRIORITIES, people=got.get("people", []), companies=got.get("companies", []))
 
     # one ticket ------------------------------------------------------------------------
 
     @page("GET", "/chamados/<ticket_key>", operation="get_ticket")
     def ticket_page(self, page_, ticket_key):
         principal = page_.principal
-        ticket = self.operation("get_ticket", principal, ticket_id=ticket_key)
-        timeline = self.operation("ticket_timeline", principal, ticket_id=ticket["id"])["items"]
-        comments = self.operation("list_comments", principal, ticket_id=ticket["id"])["items"]
         staff = principal["role"] in STAFF_ROLES
-        assignees = self._staff(principal) if staff else []
+        lookups = {  # every ticket route takes the reference number as well as the id
+            "ticket": lambda: self.operation("get_ticket", principal, ticket_id=ticket_key),
+            "timeline": lambda: self.operation("ticket_timeline", principal, ticket_id=ticket_key)["items"],
+            "comments": lambda: self.operation("list_comments", principal, ticket_id=ticket_key)["items"],
+            "queues": lambda: self.operation("list_queues", principal)["items"],
+        }
+        if staff:
+            lookups["assignees"] = lambda: self._staff(principal)
+        got = together(**lookups)
+        ticket, timeline, assignees = got["ticket"], got["timeline"], got.get("assignees", [])
         names = {person["id"]: person["name"] for person in assignees}
         chat_id = open_chat_id(timeline)
         chat = self.operation("get_chat", principal, chat_id=chat_id) if chat_id else None
-        queue_names = {queue["id"]: queue["name"] for queue in self.operation("list_queues", principal)["items"]}
+        queue_names = {queue["id"]: queue["name"] for queue in got["queues"]}
         dialog = page_.request.args.get("dialogo")
         return page_.render(
-            "ticket.html", ticket=ticket, comments=comments, staff=staff, assignees=assignees,
+            "ticket.html", ticket=ticket, comments=got["comments"], staff=staff, assignees=assignees,
             timeline=[{"entry": entry, "text": timeline_text(entry, names)} for entry in reversed(timeline)],
             chat=chat, chat_poll=CHAT_POLL_SECONDS, queue_name=queue_names.get(ticket["queue_id"], "—"),
             open_dialog=dialog if dialog in DIALOGS else None, work_types=WORK_TYPES,
@@ -199,7 +217,7 @@ class TicketViews:
 
     def _staff(self, principal) -> list[dict]:
         """Who can be responsible for a ticket: the tenant's staff."""
-        return [person for person in self._people(principal) if person["role"] in STAFF_ROLES]
+        return self.operation("list_assignees", principal)["items"]
 
 
 def page_links(filters: dict, cursor: str, next_cursor: str | None, history: str) -> tuple:
