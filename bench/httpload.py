@@ -98,12 +98,14 @@ end
 
 
 def run_wrk(wrk: str, url: str, *, connections: int, seconds: float, threads: int = 2,
-            lua: str = LUA_DONE) -> dict:
+            lua: str = LUA_DONE, headers: dict | None = None) -> dict:
+    """`headers`: sent with every request (e.g. a Cookie), for a script that builds none."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua)
+    extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     try:
         done = subprocess.run([wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-                               "--timeout", "10s", "-s", script.name, url],
+                               "--timeout", "10s", *extra, "-s", script.name, url],
                               capture_output=True, text=True, timeout=seconds + 60)
     finally:
         Path(script.name).unlink(missing_ok=True)
@@ -124,7 +126,7 @@ def run_wrk(wrk: str, url: str, *, connections: int, seconds: float, threads: in
 # --- the Python fallback --------------------------------------------------------------------
 
 def _client(args) -> dict:
-    host, port, path, seconds, connection_index, connections, feed = args
+    host, port, path, seconds, connection_index, connections, feed, fixed_headers = args
     conn = http.client.HTTPConnection(host, port, timeout=10)
     latencies, statuses, errors = [], {}, 0
     mine = list(range(connection_index, len(feed.tokens), connections)) if feed else []
@@ -137,7 +139,7 @@ def _client(args) -> dict:
             headers = {"Authorization": f"Bearer {feed.tokens[machine]}", "Content-Type": "application/json"}
             method = "POST"
         else:
-            body, headers, method = None, {}, "GET"
+            body, headers, method = None, dict(fixed_headers or {}), "GET"
         counter += 1
         started = time.perf_counter()
         try:
@@ -154,11 +156,14 @@ def _client(args) -> dict:
     return {"latencies": latencies, "statuses": statuses, "errors": errors}
 
 
-def run_python(url: str, *, connections: int, seconds: float, feed: HeartbeatFeed | None) -> dict:
+def run_python(url: str, *, connections: int, seconds: float, feed: HeartbeatFeed | None,
+               headers: dict | None = None) -> dict:
+    """`headers`: sent with every GET (when there is no feed)."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    jobs = [(parts.hostname, parts.port, parts.path, seconds, i, connections, feed) for i in range(connections)]
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    jobs = [(parts.hostname, parts.port, path, seconds, i, connections, feed, headers) for i in range(connections)]
     started = time.monotonic()
     with multiprocessing.get_context("fork").Pool(connections) as pool:
         results = pool.map(_client, jobs)

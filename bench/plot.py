@@ -1,5 +1,6 @@
-"""One PNG per bench: its curves (when it has some) and every target as measured ÷ goal
-(for "lower is better" goals, goal ÷ measured), so 1.0 is the goal and longer is better."""
+"""One PNG per bench: its curves (when it has some), its bar charts (`bars`: {title: {label:
+value}}, when it has some) and every target as measured ÷ goal (for "lower is better" goals,
+goal ÷ measured), so 1.0 is the goal and longer is better."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,10 +31,16 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     series = result.get("series") or {}
+    bars = result.get("bars") or {}
     goals = [line for line in result.get("targets", []) if headroom(line) is not None]
-    columns = (1 if series else 0) + 1
-    figure, axes = plt.subplots(1, columns, figsize=(6.5 * columns, 4.2), squeeze=False)
-    axes = axes[0]
+    panels = (1 if series else 0) + len(bars) + 1
+    columns = min(panels, 2)
+    rows = (panels + columns - 1) // columns
+    figure, grid = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.2 * rows), squeeze=False)
+    axes = list(grid.flat)
+    for spare in axes[panels:]:
+        spare.set_axis_off()
+    axes = axes[:panels]
     title = f"{result['bench']} @ {result.get('commit', '?')}"
     if result.get("error") or result.get("failure"):
         title += "  (" + ("error" if result.get("error") else "failure") + ")"
@@ -49,6 +56,21 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel(y_label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    for ax, (bar_title, values) in zip(axes[(1 if series else 0):], bars.items()):
+        labels, numbers = list(values), [value or 0 for value in values.values()]
+        drawn = ax.barh(labels, numbers, color="tab:blue")
+        for bar, value in zip(drawn, values.values()):
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                    " -" if value is None else f" {value:g}", va="center", fontsize=8)
+        ax.set_title(bar_title, fontsize=9)
+        positive = [number for number in numbers if number > 0]
+        if positive and max(positive) > 30 * min(positive):  # a baseline far above the rest
+            ax.set_xscale("log")
+            ax.set_xlim(min(positive) / 2, max(positive) * 4)
+        else:
+            ax.set_xlim(0, max(numbers + [1]) * 1.25)
+        ax.grid(alpha=0.3, axis="x")
+        ax.invert_yaxis()
     ax = axes[-1]
     if goals:
         names = [line["name"] for line in goals]
