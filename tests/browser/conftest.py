@@ -102,6 +102,13 @@ def page(context, request):
     assert not defects, f"errors in the browser: {defects}"
 
 
+def api_get(client: Client, path: str) -> dict:
+    """What the API answers (200 expected): the other side of what a page shows."""
+    response = client.get(path)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def sign_in(page, email: str, password: str = PERSON_PASSWORD) -> None:
     page.goto("/")
     page.get_by_label("E-mail", exact=True).fill(email)

@@ -15,7 +15,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, ROOT, sign_in
+from tests.browser.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, ROOT, api_get, sign_in
 
 PROCESSED_TIMEOUT = 15.0
 
@@ -42,15 +42,11 @@ def wait_for(check, what: str, timeout: float = PROCESSED_TIMEOUT):
 
 
 def machine_view(admin_api, machine_id: str) -> dict:
-    response = admin_api.get(f"/api/admin/machines/{machine_id}")
-    assert response.status_code == 200, response.text
-    return response.json()
+    return api_get(admin_api, f"/api/admin/machines/{machine_id}")
 
 
 def current_inventory(admin_api, machine_id: str) -> dict:
-    response = admin_api.get(f"/api/admin/machines/{machine_id}/inventory")
-    assert response.status_code == 200, response.text
-    return response.json()
+    return api_get(admin_api, f"/api/admin/machines/{machine_id}/inventory")
 
 
 def http_heartbeat(system, token: str, **body) -> requests.Response:

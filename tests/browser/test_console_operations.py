@@ -9,7 +9,7 @@ import uuid
 
 import requests
 
-from tests.browser.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, sign_in
+from tests.browser.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, api_get, sign_in
 
 SECTIONS = ("#saude-chamados", "#saude-cadastros", "#saude-heartbeats", "#saude-retencao",
             "#saude-tarefas")
@@ -17,9 +17,7 @@ PHONE = {"width": 390, "height": 844}
 
 
 def health_snapshot(admin_api) -> dict:
-    response = admin_api.get("/api/admin/health")
-    assert response.status_code == 200, response.text
-    return response.json()
+    return api_get(admin_api, "/api/admin/health")
 
 
 def figures(page, section: str) -> list[int]:

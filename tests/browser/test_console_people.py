@@ -8,7 +8,7 @@ import re
 import uuid
 from contextlib import contextmanager
 
-from tests.browser.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, PERSON_PASSWORD, sign_in
+from tests.browser.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, PERSON_PASSWORD, api_get, sign_in
 from tests.harness import Client, eventually
 
 PHONE = {"width": 390, "height": 844}
@@ -51,15 +51,11 @@ def new_company(admin_api, name: str | None = None) -> dict:
 
 
 def api_company(admin_api, company_id: str) -> dict:
-    response = admin_api.get(f"/api/admin/companies/{company_id}")
-    assert response.status_code == 200, response.text
-    return response.json()
+    return api_get(admin_api, f"/api/admin/companies/{company_id}")
 
 
 def api_user(admin_api, user_id: str) -> dict:
-    response = admin_api.get(f"/api/admin/users/{user_id}")
-    assert response.status_code == 200, response.text
-    return response.json()
+    return api_get(admin_api, f"/api/admin/users/{user_id}")
 
 
 def register_machine(system, company: dict, hostname: str, email: str, name: str) -> dict:

@@ -13,7 +13,7 @@ from common.inventory import IDENTITY_KEYS
 from services.gateway.console import catalogue, charts
 from services.gateway.console.formatting import LOCAL_ZONE, parse_time, size
 from services.gateway.console.views.home import attempt
-from services.gateway.console.web import error_message, page, quote_path
+from services.gateway.console.web import error_message, page, quote_path, together
 
 LIST_PAGE_SIZE = 50
 LIST_FILTERS = ("empresa", "empresa_busca", "q", "status")
@@ -72,15 +72,20 @@ class DeviceViews:
         machine = self.operation("get_machine", principal, machine_id=machine_id)
         machine_id = machine["id"]
         hours = page_.args("horas").get("horas", str(CHART_HOURS[0]))
-        company, company_error = attempt(
-            lambda: self.operation("get_company", principal, company_id=machine["company_id"]))
-        inventory, inventory_error = attempt(
-            lambda: self.operation("machine_inventory", principal, machine_id=machine_id))
-        versions, versions_error = attempt(
-            lambda: self.operation("inventory_versions", principal, machine_id=machine_id)["items"])
-        metrics, metrics_error = attempt(
-            lambda: self.operation("machine_metrics", principal, machine_id=machine_id,
-                                   query={"hours": hours}))
+        sections = together(  # each section shows what it has, or why it has nothing
+            company=lambda: attempt(
+                lambda: self.operation("get_company", principal, company_id=machine["company_id"])),
+            inventory=lambda: attempt(
+                lambda: self.operation("machine_inventory", principal, machine_id=machine_id)),
+            versions=lambda: attempt(
+                lambda: self.operation("inventory_versions", principal, machine_id=machine_id)["items"]),
+            metrics=lambda: attempt(
+                lambda: self.operation("machine_metrics", principal, machine_id=machine_id,
+                                       query={"hours": hours})))
+        company, company_error = sections["company"]
+        inventory, inventory_error = sections["inventory"]
+        versions, versions_error = sections["versions"]
+        metrics, metrics_error = sections["metrics"]
         return page_.render(
             "devices_detail.html", machine=machine, device_url=device_path(machine_id),
             company=company, company_error=company_error,
