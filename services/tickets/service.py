@@ -145,9 +145,11 @@ class Service(ServiceBase):
     def _default_queue(self, uow, tenant_id) -> TicketQueue:
         """"Chamados" exists in every tenant; created on the tenant's event or first use."""
         queue = uow.repo.queue_by_name(tenant_id, domain.DEFAULT_QUEUE.lower())
-        if queue is None:
-            queue = uow.repo.add(TicketQueue(tenant_id=tenant_id, name=domain.DEFAULT_QUEUE,
-                                             name_normalized=domain.DEFAULT_QUEUE.lower()))
+        if queue is None:  # the tenant's event and a first request may both get here
+            uow.repo.insert_missing(TicketQueue, ("tenant_id", "name_normalized"), id=uuid.uuid4(),
+                                    tenant_id=tenant_id, name=domain.DEFAULT_QUEUE,
+                                    name_normalized=domain.DEFAULT_QUEUE.lower(), created_at=utcnow())
+            queue = uow.repo.queue_by_name(tenant_id, domain.DEFAULT_QUEUE.lower())
         return queue
 
     # tickets -------------------------------------------------------------------------
@@ -795,19 +797,18 @@ class Service(ServiceBase):
         if company is None:
             found = deadline.call(self.accounts, "accounts", "lookup_company", str(tenant_id),
                                   str(company_id), timeout=LOOKUP_TIMEOUT_SECONDS)
-            company = uow.repo.add(CompanySnapshot(id=uuid.UUID(found["id"]), tenant_id=tenant_id,
-                                                   name=found["name"]))
+            company = uow.repo.ensure_company(uuid.UUID(found["id"]), tenant_id, found["name"])
         if company.tenant_id != tenant_id:
             raise NotFound("company not found", code="company_not_found")
         return company
 
     @staticmethod
     def _upsert_person(uow, user: dict) -> Person:
-        person = uow.repo.person(uuid.UUID(str(user.get("user_id") or user["id"])))
-        if person is None:
-            person = Person(id=uuid.UUID(str(user.get("user_id") or user["id"])),
-                            tenant_id=uuid.UUID(str(user["tenant_id"])))
-            uow.session.add(person)
+        person_id = uuid.UUID(str(user.get("user_id") or user["id"]))
+        # a request's lookup and the user's event may both create the snapshot
+        uow.repo.insert_missing(Person, ("id",), id=person_id, tenant_id=uuid.UUID(str(user["tenant_id"])),
+                                name=user["name"], email=user["email"], role=user["role"])
+        person = uow.repo.person(person_id)
         person.name, person.email, person.role = user["name"], user["email"], user["role"]
         person.company_id = uuid.UUID(str(user["company_id"])) if user.get("company_id") else None
         person.merged_into_id = uuid.UUID(str(user["merged_into_id"])) if user.get("merged_into_id") else None
@@ -849,11 +850,8 @@ class Service(ServiceBase):
     def _company_changed(self, event: dict, event_type: str) -> None:
         with self.db.unit_of_work() as uow:
             if first_delivery(uow, storage.inbox, event, event_type):
-                company = uow.repo.company(uuid.UUID(event["company_id"]))
-                if company is None:
-                    company = uow.repo.add(CompanySnapshot(id=uuid.UUID(event["company_id"]),
-                                                           tenant_id=uuid.UUID(event["tenant_id"]),
-                                                           name=event["name"]))
+                company = uow.repo.ensure_company(uuid.UUID(event["company_id"]),
+                                                  uuid.UUID(event["tenant_id"]), event["name"])
                 company.name = event["name"]
                 uow.repo.refresh_company_snapshots(company)
                 uow.commit()

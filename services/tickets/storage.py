@@ -9,7 +9,7 @@ from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, fu
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.contracts.accounts import STAFF_ROLES
-from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
+from common.db import Repository, UTCDateTime, escape_like, new_metadata, upsert_insert, utcnow
 from common.messaging import inbox_table
 from common.outbox import outbox_table
 
@@ -213,6 +213,12 @@ class TicketsRepository(Repository):
     def person(self, user_id) -> Person | None:
         return self.session.get(Person, user_id)
 
+    def insert_missing(self, model, keys: tuple[str, ...], **values) -> None:
+        """INSERT … ON CONFLICT DO NOTHING: a request and an event (or two requests) may both
+        create the same snapshot, counter or default queue; the second must not fail."""
+        self.session.execute(upsert_insert(self.session, model.__table__).values(**values)
+                             .on_conflict_do_nothing(index_elements=list(keys)))
+
     def staff(self, tenant_id, limit: int = 1000) -> list[Person]:
         """The tenant's staff (who can be responsible for a ticket), by name."""
         return list(self.session.scalars(
@@ -227,6 +233,10 @@ class TicketsRepository(Repository):
         return {p.id: p for p in self.session.scalars(select(Person).where(Person.id.in_(ids)))}
 
     def company(self, company_id) -> CompanySnapshot | None:
+        return self.session.get(CompanySnapshot, company_id)
+
+    def ensure_company(self, company_id, tenant_id, name: str) -> CompanySnapshot:
+        self.insert_missing(CompanySnapshot, ("id",), id=company_id, tenant_id=tenant_id, name=name)
         return self.session.get(CompanySnapshot, company_id)
 
     def refresh_person_snapshots(self, person: Person) -> None:
@@ -270,8 +280,9 @@ class TicketsRepository(Repository):
             .returning(ReferenceCounter.last_reference)).scalar()
         if updated is not None:
             return updated
-        self.add(ReferenceCounter(tenant_id=tenant_id, last_reference=1))
-        return 1
+        # the tenant's first ticket (perhaps two at once): make the counter, then count
+        self.insert_missing(ReferenceCounter, ("tenant_id",), tenant_id=tenant_id, last_reference=0)
+        return self.next_reference(tenant_id)
 
     def ticket(self, tenant_id, ticket_id, for_update: bool = False) -> Ticket | None:
         """By id (a UUID) or by the tenant's human reference number (an int)."""
