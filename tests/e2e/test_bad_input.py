@@ -1372,11 +1372,14 @@ def test_a_wrong_method_on_a_known_path_is_405(world, spec, method, allowed):
     assert method not in error["details"]["allowed"]
 
 
-UNKNOWN_PATHS = ["/", "/api", "/api/", "/api/nope", "/api/me/", "/API/me", "/api/Me", "/api/me.json",
+UNKNOWN_PATHS = ["/api", "/api/", "/api/nope", "/api/me/", "/api/Me", "/api/me.json",
                  "/api/admin", "/api/admin/users/", "/api/admin/users/merge/extra",
                  "/api/admin/companies/{company_id}/nope", "/api/admin/users/{user_id}/",
-                 "/api/%ff%fe", "/api/%00", "/api/admin/users;drop", "/.env", "/api/../etc/passwd",
+                 "/api/%ff%fe", "/api/%00", "/api/admin/users;drop",
                  "/api/" + "x" * 4000, "/api/openapi.json/x", "/healthz/x"]
+# outside /api/ the addresses are the console's: people get its HTML 404 page
+UNKNOWN_CONSOLE_PATHS = ["/API/me", "/.env", "/api/../etc/passwd", "/chamados/1/nope", "/%ff%fe",
+                         "/" + "x" * 4000]
 
 
 @pytest.mark.parametrize("signed_in", [False, True], ids=["anonymous", "signed-in"])
@@ -1387,6 +1390,22 @@ def test_an_unknown_path_is_404_route_not_found(world, path, method, signed_in):
     client = world.admin if signed_in else world.anonymous()
     response = client.request(method, path)
     assert_error(response, 404, "route_not_found")
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("path", UNKNOWN_CONSOLE_PATHS)
+def test_an_unknown_console_address_is_the_consoles_404_page(world, path, method):
+    response = world.anonymous().request(method, path)
+    assert response.status_code == 404, response.text[:300]
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "Página não encontrada." in response.text and "Traceback" not in response.text
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_the_console_home_is_a_page_and_posting_to_it_is_405(world):
+    assert world.anonymous().request("GET", "/").status_code == 200
+    refused = world.anonymous().request("POST", "/")
+    assert refused.status_code == 405 and refused.headers["Content-Type"].startswith("text/html")
 
 
 # the sweep: several bad requests at every route, none may be a 5xx or leave the shape -----

@@ -365,7 +365,8 @@ def routing_error_page(request: Request, exc: BaseException) -> Response:
 
 
 def is_console_path(path: str) -> bool:
-    return not path.startswith(("/api/", "/healthz", "/readyz", "/metrics"))
+    """Addresses outside the API and the operations routes belong to people."""
+    return path != "/api" and not path.startswith(("/api/", "/healthz", "/readyz", "/metrics"))
 
 
 def quote_path(value: str) -> str:
