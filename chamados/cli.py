@@ -5,6 +5,8 @@
     chamados migrate                  upgrade every schema; declare the bus's durable queues
     chamados revision SERVICE -m MSG  autogenerate a migration from the service's tables
     chamados create-admin             ensure the first admin (services must be running)
+    chamados reset-password EMAIL     a person's new password, every session of theirs ended
+                                      (straight on the database: services running or not)
 """
 import warnings
 
@@ -34,6 +36,17 @@ def main(argv=None) -> int:
     revision.add_argument("service", choices=("accounts", "tickets", "devices"))
     revision.add_argument("-m", "--message", required=True)
     commands.add_parser("create-admin", help="ensure the first admin of the default tenant")
+    reset = commands.add_parser(
+        "reset-password", help="give a person a new password and end their sessions",
+        description="A person's new password, every session of theirs ended; straight on the "
+                    "accounts database, so it works whether or not the services run. The "
+                    "password comes from --password-file, else CHAMADOS_NEW_PASSWORD, else one "
+                    "is generated and printed once.")
+    reset.add_argument("email")
+    reset.add_argument("--tenant", metavar="SLUG",
+                       help="the tenant's slug, when the email is a person in several")
+    reset.add_argument("--password-file", metavar="FILE",
+                       help="read the new password from FILE ('-': standard input)")
     args = parser.parse_args(argv)
 
     try:
@@ -58,6 +71,10 @@ def main(argv=None) -> int:
         from chamados.supervisor import create_admin
 
         return create_admin(settings)
+    elif args.command == "reset-password":
+        from chamados.supervisor import reset_password
+
+        return reset_password(settings, args.email, args.tenant, args.password_file)
     elif args.command == "up":
         from chamados.supervisor import up
 

@@ -88,6 +88,63 @@ def create_admin(settings: Settings) -> int:
     return 0
 
 
+NEW_PASSWORD_ENV = "CHAMADOS_NEW_PASSWORD"
+
+
+def new_password_from(password_file: str | None) -> tuple[str | None, str]:
+    """(the password to set, where it came from): the file, else the environment, else
+    None (generate one)."""
+    if password_file:
+        if password_file == "-":
+            return sys.stdin.readline().rstrip("\r\n"), "standard input"
+        with open(password_file, encoding="utf-8") as handle:
+            return handle.read().rstrip("\r\n"), password_file
+    if os.environ.get(NEW_PASSWORD_ENV):
+        return os.environ[NEW_PASSWORD_ENV], NEW_PASSWORD_ENV
+    return None, ""
+
+
+def reset_password(settings: Settings, email: str, tenant: str | None,
+                   password_file: str | None) -> int:
+    """`chamados reset-password`: access recovery for a person locked out (a lost admin
+    password included), straight on the accounts database, so it needs neither the broker
+    nor the services (running or not: they keep nothing of a password in memory)."""
+    from common.db import Store, wait_until_reachable
+    from common.errors import DomainError
+    from services.accounts import domain, service, storage
+
+    def fail(message: str) -> int:
+        print(f"chamados: reset-password: {message}", file=sys.stderr)
+        return 1
+
+    try:
+        password, source = new_password_from(password_file)
+    except (OSError, UnicodeDecodeError) as exc:
+        return fail(f"cannot read the password from {password_file}: {exc}")
+    store = Store(settings, "accounts", storage.AccountsRepository, storage.metadata)
+    try:
+        wait_until_reachable(store.engine, "the accounts database", attempts=3)
+        result = service.reset_password(store, email, tenant, password)
+    except DomainError as exc:
+        if exc.code == "email_in_several_tenants":
+            return fail(f"{exc.message}; run it again with --tenant SLUG")
+        if exc.code == "validation_failed":
+            return fail(f"the new password must be {domain.PASSWORD_MIN}-{domain.PASSWORD_MAX} characters")
+        return fail(exc.message)
+    except Exception as exc:  # the database unreachable, not migrated, …
+        first_line = (str(exc).splitlines() or [""])[0]
+        return fail(f"the accounts database: {exc.__class__.__name__}: {first_line}")
+    finally:
+        store.dispose()
+    who = f"{result['user']['email']} (tenant {result['tenant']})"
+    if result["password"]:
+        print(f"new password of {who}: {result['password']}  <- shown once, keep it")
+    else:
+        print(f"new password of {who}: the one from {source}")
+    print(f"sessions ended: {result['revoked_sessions']}")
+    return 0
+
+
 def report_admin(settings: Settings, result: dict) -> None:
     email = result["user"]["email"]
     if not result["created"]:

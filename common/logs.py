@@ -7,6 +7,10 @@ import time
 
 import orjson
 from eventlet.corolocal import local
+from nameko.rpc import Rpc
+
+from common.errors import (BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
+                           Unauthorized, ValidationFailed)
 
 _context = local()  # per green thread: each nameko worker has its own
 _service_name = {"value": None}
@@ -41,6 +45,38 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+# The domain errors that answer a request with a 4xx: the caller's mistake or a rule saying
+# no (wrong password, taken email, invalid transition), not a failure of ours.
+CLIENT_ERRORS = (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
+                 ValidationFailed)
+
+
+class ClientErrorLine(logging.Filter):
+    """nameko logs every exception an entrypoint raises with its traceback, the expected
+    ones too (`nameko.containers`: "(expected) error handling worker …", WARNING, exc_info):
+    a normal session wrote thousands of tracebacks for 401s and 404s. This filter, on that
+    logger, turns the record of an RPC refused with a 4xx domain error into one INFO line
+    naming the method and the error, without a traceback. Everything else passes untouched:
+    unexpected exceptions, the 5xx domain errors (a deadline missed calling another
+    service), and event handlers' errors (their message is retried or dead-lettered: a
+    failure to look into). A filter rather than a container or entrypoint subclass, because
+    nameko's container writes the line and every service configures logging here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, CLIENT_ERRORS) or not isinstance(record.args, tuple) or not record.args:
+            return True
+        worker_ctx = record.args[0]
+        entrypoint = getattr(worker_ctx, "entrypoint", None)
+        if not isinstance(entrypoint, Rpc):
+            return True
+        record.msg, record.args = "%s.%s refused: %s", (
+            getattr(worker_ctx, "service_name", "?"), entrypoint.method_name, exc)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger().isEnabledFor(logging.INFO)  # LOG_LEVEL=WARNING: not shown
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     _service_name["value"] = service
     handler = logging.StreamHandler(sys.stdout)
@@ -48,6 +84,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    containers = logging.getLogger("nameko.containers")
+    containers.filters[:] = [f for f in containers.filters if not isinstance(f, ClientErrorLine)]
+    containers.addFilter(ClientErrorLine())
     for noisy in ("kombu", "nameko", "eventlet.wsgi.server"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
     # py-amqp warns on every basic.return racing a channel close (an RPC to a service

@@ -289,9 +289,20 @@ class System:
             process.kill()
             process.wait()
 
-    def stop(self) -> None:
-        for name in list(self.processes):
-            self.stop_service(name)
+    def stop(self, grace: float = 10) -> None:
+        """Every service at once: SIGTERM to all, then one shared grace period before the
+        kills (one by one, an HTTP-only service's slow stop made each wait its own)."""
+        processes, self.processes = self.processes, {}
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + grace
+        for process in processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 class Client:

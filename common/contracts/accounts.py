@@ -59,6 +59,14 @@ class UserUpdate(StrictSchema):
     password = fields.String(validate=validate.Length(max=256))
 
 
+class PasswordChange(StrictSchema):
+    """A signed-in person's own password (`POST /api/me/password`)."""
+
+    current_password = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    new_password = fields.String(required=True, validate=validate.Length(max=256),
+                                 metadata={"description": "8-256 characters"})
+
+
 class UserQuery(PageQuery):
     type = fields.String(load_default="all", validate=validate.OneOf(["all", "people", "machines"]))
     q = fields.String(load_default=None, validate=validate.Length(max=200))

@@ -9,6 +9,8 @@ WORK_TYPES = ("INTERNAL", "EXTERNAL")
 PAUSE_REASONS = ("NO_CONTACT", "WAITING_THIRD_PARTY", "IN_PROCEDURE")
 VISIBILITIES = ("PUBLIC", "INTERNAL")
 SUBJECT_MAX, COMMENT_MAX = 600, 20_000
+EXPORT_STATUSES = ("QUEUED", "RUNNING", "DONE", "FAILED")
+EXPORT_DELIMITERS = (",", ";")  # ";" is what a spreadsheet set to Portuguese (Brazil) expects
 
 
 class AssigneeFilter(fields.String):
@@ -219,16 +221,29 @@ class ChatSweep(StrictSchema):
 
 class ExportRequest(StrictSchema):
     filters = fields.Nested(TicketFilters, load_default=dict)
+    delimiter = fields.String(load_default=",", validate=validate.OneOf(EXPORT_DELIMITERS), metadata={
+        "description": "between the CSV's fields: \",\" (default) or \";\" (a spreadsheet set "
+                       "to Portuguese (Brazil) splits columns on \";\")"})
 
 
 class ExportRun(StrictSchema):
+    """An export. POST answers 202 as soon as it is recorded: the tickets service makes the
+    file at once; poll `status_url` after `poll_after_seconds` (also the 202's `Retry-After`
+    header; `Location` is `status_url`) until DONE, then fetch `download_url`."""
     id = fields.UUID(required=True)
-    status = fields.String(required=True, metadata={"enum": ["QUEUED", "RUNNING", "DONE", "FAILED"]})
+    status = fields.String(required=True, metadata={"enum": list(EXPORT_STATUSES)})
     filters = fields.Dict(required=True)
+    delimiter = fields.String(required=True, metadata={"enum": list(EXPORT_DELIMITERS)})
     rows = fields.Integer(allow_none=True)
     error = fields.String(allow_none=True)
     created_at = fields.AwareDateTime(required=True)
     finished_at = fields.AwareDateTime(allow_none=True)
+    poll_after_seconds = fields.Integer(allow_none=True, required=True, metadata={
+        "description": "while QUEUED or RUNNING: seconds to wait before asking again; null once "
+                       "DONE or FAILED"})
+    status_url = fields.String(metadata={"description": "this export's status (GET)"})
+    download_url = fields.String(metadata={"description": "the CSV (GET), once DONE: UTF-8 with a "
+                                                          "BOM, times in ISO 8601 in America/Sao_Paulo"})
 
 
 class ExportQuery(StrictSchema):

@@ -4,10 +4,11 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from common.contracts.accounts import ROLES
-from common.errors import Conflict, Forbidden, ValidationFailed
+from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 PEOPLE_ROLES = frozenset(ROLES) - {"machine"}
 USER_TYPES = {"all": frozenset(ROLES), "people": PEOPLE_ROLES, "machines": frozenset({"machine"})}
@@ -34,12 +35,31 @@ def normalize_apelido(apelido: str) -> str:
     return value
 
 
-def check_password(password: str) -> None:
-    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+def check_password(password: str, field: str = "password") -> None:
+    """The one rule for every password a person sets (`field`: the body's name for it)."""
+    if not isinstance(password, str) or not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise ValidationFailed(
             "password too short or too long",
-            details={"fields": {"password": [f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters"]}},
+            details={"fields": {field: [f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters"]}},
         )
+
+
+# What other services keep of a user (tickets' requester/assignee snapshots, devices'
+# people): the fields of `user_updated`. A password is none of them.
+SNAPSHOT_FIELDS = ("email", "name", "role", "company_id")
+
+
+def user_changes(current: Mapping, requested: Mapping) -> dict:
+    """The snapshot fields a user update really changes: field -> the value to store, for
+    each requested field whose value (as it would be stored: names and emails trimmed)
+    differs from the current one. Decided from the loaded values before anything is
+    written, so no flush can hide a change (ENGINEERING.md pitfall 18); an email changed
+    only in case is a change (the stored form keeps the case given)."""
+    wanted = {field: requested[field] for field in SNAPSHOT_FIELDS if field in requested}
+    for field in ("email", "name"):
+        if field in wanted:
+            wanted[field] = wanted[field].strip()
+    return {field: value for field, value in wanted.items() if current[field] != value}
 
 
 def new_provisioning_code() -> str:
@@ -98,3 +118,17 @@ def check_merge(actor: Actor, source, target) -> None:
         raise Conflict("you cannot merge your own account away", code="merge_not_allowed")
     if "admin" in (source.role, target.role) and not actor.is_admin:
         raise Forbidden("only an admin may merge an admin", code="forbidden_role")
+
+
+def account_to_recover(candidates: list, email: str, tenant_slug: str | None):
+    """The one (user, tenant slug) an operator's password reset is for: `candidates` are the
+    live people with this email (in the tenant named, when one is). An email found in
+    several tenants needs the tenant named: a reset must never guess whose password it is."""
+    where = f" in tenant {tenant_slug!r}" if tenant_slug else ""
+    if not candidates:
+        raise NotFound(f"no person with the email {email}{where}", code="user_not_found")
+    if len(candidates) > 1:
+        slugs = sorted(slug for _, slug in candidates)
+        raise Conflict(f"{email} is a person in several tenants ({', '.join(slugs)}): name the tenant",
+                       code="email_in_several_tenants", details={"tenants": slugs})
+    return candidates[0]

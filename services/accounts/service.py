@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from common.contracts import accounts as contract
 from common.contracts import load, parse_id
 from common.db import Database, utcnow
-from common.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from common.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from common.pagination import decode_cursor, encode_cursor, text_value, uuid_value
 from common.service_base import ServiceBase, rpc
 from common.tokens import hash_token, new_secret_token
@@ -151,6 +151,27 @@ class Service(ServiceBase):
                                               "role": user.role, "session_id": session.id})
 
     @rpc
+    def change_password(self, principal: dict, payload: dict) -> None:
+        """A signed-in person changes their own password, proving the current one; their
+        other sessions end, the one asking (`principal["session_id"]`) lives on."""
+        actor = domain.Actor.from_dict(principal)
+        session_id = parse_id(principal.get("session_id"), "session")
+        data = load(contract.PasswordChange, payload)
+        domain.check_password(data["new_password"], field="new_password")
+        with self.db.unit_of_work() as uow:
+            user = self._user(uow, actor.tenant_id, actor.user_id)
+            if user.merged_into_id is not None:
+                raise Unauthorized("invalid or expired token", code="invalid_token")
+            if not password_matches(user.password_hash, data["current_password"]):
+                raise Forbidden("the current password is wrong", code="wrong_password",
+                                details={"fields": {"current_password": ["does not match"]}})
+            now = utcnow()
+            user.password_hash = hash_password(data["new_password"])
+            user.updated_at = now  # no event: no other service keeps anything of a password
+            uow.repo.revoke_sessions_of(user.id, now, keep=session_id)
+            uow.commit()
+
+    @rpc
     def sign_out(self, token: str) -> None:
         with self.db.unit_of_work() as uow:
             session = uow.repo.session_by_token_hash(hash_token(token))
@@ -277,26 +298,37 @@ class Service(ServiceBase):
             if user.merged_into_id is not None:
                 raise Conflict("a merged user cannot change", code="user_already_merged")
             domain.check_can_manage_user(actor, user.role, data.get("role"))
-            if "email" in data:
-                normalized = domain.normalize_email(data["email"])
+            if "password" in data:
+                domain.check_password(data["password"])
+            # What changed is decided here, from the loaded values, before any query below
+            # (email, admins, company, sessions) can autoflush: session.is_modified() after
+            # an autoflush answers False and the event was lost (ENGINEERING.md pitfall 18).
+            changes = domain.user_changes(
+                {field: getattr(user, field) for field in domain.SNAPSHOT_FIELDS}, data)
+            if "email" in changes:
+                normalized = domain.normalize_email(changes["email"])
                 other = uow.repo.user_by_email(actor.tenant_id, normalized)
                 if other is not None and other.id != user.id:
-                    raise Conflict(f"{data['email']} is already a user", code="email_taken")
-                user.email, user.email_normalized = data["email"].strip(), normalized
-            if "name" in data:
-                user.name = data["name"].strip()
-            if "role" in data:
-                if user.role == "admin" and data["role"] != "admin" and uow.repo.count_admins(actor.tenant_id) <= 1:
-                    raise Conflict("the tenant's last admin cannot lose the role", code="last_admin")
-                user.role = data["role"]
-            if "company_id" in data:
-                user.company_id = self._company(uow, actor.tenant_id, data["company_id"]).id if data["company_id"] else None
+                    raise Conflict(f"{changes['email']} is already a user", code="email_taken")
+            if "role" in changes and user.role == "admin" and uow.repo.count_admins(actor.tenant_id) <= 1:
+                raise Conflict("the tenant's last admin cannot lose the role", code="last_admin")
+            if changes.get("company_id") is not None:  # another tenant's is unknown: 404
+                self._company(uow, actor.tenant_id, changes["company_id"])
+            # every check done: now the writes
+            for field, value in changes.items():
+                setattr(user, field, value)
+            if "email" in changes:
+                user.email_normalized = domain.normalize_email(changes["email"])
+            now = utcnow()
             if "password" in data:
                 user.password_hash = hash_password(data["password"])
-                uow.repo.revoke_sessions_of(user.id, utcnow())  # a new password signs everyone out
-            if uow.session.is_modified(user):
-                user.updated_at = utcnow()
-                uow.session.flush()
+                uow.repo.revoke_sessions_of(user.id, now)  # a new password signs everyone out
+            if changes or "password" in data:
+                user.updated_at = now
+            # A password alone emits nothing: no other service keeps a password or anything
+            # derived from it (the event carries email, name, role, company), so every
+            # consumer would only rewrite its snapshots with the values it already has.
+            if changes:
                 uow.emit("user_updated", user_event(user))
             commit_unique(uow, Conflict("email is already a user", code="email_taken"))
             return contract.User().dump(user)
@@ -404,6 +436,27 @@ class Service(ServiceBase):
         if user is None:
             raise NotFound("user not found", code="user_not_found")
         return user
+
+
+def reset_password(store, email: str, tenant_slug: str | None = None,
+                   password: str | None = None) -> dict:
+    """Operators' access recovery (`chamados reset-password`), straight on the accounts
+    database through `store` (common.db.Store), so it works whether or not the services
+    run: the person's new password (generated when none is given: answered once), and
+    every session of theirs revoked. No event: no other service keeps a password."""
+    generated = password is None
+    password = secrets.token_urlsafe(12) if generated else password
+    domain.check_password(password)
+    with store.unit_of_work() as uow:
+        candidates = uow.repo.people_by_email(domain.normalize_email(email), tenant_slug)
+        user, slug = domain.account_to_recover(candidates, email.strip(), tenant_slug)
+        now = utcnow()
+        user.password_hash = hash_password(password)
+        user.updated_at = now
+        revoked = uow.repo.revoke_sessions_of(user.id, now)
+        uow.commit()
+        return {"user": contract.User().dump(user), "tenant": slug, "revoked_sessions": revoked,
+                "password": password if generated else None}
 
 
 DUMMY_HASH = hasher.hash("timing-equaliser")

@@ -125,6 +125,16 @@ class AccountsRepository(Repository):
             query = query.join(Tenant, Tenant.id == User.tenant_id).where(Tenant.slug == tenant_slug)
         return list(self.session.scalars(query.limit(10)))
 
+    def people_by_email(self, email_normalized: str, tenant_slug: str | None = None) -> list[tuple[User, str]]:
+        """Live people (not machines) with this email in every tenant, or in the one named:
+        (user, tenant slug)."""
+        query = (select(User, Tenant.slug).join(Tenant, Tenant.id == User.tenant_id)
+                 .where(User.email_normalized == email_normalized, User.merged_into_id.is_(None),
+                        User.role != "machine"))
+        if tenant_slug:
+            query = query.where(Tenant.slug == tenant_slug)
+        return [(user, slug) for user, slug in self.session.execute(query.order_by(Tenant.slug).limit(100))]
+
     def users(self, tenant_id, roles, q, company_id, limit, after) -> list[User]:
         query = select(User).where(User.tenant_id == tenant_id, User.role.in_(sorted(roles)),
                                    User.merged_into_id.is_(None))
@@ -160,9 +170,13 @@ class AccountsRepository(Repository):
         return self.session.scalars(select(ApiSession).where(
             ApiSession.token_hash == token_hash)).first()
 
-    def revoke_sessions_of(self, user_id, now) -> None:
-        self.session.execute(update(ApiSession).where(
-            ApiSession.user_id == user_id, ApiSession.revoked_at.is_(None)).values(revoked_at=now))
+    def revoke_sessions_of(self, user_id, now, keep=None) -> int:
+        """Ends every live session of the user but `keep` (a session id); how many ended."""
+        statement = update(ApiSession).where(ApiSession.user_id == user_id,
+                                             ApiSession.revoked_at.is_(None))
+        if keep is not None:
+            statement = statement.where(ApiSession.id != keep)
+        return self.session.execute(statement.values(revoked_at=now)).rowcount
 
     def stale_sessions(self, expired_before) -> tuple[int, datetime | None]:
         return self.session.execute(select(func.count(), func.min(ApiSession.created_at))

@@ -69,40 +69,51 @@ def os_label(name: str, version: str = "", build: str = "") -> str:
     return label
 
 
-# --- status ------------------------------------------------------------------------------
+# --- status ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class StatusThresholds:
+    """MACHINE_ONLINE_SECONDS and MACHINE_STALE_SECONDS: a machine is online while its last
+    heartbeat is younger than `online`, stale while younger than `stale`, offline after."""
     online: timedelta = timedelta(minutes=5)
     stale: timedelta = timedelta(minutes=30)
 
+    def __post_init__(self):
+        if not timedelta(0) < self.online < self.stale:
+            raise ValueError("the stale threshold must be greater than the online one, both positive")
 
-def machine_status(last_seen_at: datetime | None, now: datetime,
-                   thresholds: StatusThresholds = StatusThresholds()) -> str:
+
+# Health buckets, in order of age. Their edges are the status thresholds, so every bucket
+# belongs to exactly one status (a machine counted `online` in the health snapshot is shown
+# online on its page; fixed 5 min / 60 min edges contradicted configured thresholds); only
+# the offline machines are split further, by a silence of a day.
+HEALTH_BUCKETS = ("online", "stale", "offline_lt_24h", "offline_gt_24h", "never")
+BUCKET_STATUS = {"online": "online", "stale": "stale", "offline_lt_24h": "offline",
+                 "offline_gt_24h": "offline", "never": "offline"}
+LONG_SILENCE = timedelta(hours=24)
+
+
+def heartbeat_health(last_seen_at: datetime | None, now: datetime,
+                     thresholds: StatusThresholds) -> tuple[str, str]:
+    """(status, health bucket) from the last heartbeat: the one place both are decided."""
     if last_seen_at is None:
-        return "offline"
+        return "offline", "never"
     age = now - last_seen_at
     if age < thresholds.online:
-        return "online"
+        return "online", "online"
     if age < thresholds.stale:
-        return "stale"
-    return "offline"
+        return "stale", "stale"
+    return "offline", "offline_lt_24h" if age < LONG_SILENCE else "offline_gt_24h"
 
 
-HEALTH_BUCKETS = ("lt_5m", "5m_60m", "1h_24h", "gt_24h", "never")
+def machine_status(last_seen_at: datetime | None, now: datetime,
+                   thresholds: StatusThresholds) -> str:
+    return heartbeat_health(last_seen_at, now, thresholds)[0]
 
 
-def health_bucket(last_seen_at: datetime | None, now: datetime) -> str:
-    if last_seen_at is None:
-        return "never"
-    age = now - last_seen_at
-    if age < timedelta(minutes=5):
-        return "lt_5m"
-    if age < timedelta(hours=1):
-        return "5m_60m"
-    if age < timedelta(hours=24):
-        return "1h_24h"
-    return "gt_24h"
+def health_bucket(last_seen_at: datetime | None, now: datetime,
+                  thresholds: StatusThresholds) -> str:
+    return heartbeat_health(last_seen_at, now, thresholds)[1]
 
 
 # --- posture -----------------------------------------------------------------------------

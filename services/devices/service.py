@@ -435,16 +435,19 @@ class Service(ServiceBase):
 
     @rpc
     def health_buckets(self, tenant_id: str | None = None) -> dict:
-        """Machines by time since their last heartbeat, of one tenant or of all."""
-        now = utcnow()
+        """Machines by time since their last heartbeat, of one tenant or of all, in buckets
+        whose edges are the status thresholds (given along, in seconds)."""
+        now, thresholds = utcnow(), self.thresholds
         with self.db.unit_of_work() as uow:
             query = select(HeartbeatState.last_seen_at).join(Machine, Machine.id == HeartbeatState.machine_id)
             if tenant_id:
                 query = query.where(Machine.tenant_id == parse_id(tenant_id, "tenant"))
             buckets = dict.fromkeys(domain.HEALTH_BUCKETS, 0)
             for (seen,) in uow.session.execute(query):
-                buckets[domain.health_bucket(seen, now)] += 1
-        return {"machines": sum(buckets.values()), "buckets": buckets}
+                buckets[domain.health_bucket(seen, now, thresholds)] += 1
+        return {"machines": sum(buckets.values()), "buckets": buckets,
+                "thresholds": {"online_seconds": int(thresholds.online.total_seconds()),
+                               "stale_seconds": int(thresholds.stale.total_seconds())}}
 
     @rpc
     def machines_last_seen(self, machine_ids: list) -> dict:
@@ -493,7 +496,8 @@ class Service(ServiceBase):
         state = uow.session.get(HeartbeatState, machine.id)
         policy = uow.session.get(UsbPolicy, machine.id)
         seen = state.last_seen_at if state else None
-        view = self._summary(machine, seen, now, self.thresholds)
+        thresholds = self.thresholds
+        view = self._summary(machine, seen, now, thresholds)  # status and bucket: one `now`
         view.update(contract.Machine(only=(
             "os", "persona", "machine_user_id", "linked_users", "health_bucket", "last_metrics",
             "inventory_hash", "open_alerts", "usb_policy", "created_at")).dump({
@@ -502,7 +506,7 @@ class Service(ServiceBase):
                 "persona": machine.persona, "machine_user_id": machine.machine_user_id,
                 "linked_users": [user_ref(l.user_id, l.user_email, l.user_name)
                                  for l in uow.repo.links(machine.id)],
-                "health_bucket": domain.health_bucket(seen, now),
+                "health_bucket": domain.health_bucket(seen, now, thresholds),
                 "last_metrics": orjson.loads(state.last_metrics) if state and state.last_metrics else None,
                 "inventory_hash": state.inventory_hash if state else None,
                 "open_alerts": [{"id": a.id, "kind": a.kind, "opened_at": a.opened_at,

@@ -59,24 +59,37 @@ def error_body(code: str, message: str, details=None) -> dict:
 
 
 def error_response(exc: BaseException) -> Response:
+    mapped = mapped_error(exc)
+    if mapped is None:
+        log.exception("unmapped error in the gateway", exc_info=exc)
+        return json_response(500, error_body("internal_error", "internal error; it has been logged"))
+    status, body, headers = mapped
+    # one line and never a traceback for a mapped error: a 4xx is an answer (INFO), a 503 or
+    # 504 a service that did not answer in time (WARNING); the line's `entrypoint` is the route
+    log.log(logging.WARNING if status >= 500 else logging.INFO, "answered %d %s: %s",
+            status, body["error"]["code"], body["error"]["message"])
+    return json_response(status, body, headers)
+
+
+def mapped_error(exc: BaseException) -> tuple[int, dict, dict | None] | None:
+    """(status, body, headers) from the error table, or None for an unmapped error."""
     for error_class, status in ERROR_STATUS:
         if isinstance(exc, error_class):
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            return json_response(status, error_body(exc.code, exc.message, exc.details), headers)
+            return status, error_body(exc.code, exc.message, exc.details), headers
     if isinstance(exc, RequestEntityTooLarge):
-        return json_response(413, error_body("payload_too_large", "the request body is too large"))
+        return 413, error_body("payload_too_large", "the request body is too large"), None
     if isinstance(exc, MethodNotAllowed):
         allowed = sorted(exc.valid_methods or [])
-        return json_response(405, error_body("method_not_allowed", "method not allowed on this route",
-                                             {"allowed": allowed}), {"Allow": ", ".join(allowed)})
+        return 405, error_body("method_not_allowed", "method not allowed on this route",
+                               {"allowed": allowed}), {"Allow": ", ".join(allowed)}
     if isinstance(exc, RouteNotFound):
-        return json_response(404, error_body("route_not_found", "no such route"))
+        return 404, error_body("route_not_found", "no such route"), None
     if isinstance(exc, HTTPException):
-        return json_response(exc.code or 400, error_body("bad_request", exc.name))
+        return exc.code or 400, error_body("bad_request", exc.name), None
     if isinstance(exc, NamekoBadRequest):
-        return json_response(400, error_body("bad_request", "malformed request"))
-    log.exception("unmapped error in the gateway", exc_info=exc)
-    return json_response(500, error_body("internal_error", "internal error; it has been logged"))
+        return 400, error_body("bad_request", "malformed request"), None
+    return None
 
 
 class JsonWsgiApp(WsgiApp):

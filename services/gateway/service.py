@@ -237,6 +237,12 @@ class Service(ConsoleViews):
     def me(self, principal):
         return self.call("accounts", "get_user", principal, principal["user_id"])
 
+    @route("POST", "/api/me/password",
+           summary="Change my password (the current one first); my other sessions end",
+           tag="people", body=people.PasswordChange, status=204)
+    def change_password(self, principal, body):
+        self.call("accounts", "change_password", principal, body)
+
     # people: companies ---------------------------------------------------------------
 
     @route("GET", "/api/admin/companies", summary="Every company of the tenant", tag="people",
@@ -508,20 +514,35 @@ class Service(ConsoleViews):
 
     # reports and archives ----------------------------------------------------------------
 
-    @route("POST", "/api/reports/exports", summary="Ask for a CSV export of tickets (made by the runner)",
-           tag="reports", roles=STAFF, body=helpdesk.ExportRequest, response=helpdesk.ExportRun, status=202)
-    def request_export(self, principal, body):
-        return self.call("tickets", "request_export", principal, body)
+    @route("POST", "/api/reports/exports",
+           summary="Ask for a CSV export of tickets: made at once; poll its status_url after "
+                   "Retry-After seconds", tag="reports", roles=STAFF, body=helpdesk.ExportRequest,
+           response=helpdesk.ExportRun, status=202, raw=True)
+    def request_export(self, principal, body, request=None):
+        export = self._export_links(self.call("tickets", "request_export", principal, body))
+        if request is None:  # the console's call (Service.operation): the view alone
+            return export
+        headers = {"Location": export["status_url"]}
+        if export["poll_after_seconds"] is not None:
+            headers["Retry-After"] = str(export["poll_after_seconds"])
+        return json_response(202, export, headers)
 
     @route("GET", "/api/reports/exports", summary="The tenant's recent exports, newest first",
            tag="reports", roles=STAFF, query=helpdesk.ExportQuery, response=helpdesk.ExportList)
     def list_exports(self, principal, query):
-        return self.call("tickets", "list_exports", principal, query)
+        listed = self.call("tickets", "list_exports", principal, query)
+        return {**listed, "items": [self._export_links(export) for export in listed["items"]]}
 
     @route("GET", "/api/reports/exports/<export_id>", summary="An export's status", tag="reports",
            roles=STAFF, response=helpdesk.ExportRun)
     def get_export(self, principal, export_id):
-        return self.call("tickets", "get_export", principal, export_id)
+        return self._export_links(self.call("tickets", "get_export", principal, export_id))
+
+    @staticmethod
+    def _export_links(export: dict) -> dict:
+        """Where to follow an export and fetch its file (the API's paths are the gateway's)."""
+        status_url = f"/api/reports/exports/{export['id']}"
+        return {**export, "status_url": status_url, "download_url": f"{status_url}/download"}
 
     @route("GET", "/api/reports/exports/<export_id>/download", summary="The export's CSV",
            tag="reports", roles=STAFF, raw=True)
@@ -541,10 +562,16 @@ class Service(ConsoleViews):
     @route("POST", "/api/cron/<job>", summary="Run a scheduler job now (header x-cron-secret)",
            tag="operations", roles=None, query=helpdesk.CronQuery, raw=True)
     def run_cron_job(self, principal, request, job, query):
-        """For an external crontab. Absent (404) unless CRON_SECRET is set; the secret is
-        compared in constant time."""
+        """For an external crontab. Disabled (404 `cron_disabled`) unless CRON_SECRET is
+        set; the secret is compared in constant time."""
         if not self.settings.cron_secret:
-            raise NotFound("no such route", code="route_not_found")
+            # 404: this deployment has no cron route to run, and retrying will not change
+            # that (503 would invite retries); not 401/403 either, which would send the
+            # operator hunting for a wrong secret when none is configured. The code and the
+            # message say why, and which setting turns the routes on.
+            raise NotFound("cron routes are disabled: set CRON_SECRET on the gateway to enable "
+                           "POST /api/cron/<job> (header x-cron-secret)", code="cron_disabled",
+                           details={"setting": "CRON_SECRET"})
         if not same_secret(request.headers.get("x-cron-secret"), self.settings.cron_secret):
             raise Unauthorized("wrong or missing x-cron-secret", code="invalid_cron_secret")
         options = {"dry_run": True} if load(helpdesk.CronQuery, query)["dry_run"] else {}

@@ -14,13 +14,15 @@ A work session is open exactly while the ticket is AWAITING_ATTENDANCE.
 """
 from __future__ import annotations
 
+import csv
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from common.contracts.accounts import STAFF_ROLES
-from common.contracts.tickets import (COMMENT_MAX, PRIORITIES, STATUSES, SUBJECT_MAX,  # noqa: F401
-                                      WORK_TYPES)
+from common.contracts.tickets import (COMMENT_MAX, EXPORT_DELIMITERS, PRIORITIES, STATUSES,  # noqa: F401
+                                      SUBJECT_MAX, WORK_TYPES)
 from common.contracts.tickets import PAUSE_REASONS as PEOPLE_PAUSE_REASONS
 from common.errors import Conflict, Forbidden, ValidationFailed
 
@@ -181,10 +183,16 @@ def check_can_see(role: str, actor_id: uuid.UUID, requester_id: uuid.UUID | None
 
 # --- live chat ---------------------------------------------------------------------------
 
-def chat_opening(state: WorkState, actor_id: uuid.UUID, now: datetime) -> Outcome | None:
-    """Starting a chat on an assigned ticket with no work going on opens an EXTERNAL session."""
+def chat_opening(state: WorkState, actor_id: uuid.UUID, now: datetime, *,
+                 has_device: bool) -> Outcome | None:
+    """Starting a chat on an assigned ticket with no work going on opens an EXTERNAL session.
+    A chat talks to the person at the ticket's machine: a ticket without one is refused
+    here, rather than accepted and then ended as NO_DEVICE by the next cleanup."""
     if state.status == RESOLVED:
         raise invalid_transition("chat on", state.status)
+    if not has_device:
+        raise Conflict("a live chat talks to the ticket's machine, and this ticket has none: "
+                       "set the ticket's machine_id first", code="chat_needs_device")
     if state.assignee_id is not None and state.session is None:
         return start(state, actor_id, "EXTERNAL", now)
     return None
@@ -199,7 +207,8 @@ def chat_closing(state: WorkState, now: datetime) -> Outcome | None:
 
 def chat_end_reason(*, now: datetime, last_activity_at: datetime, machine_id,
                     machine_last_seen_at: datetime | None, machine_known: bool) -> str | None:
-    """Why the scheduler should end a chat now, or None to leave it running."""
+    """Why the scheduler should end a chat now, or None to leave it running. A chat starts
+    only on a ticket with a machine; NO_DEVICE is for one whose ticket lost it since."""
     if machine_id is None:
         return "NO_DEVICE"
     if machine_known and (machine_last_seen_at is None
@@ -215,3 +224,61 @@ def lunch_pause(state: WorkState, now: datetime) -> Outcome | None:
     if state.status == AWAITING and state.session and state.session.work_type == "INTERNAL":
         return pause(state, "LUNCH_BREAK", now, automatic=True)
     return None
+
+
+# --- report exports ----------------------------------------------------------------------
+
+EXPORT_POLL_SECONDS = 2  # what a QUEUED or RUNNING export tells its caller to wait
+# A maker renews its claim on an export while it writes; a claim not renewed for this long
+# is a dead maker's (killed mid-file), and the export is made again by whoever looks next.
+EXPORT_CLAIM_LEASE = timedelta(minutes=2)
+EXPORT_CLAIM_RENEW = timedelta(seconds=30)
+EXPORT_COLUMNS = ("reference", "id", "subject", "status", "priority", "queue_id", "requester_name",
+                  "requester_email", "assignee_name", "assignee_email", "company_name", "machine_id",
+                  "worked_internal_seconds", "worked_external_seconds", "created_at", "updated_at",
+                  "resolved_at")
+# People open the file in a spreadsheet in Brazil: times read in São Paulo's time, with the
+# offset, to the second (ISO 8601); UTF-8 announced by a BOM (without it Excel reads the
+# accents as Latin-1); "," or ";" between fields (Excel set to Portuguese splits on ";").
+EXPORT_TIME_ZONE = ZoneInfo("America/Sao_Paulo")
+UTF8_BOM = "\ufeff"
+
+
+def export_poll_seconds(status: str) -> int | None:
+    """When to ask again about an export: never once it is DONE or FAILED."""
+    return EXPORT_POLL_SECONDS if status in ("QUEUED", "RUNNING") else None
+
+
+# a cell starting with one of these is a formula to a spreadsheet: a subject typed as
+# "=HYPERLINK(…)" would run when the export is opened (CSV injection, OWASP)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def export_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(EXPORT_TIME_ZONE).replace(microsecond=0).isoformat()
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value  # shown as typed, never evaluated
+    return str(value)
+
+
+class ExportCsv:
+    """The export's CSV, written to a text handle opened with newline="" (lines end in
+    CRLF, as RFC 4180 and Excel expect): the BOM and the header at once, then tickets in
+    pages (any object with the columns as attributes)."""
+
+    def __init__(self, handle, delimiter: str = ","):
+        if delimiter not in EXPORT_DELIMITERS:
+            raise ValueError(f"delimiter must be one of {EXPORT_DELIMITERS}")
+        handle.write(UTF8_BOM)
+        self._writer = csv.writer(handle, delimiter=delimiter, lineterminator="\r\n")
+        self._writer.writerow(EXPORT_COLUMNS)
+
+    def write(self, tickets) -> int:
+        count = 0
+        for ticket in tickets:
+            self._writer.writerow([export_cell(getattr(ticket, column)) for column in EXPORT_COLUMNS])
+            count += 1
+        return count

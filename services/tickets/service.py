@@ -2,7 +2,6 @@
 live chat. Rules live in domain.py; this adapter loads, applies and persists."""
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import uuid
@@ -12,7 +11,6 @@ from pathlib import Path
 import orjson
 from nameko.rpc import RpcProxy
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import update
 
 from common import rpc as deadline
 from common.contracts import load, parse_id
@@ -23,6 +21,7 @@ from common.messaging import first_delivery, subscribe
 from common.pagination import datetime_value, decode_cursor, encode_cursor, uuid_value
 from common.service_base import ServiceBase, rpc
 from services.tickets import domain, storage
+from services.tickets.exports import ExportMakerWakeup, export_maker
 from services.tickets.storage import (Chat, ChatMessage, Comment, CompanySnapshot, Person,
                                       ReportExport, SavedFilter, Ticket, TicketQueue, TicketsRepository,
                                       TimelineEntry, WorkSession)
@@ -31,10 +30,11 @@ log = logging.getLogger(__name__)
 LOOKUP_TIMEOUT_SECONDS = 5.0
 REPORT_RETENTION = timedelta(days=30)
 EXPORT_PAGE, ARCHIVE_BATCH = 1000, 500
-EXPORT_COLUMNS = ("reference", "id", "subject", "status", "priority", "queue_id", "requester_name",
-                  "requester_email", "assignee_name", "assignee_email", "company_name", "machine_id",
-                  "worked_internal_seconds", "worked_external_seconds", "created_at", "updated_at",
-                  "resolved_at")
+EXPORT_CLAIM_ROUNDS = 50  # a run stops after this many rounds of claims (20 exports each)
+
+
+class ExportClaimLost(Exception):
+    """Another maker took this export over (ours stopped renewing its claim in time)."""
 
 
 class Actor:
@@ -104,6 +104,7 @@ class Service(ServiceBase):
     db = Database(repository=TicketsRepository, metadata=storage.metadata, gauges=ticket_gauges)
     accounts = RpcProxy("accounts")
     devices = RpcProxy("devices")
+    wake_export_maker = ExportMakerWakeup()
 
     # queues --------------------------------------------------------------------------
 
@@ -447,7 +448,8 @@ class Service(ServiceBase):
             if uow.repo.open_chat(ticket.id) is not None:
                 raise Conflict("this ticket already has a chat going on", code="chat_in_progress")
             session = uow.repo.open_session(ticket.id)
-            outcome = domain.chat_opening(state_of(ticket, session), actor.user_id, now)
+            outcome = domain.chat_opening(state_of(ticket, session), actor.user_id, now,
+                                          has_device=ticket.machine_id is not None)
             if outcome is not None:
                 self._apply(uow, ticket, session, outcome, actor.user_id, now)
             chat = uow.repo.add(Chat(ticket_id=ticket.id, tenant_id=ticket.tenant_id,
@@ -493,8 +495,9 @@ class Service(ServiceBase):
     @rpc
     def end_inactive_chats(self, now: str | None = None) -> dict:
         """The scheduler's chat cleanup: ends chats whose device is offline > 5 min, which
-        had no message for 12 h, or whose ticket has no device; the reason goes on the
-        timeline. Nothing is written when nothing has to end."""
+        had no message for 12 h, or whose ticket has lost its device since the chat started
+        (a chat starts only with one); the reason goes on the timeline. Nothing is written
+        when nothing has to end."""
         now = datetime.fromisoformat(now) if now else utcnow()
         reasons: dict[str, int] = {}
         with self.db.unit_of_work() as uow:
@@ -598,14 +601,18 @@ class Service(ServiceBase):
 
     @rpc
     def request_export(self, actor: dict, payload: dict) -> dict:
+        """Record the export and answer at once; this process's export maker starts on it
+        right after the commit (a crash before it does is recovered: see exports.py)."""
         actor = Actor(actor)
         require_staff(actor, "export reports")
         data = load(contract.ExportRequest, payload)
         with self.db.unit_of_work() as uow:
             export = uow.repo.add(ReportExport(
                 tenant_id=actor.tenant_id, requested_by=actor.user_id, status="QUEUED",
+                delimiter=data["delimiter"],
                 filters=orjson.dumps(contract.TicketFilters().dump(data["filters"])).decode()))
             uow.commit()
+            self.wake_export_maker()
             return self._export_view(export)
 
     @rpc
@@ -631,65 +638,105 @@ class Service(ServiceBase):
             export = self._export(uow, actor, export_id)
             if export.status != "DONE":
                 raise Conflict(f"the export is {export.status}", code="export_not_ready",
-                               details={"status": export.status})
+                               details={"status": export.status,
+                                        "poll_after_seconds": domain.export_poll_seconds(export.status)})
             path = self._export_path(export)
             if not path.exists():
                 raise NotFound("the export's file is gone", code="export_file_missing")
-            return {"filename": f"chamados-tickets-{export.id}.csv", "content": path.read_text()}
+            # as written: the BOM and CRLF line ends stay (no newline translation)
+            with open(path, encoding="utf-8", newline="") as handle:
+                content = handle.read()
+            return {"filename": f"chamados-tickets-{export.id}.csv", "content": content}
+
+    @export_maker
+    def make_exports(self) -> dict:
+        """The export maker's run (exports.py): right after a request, and every minute."""
+        return self._make_exports()
 
     @rpc
     def run_report_exports(self, now: str | None = None) -> dict:
-        """The runner: every queued export becomes a CSV file under EXPORT_DIR."""
+        """The scheduler's `report-export-runner` (off by default; the service makes exports
+        itself): makes whatever is still waiting, as the export maker does."""
+        return self._make_exports()
+
+    def _make_exports(self) -> dict:
+        """Every export waiting (QUEUED, or RUNNING under a dead maker's claim) becomes a
+        CSV file under EXPORT_DIR; each is claimed first, so no two makers make one."""
         done = failed = 0
-        with self.db.unit_of_work() as uow:
-            queued = uow.repo.queued_exports()
-        for export_id in queued:
-            try:
-                self._produce_export(export_id)
-                done += 1
-            except Exception as exc:  # one bad export must not stop the others
-                failed += 1
-                log.exception("export %s failed", export_id)
-                with self.db.unit_of_work() as uow:
-                    export = uow.session.get(ReportExport, export_id)
-                    export.status, export.error = "FAILED", f"{exc.__class__.__name__}: {exc}"[:500]
-                    export.finished_at = utcnow()
-                    uow.commit()
+        for _ in range(EXPORT_CLAIM_ROUNDS):
+            now = utcnow()
+            with self.db.unit_of_work() as uow:
+                waiting = uow.repo.claimable_exports(now - domain.EXPORT_CLAIM_LEASE)
+            if not waiting:
+                break
+            claimed = 0
+            for export_id in waiting:
+                outcome = self._make_export(export_id)
+                claimed += outcome is not None
+                done += outcome == "DONE"
+                failed += outcome == "FAILED"
+            if not claimed:  # others hold them all
+                break
+        if done or failed:
+            log.info("exports made: %d done, %d failed", done, failed)
         return {"done": done, "failed": failed}
 
-    def _produce_export(self, export_id) -> None:
+    def _make_export(self, export_id) -> str | None:
+        """DONE or FAILED once made by us; None when another maker has it."""
+        claim, now = uuid.uuid4(), utcnow()
         with self.db.unit_of_work() as uow:
-            claimed = uow.session.execute(  # another replica's runner may have taken it
-                update(ReportExport).where(ReportExport.id == export_id, ReportExport.status == "QUEUED")
-                .values(status="RUNNING").returning(ReportExport.id)).first()
+            if not uow.repo.claim_export(export_id, claim, now, now - domain.EXPORT_CLAIM_LEASE):
+                return None
             uow.commit()
-            if claimed is None:
-                return
+        try:
+            return self._write_export(export_id, claim)
+        except ExportClaimLost:
+            log.warning("export %s: taken over by another maker; this one stops", export_id)
+            return None
+        except Exception as exc:  # one bad export must not stop the others
+            log.exception("export %s failed", export_id)
+            with self.db.unit_of_work() as uow:
+                if uow.repo.settle_export(export_id, claim, status="FAILED", finished_at=utcnow(),
+                                          error=f"{exc.__class__.__name__}: {exc}"[:500]):
+                    uow.commit()
+            return "FAILED"
+
+    def _write_export(self, export_id, claim) -> str:
+        with self.db.unit_of_work() as uow:
             export = uow.session.get(ReportExport, export_id)
             filters = load(contract.TicketFilters, orjson.loads(export.filters))
             path = self._export_path(export)
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".partial")
-            rows, after = 0, None
-            with open(partial, "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(EXPORT_COLUMNS)
-                while True:  # keyset pages: memory stays flat however many tickets
-                    page = list(uow.session.scalars(uow.repo.list_query(
-                        export.tenant_id, filters, after=after, limit=EXPORT_PAGE)))
-                    for ticket in page:
-                        writer.writerow([getattr(ticket, column) for column in EXPORT_COLUMNS])
-                    rows += len(page)
-                    if len(page) < EXPORT_PAGE:
-                        break
-                    after = (page[-1].created_at, page[-1].id)
-                    if rows % (EXPORT_PAGE * 10) == 0:
-                        log.info("export %s: %d tickets written", export.id, rows)
-            partial.replace(path)
-            export.status, export.rows, export.finished_at = "DONE", rows, utcnow()
-            export.file_name = path.name
-            uow.commit()
+            partial = path.with_name(f"{path.stem}.{claim}.partial")  # a maker's own
+            rows, after, renewed = 0, None, utcnow()
+            try:
+                with open(partial, "w", encoding="utf-8", newline="") as handle:
+                    writer = domain.ExportCsv(handle, export.delimiter)
+                    while True:  # keyset pages: memory stays flat however many tickets
+                        page = list(uow.session.scalars(uow.repo.list_query(
+                            export.tenant_id, filters, after=after, limit=EXPORT_PAGE)))
+                        rows += writer.write(page)
+                        if len(page) < EXPORT_PAGE:
+                            break
+                        after = (page[-1].created_at, page[-1].id)
+                        if utcnow() - renewed >= domain.EXPORT_CLAIM_RENEW:  # still ours, still alive
+                            renewed = utcnow()
+                            if not uow.repo.settle_export(export.id, claim, claimed_at=renewed):
+                                raise ExportClaimLost(export.id)
+                            uow.commit()
+                            log.info("export %s: %d tickets written", export.id, rows)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                finished = utcnow()
+                if not uow.repo.settle_export(export.id, claim, status="DONE", rows=rows,
+                                              finished_at=finished, file_name=path.name):
+                    raise ExportClaimLost(export.id)
+                partial.replace(path)  # then commit: a crash between leaves it to be made again
+                uow.commit()
+            finally:
+                partial.unlink(missing_ok=True)
             log.info("export %s done: %d tickets in %s", export.id, rows, path)
+            return "DONE"
 
     def _export_path(self, export: ReportExport) -> Path:
         return Path(self.db.settings.export_dir) / str(export.tenant_id) / f"{export.id}.csv"
@@ -698,8 +745,9 @@ class Service(ServiceBase):
     def _export_view(export: ReportExport) -> dict:
         return contract.ExportRun().dump({
             "id": export.id, "status": export.status, "filters": orjson.loads(export.filters),
-            "rows": export.rows, "error": export.error, "created_at": export.created_at,
-            "finished_at": export.finished_at})
+            "delimiter": export.delimiter, "rows": export.rows, "error": export.error,
+            "created_at": export.created_at, "finished_at": export.finished_at,
+            "poll_after_seconds": domain.export_poll_seconds(export.status)})
 
     def _export(self, uow, actor: Actor, export_id) -> ReportExport:
         require_staff(actor, "read exports")

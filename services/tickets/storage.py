@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, func,
+from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, and_, func, or_,
                         select, text, tuple_, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -172,8 +172,10 @@ class ChatMessage(Base):
 
 
 class ReportExport(Base):
-    """A requested CSV export; the runner (scheduler, every 15 min) produces its file.
-    Runs and files are deleted after 30 days by the retention sweep."""
+    """A requested CSV export. The tickets service makes its file as soon as it is asked
+    for (and recovers what a crash left); the scheduler's runner job can make it too. A
+    maker claims the row first (`claimed_by`, renewed in `claimed_at` while it writes), so
+    no export is made twice. Runs and files are deleted after 30 days by the retention sweep."""
 
     __tablename__ = "report_exports"
     __table_args__ = (Index("ix_report_exports_status_created", "status", "created_at"),)
@@ -187,6 +189,9 @@ class ReportExport(Base):
     error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delimiter: Mapped[str] = mapped_column(String(1), default=",", server_default=",")
+    claimed_by: Mapped[uuid.UUID | None]  # the maker's claim (a random id per attempt)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # renewed while it writes
 
 
 # every column that holds a user id, for merges
@@ -385,9 +390,29 @@ class TicketsRepository(Repository):
                                          .order_by(ReportExport.created_at.desc(), ReportExport.id.desc())
                                          .limit(limit)))
 
-    def queued_exports(self, limit: int = 20) -> list:
-        return list(self.session.scalars(select(ReportExport.id).where(ReportExport.status == "QUEUED")
+    @staticmethod
+    def _claimable(stale_before):
+        """QUEUED, or RUNNING under a claim nobody renewed since `stale_before` (its maker died)."""
+        return or_(ReportExport.status == "QUEUED",
+                   and_(ReportExport.status == "RUNNING", ReportExport.claimed_at < stale_before))
+
+    def claimable_exports(self, stale_before, limit: int = 20) -> list:
+        return list(self.session.scalars(select(ReportExport.id).where(self._claimable(stale_before))
                                          .order_by(ReportExport.created_at).limit(limit)))
+
+    def claim_export(self, export_id, claim, now, stale_before) -> bool:
+        """A conditional UPDATE: of two makers racing for one export, exactly one gets it."""
+        return self.session.execute(
+            update(ReportExport).where(ReportExport.id == export_id, self._claimable(stale_before))
+            .values(status="RUNNING", claimed_by=claim, claimed_at=now)
+            .returning(ReportExport.id)).first() is not None
+
+    def settle_export(self, export_id, claim, **values) -> bool:
+        """Renew the claim or record the outcome, only while the claim is still ours."""
+        return self.session.execute(
+            update(ReportExport).where(ReportExport.id == export_id, ReportExport.status == "RUNNING",
+                                       ReportExport.claimed_by == claim)
+            .values(**values).returning(ReportExport.id)).first() is not None
 
     def exports_before(self, cutoff) -> list[ReportExport]:
         return list(self.session.scalars(select(ReportExport).where(ReportExport.created_at < cutoff)))

@@ -47,7 +47,10 @@ def test_the_health_page_shows_every_section_to_staff(page, admin_api):
     assert figures(page, "#saude-cadastros") == \
         [registrations["companies"], registrations["people"], registrations["machine_users"]]
     assert page.locator("#saude-heartbeats dt").all_inner_texts() == \
-        ["< 5 min", "5–60 min", "1–24 h", "> 24 h", "nunca"]
+        ["Online", "Atrasado", "Offline há menos de 24 h", "Offline há mais de 24 h", "nunca"]
+    # the buckets' edges are the status thresholds (MACHINE_ONLINE_SECONDS, _STALE_SECONDS)
+    assert "Online: último sinal há menos de 5 min; atrasado: há menos de 30 min" in \
+        page.locator("#saude-heartbeats .hint").inner_text()
     assert figures(page, "#saude-heartbeats") == list(snapshot["heartbeats"]["buckets"].values())
 
     retention = page.locator("#saude-retencao tbody tr")
@@ -133,6 +136,8 @@ def test_staff_export_tickets_to_csv_and_download_it(page, admin_api):
     sign_in(page, ADMIN_EMAIL, ADMIN_PASSWORD)
     page.goto("/relatorios")
     page.get_by_label("Empresa").select_option(label=f"Relatório {marker}")
+    # a spreadsheet set to Portuguese (Brazil) splits columns on ";": the console's default
+    assert page.get_by_label("Separador").input_value() == ";"
     page.get_by_role("button", name="Gerar CSV").click()
     page.wait_for_url("**/relatorios")
     assert page.get_by_role("status").inner_text() == \
@@ -144,13 +149,16 @@ def test_staff_export_tickets_to_csv_and_download_it(page, admin_api):
     export_id = newest.get_attribute("data-export")
     listed = admin_api.get("/api/reports/exports").json()["items"][0]
     assert listed["id"] == export_id and listed["status"] == "DONE" and listed["rows"] == len(subjects)
+    assert listed["delimiter"] == ";"
 
     with page.expect_download() as download_info:
         newest.get_by_role("link", name="Baixar CSV").click()
     download = download_info.value
     assert download.suggested_filename.endswith(".csv")
-    with open(download.path(), newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    with open(download.path(), "rb") as handle:
+        assert handle.read(3) == b"\xef\xbb\xbf"  # UTF-8 announced to the spreadsheet
+    with open(download.path(), newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle, delimiter=";"))
     assert {row["subject"] for row in rows} == subjects
 
     page.set_viewport_size(PHONE)

@@ -3,12 +3,14 @@ status machine with the dialogs, internal comments stay internal, the default fi
 follows the person, live chat shows new messages without a reload."""
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
 from playwright.sync_api import expect
 
 from tests.browser.conftest import sign_in
+from tests.browser.test_console_devices import new_company, run_agent
 
 BADGE_COLOURS = {  # console.css: the seed's grey, blue, yellow and green
     "Pendente": "rgb(107, 114, 128)", "Em andamento": "rgb(29, 78, 216)",
@@ -171,14 +173,28 @@ def test_markup_in_a_subject_is_shown_as_text(page, make_person):
     assert alerts == []
 
 
-def test_live_chat_messages_appear_without_a_reload(page, browser, system, make_person):
+def test_live_chat_messages_appear_without_a_reload(page, browser, system, admin_api, make_person,
+                                                  tmp_path):
     _, collaborator_email, collaborator_api = make_person("collaborator")
     _, agent_email, agent_api = make_person("agent")
-    ticket = collaborator_api.post("/api/tickets", json={"subject": "Ajuda ao vivo"}).json()
-    assert agent_api.post(f"/api/tickets/{ticket['id']}/assign",
-                          json={"assignee_id": agent_api.get("/api/me").json()["id"]}).status_code == 200
+    # the chat talks to the collaborator's machine: enrolled by the real agent, as on a desktop
+    company = new_company(admin_api, "chat")
+    state_dir = tmp_path / "agent"
+    run_agent(system, state_dir, "register", "--gateway", system.base_url, "--code",
+              company["provisioning_code"], "--email", collaborator_email, "--name", "Colaboradora")
+    machine_id = json.loads((state_dir / "state.json").read_text())["machine_id"]
+    without = collaborator_api.post("/api/tickets", json={"subject": "Sem máquina"}).json()
+    ticket = collaborator_api.post("/api/tickets", json={"subject": "Ajuda ao vivo",
+                                                         "machine_id": machine_id}).json()
+    me = agent_api.get("/api/me").json()["id"]
+    for each in (without, ticket):
+        assert agent_api.post(f"/api/tickets/{each['id']}/assign", json={"assignee_id": me}).status_code == 200
 
     sign_in(page, agent_email)
+    # a ticket without a machine offers no chat, and says why
+    page.goto(f"/chamados/{without['reference']}")
+    expect(page.locator("#chat")).to_contain_text("este chamado não tem um")
+    assert page.get_by_role("button", name="Iniciar chat ao vivo").count() == 0
     page.goto(f"/chamados/{ticket['reference']}")
     page.get_by_role("button", name="Iniciar chat ao vivo").click()
     expect(page.get_by_role("status")).to_have_text("Chat iniciado.")

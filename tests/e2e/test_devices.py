@@ -328,7 +328,7 @@ def test_heartbeat_updates_state_and_negotiates_the_inventory(tenant, anonymous)
     assert answer == {"need_inventory": False, "usb_policy": None}
     assert view["inventory_hash"] == expected_hash
     assert view["status"] == "online"
-    assert view["health_bucket"] == "lt_5m"
+    assert view["health_bucket"] == "online"
     assert now_utc() - parse(view["last_seen_at"]) < timedelta(minutes=1)
     assert view["last_metrics"]["cpu_percent"] == 12.5
     assert view["last_metrics"]["memory_percent"] == 23.5

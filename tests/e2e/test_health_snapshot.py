@@ -16,7 +16,8 @@ def test_staff_see_their_tenant(tenant):
     assert set(body) == SECTIONS and body["scope"] == "tenant"
     assert body["tickets"] == {"PENDING": 1, "AWAITING_ATTENDANCE": 0, "PAUSED": 0, "RESOLVED": 0}
     assert body["registrations"]["people"] == 2 and body["registrations"]["companies"] == 0
-    assert set(body["heartbeats"]["buckets"]) == {"lt_5m", "5m_60m", "1h_24h", "gt_24h", "never"}
+    assert set(body["heartbeats"]["buckets"]) == {"online", "stale", "offline_lt_24h", "offline_gt_24h",
+                                                  "never"}
     assert {"sessions", "report_exports", "metrics_hourly", "alerts"} <= set(body["retention"])
     assert {job["name"] for job in body["jobs"]} >= {"chat-cleanup", "usb-cleanup", "offline-sweep"}
 

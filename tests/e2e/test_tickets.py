@@ -575,17 +575,44 @@ def test_live_chat_opens_external_work_and_ending_pauses(tenant):
     assert (closed["code"], closed["details"]["current_status"]) == ("invalid_transition", "RESOLVED")
 
 
-def test_chat_sweep_ends_idle_and_deviceless_chats(tenant, rpc):
+def test_a_live_chat_needs_a_ticket_with_a_machine(tenant, rpc):
+    """The chat talks to the ticket's machine: without one it is refused at start (it used
+    to be accepted, then ended as NO_DEVICE by the next cleanup tick)."""
+    admin = tenant.admin
+    agent_user, agent = tenant.person("agent")
+    ticket = create(admin, "Sem máquina")
+    act(admin, ticket, "assign", assignee_id=agent_user["id"])
+
+    refused = error(agent.post(f"/api/tickets/{ticket['id']}/chat", json={}), 409)
+    assert refused["code"] == "chat_needs_device", refused
+    assert "machine" in refused["message"], refused
+    untouched = get(agent, ticket)
+    assert untouched["status"] == "PENDING" and untouched["work_in_progress"] is None
+    assert "CHAT_STARTED" not in kinds(agent, ticket)
+
+    # once the ticket names its machine, the chat starts and the cleanup leaves it running
+    updated = admin.patch(f"/api/tickets/{ticket['id']}", json={"machine_id": str(uuid.uuid4())})
+    assert updated.status_code == 200, updated.text
+    opened = agent.post(f"/api/tickets/{ticket['id']}/chat", json={})
+    assert opened.status_code == 201, opened.text
+    rpc.tickets.end_inactive_chats(datetime.now(timezone.utc).isoformat())
+    assert chat_of(agent, opened.json()["id"])["ended_at"] is None
+
+
+def test_chat_sweep_ends_idle_chats_and_those_whose_ticket_lost_its_device(tenant, rpc):
     admin = tenant.admin
     agent_user, agent = tenant.person("agent")
     with_machine = create(admin, "Na máquina do usuário", machine_id=str(uuid.uuid4()))
-    without = create(admin, "Sem máquina")
+    without = create(admin, "Máquina retirada do chamado", machine_id=str(uuid.uuid4()))
     chats = {}
     for ticket in (with_machine, without):
         act(admin, ticket, "assign", assignee_id=agent_user["id"])
         response = agent.post(f"/api/tickets/{ticket['id']}/chat", json={})
         assert response.status_code == 201, response.text
         chats[ticket["id"]] = response.json()["id"]
+    # a chat starts only with a machine; its ticket may lose it afterwards
+    cleared = admin.patch(f"/api/tickets/{without['id']}", json={"machine_id": None})
+    assert cleared.status_code == 200 and cleared.json()["machine_id"] is None, cleared.text
 
     now = datetime.now(timezone.utc)
     swept = rpc.tickets.end_inactive_chats(now.isoformat())

@@ -59,18 +59,19 @@ def test_os_label(name, version, build, label):
 
 @pytest.mark.parametrize("age, status, bucket", [
     (None, "offline", "never"),
-    (timedelta(seconds=10), "online", "lt_5m"),
-    (timedelta(minutes=4, seconds=59), "online", "lt_5m"),
-    (timedelta(minutes=5), "stale", "5m_60m"),
-    (timedelta(minutes=29), "stale", "5m_60m"),
-    (timedelta(minutes=30), "offline", "5m_60m"),
-    (timedelta(hours=2), "offline", "1h_24h"),
-    (timedelta(days=2), "offline", "gt_24h"),
+    (timedelta(seconds=10), "online", "online"),
+    (timedelta(minutes=4, seconds=59), "online", "online"),
+    (timedelta(minutes=5), "stale", "stale"),
+    (timedelta(minutes=29), "stale", "stale"),
+    (timedelta(minutes=30), "offline", "offline_lt_24h"),
+    (timedelta(hours=2), "offline", "offline_lt_24h"),
+    (timedelta(days=2), "offline", "offline_gt_24h"),
 ])
 def test_status_and_health_bucket(age, status, bucket):
     seen = None if age is None else NOW - age
-    assert domain.machine_status(seen, NOW) == status
-    assert domain.health_bucket(seen, NOW) == bucket
+    defaults = domain.StatusThresholds()
+    assert domain.machine_status(seen, NOW, defaults) == status
+    assert domain.health_bucket(seen, NOW, defaults) == bucket
 
 
 def test_thresholds_are_configurable():

@@ -398,7 +398,7 @@ def test_collaborator_sees_own_tickets_only():
 @pytest.mark.parametrize("status", [PENDING, PAUSED])
 def test_chat_opening_on_an_assigned_idle_ticket_opens_an_external_session(status):
     before = state(status, OTHER, worked={"INTERNAL": 4, "EXTERNAL": 0})
-    out = chat_opening(before, AGENT, T0)
+    out = chat_opening(before, AGENT, T0, has_device=True)
     assert isinstance(out, Outcome)
     assert out.state.status == AWAITING
     assert out.opened == OpenSession("EXTERNAL", AGENT, T0)
@@ -410,19 +410,28 @@ def test_chat_opening_on_an_assigned_idle_ticket_opens_an_external_session(statu
 
 @pytest.mark.parametrize("status", [PENDING, PAUSED])
 def test_chat_opening_on_an_unassigned_ticket_opens_nothing(status):
-    assert chat_opening(state(status, None), AGENT, T0) is None
+    assert chat_opening(state(status, None), AGENT, T0, has_device=True) is None
 
 
 @pytest.mark.parametrize("work_type", WORK_TYPES)
 def test_chat_opening_while_already_working_opens_nothing(work_type):
-    assert chat_opening(working(work_type), OTHER, T0 + timedelta(minutes=3)) is None
+    assert chat_opening(working(work_type), OTHER, T0 + timedelta(minutes=3), has_device=True) is None
 
 
 @pytest.mark.parametrize("assignee", [None, AGENT])
 def test_chat_opening_is_refused_when_resolved(assignee):
     with pytest.raises(Conflict) as excinfo:
-        chat_opening(state(RESOLVED, assignee), AGENT, T0)
+        chat_opening(state(RESOLVED, assignee), AGENT, T0, has_device=True)
     assert_invalid_transition(excinfo, RESOLVED)
+
+
+@pytest.mark.parametrize("before", [state(PENDING, None), state(PENDING, OTHER), state(PAUSED, OTHER),
+                                    working("INTERNAL")])
+def test_chat_opening_is_refused_on_a_ticket_without_a_machine(before):
+    with pytest.raises(Conflict) as excinfo:
+        chat_opening(before, AGENT, T0, has_device=False)
+    assert excinfo.value.code == "chat_needs_device"
+    assert "machine" in excinfo.value.message
 
 
 @pytest.mark.parametrize("work_type", WORK_TYPES)
@@ -568,7 +577,7 @@ def apply(s, action, now):
     if name == "assign":
         return assign(s, args[0])
     if name == "chat_opening":
-        return chat_opening(s, args[0], now)
+        return chat_opening(s, args[0], now, has_device=True)
     if name == "chat_closing":
         return chat_closing(s, now)
     if name == "lunch_pause":

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date, datetime, timezone
+
+import eventlet
 
 from common.contracts.accounts import STAFF_ROLES
 from common.contracts.tickets import STATUSES
@@ -16,6 +19,10 @@ log = logging.getLogger(__name__)
 
 REPORTS_PATH = "/relatorios"
 RECENT_EXPORTS = 20
+# the tickets service makes an export as soon as it is asked for: the page waits this long
+# for it, so the file is usually ready when the page comes back (the list refreshes itself)
+EXPORT_WAIT_SECONDS, EXPORT_WAIT_STEP = 4.0, 0.2
+CONSOLE_DELIMITER = ";"  # what a spreadsheet set to Portuguese (Brazil) splits columns on
 # the retention summary's kinds in reading order; a kind added later is listed after them
 RETENTION_ORDER = ("sessions", "report_exports", "metrics_hourly", "alerts", "tickets")
 # the RPC of each health section, to name the service that did not answer
@@ -62,40 +69,34 @@ class OperationsViews:
             choices_error=companies_error or queues_error,
             company_names={company["id"]: company["name"] for company in companies or []},
             queue_names={queue["id"]: queue["name"] for queue in queues or []},
-            any_queued=any(export["status"] == "QUEUED" for export in exports or []))
+            delimiter=CONSOLE_DELIMITER)
 
     @page("POST", REPORTS_PATH, operation="request_export")
     def request_report_submit(self, page_):
-        """Ask for the export, then run the export runner at once (its scheduler job is off
-        by default), so the file is usually ready when the page comes back."""
+        """Ask for the export (the tickets service starts making it at once) and wait a
+        moment for it, so the file is usually ready when the page comes back."""
         filters = {name: page_.field(name) for name in ("status", "company_id", "queue_id")
                    if page_.field(name)}
         for name in ("created_from", "created_to"):
             if page_.field(name):
                 filters[name] = start_of_local_day(page_.field(name))
-        export = self.operation("request_export", page_.principal, body={"filters": filters})
-        return self._run_queued_exports(page_, export["id"])
-
-    @page("POST", REPORTS_PATH + "/fila", operation="request_export")
-    def run_queued_reports_submit(self, page_):
-        """Exports left in the queue (the runner did not answer in time): try again now."""
-        return self._run_queued_exports(page_, None)
+        export = self.operation("request_export", page_.principal, body={
+            "filters": filters, "delimiter": page_.field("delimiter") or CONSOLE_DELIMITER})
+        return self._when_made(page_, export)
 
     @page("GET", REPORTS_PATH + "/<export_id>/download", operation="download_export")
     def download_report(self, page_, export_id):
         return self.operation("download_export", page_.principal, export_id=export_id)
 
-    def _run_queued_exports(self, page_, export_id: str | None):
+    def _when_made(self, page_, export: dict):
         t = page_.t
+        deadline = time.monotonic() + EXPORT_WAIT_SECONDS
         try:
-            self.call("tickets", "run_report_exports")  # the gateway's deadline
-            export = self.operation("get_export", page_.principal, export_id=export_id) \
-                if export_id else None
-        except DomainError as exc:
-            return page_.redirect(REPORTS_PATH, t("reports.left_queued", reason=error_message(exc)),
-                                  "error")
-        if export is None:
-            return page_.redirect(REPORTS_PATH, t("reports.queue_ran"))
+            while export["status"] in ("QUEUED", "RUNNING") and time.monotonic() < deadline:
+                eventlet.sleep(EXPORT_WAIT_STEP)
+                export = self.operation("get_export", page_.principal, export_id=export["id"])
+        except DomainError:  # asked for already: the list says how it goes
+            export = {"status": "QUEUED"}
         if export["status"] == "DONE":
             return page_.redirect(REPORTS_PATH, t("reports.ready", rows=export["rows"]))
         if export["status"] == "FAILED":
