@@ -11,11 +11,10 @@ up: $(INSTALLED)
 	@scripts/ensure-infra.sh $(if $(findstring postgresql,$(DATABASE_URL)),--postgres,)
 	@$(VENV)/bin/chamados up
 
-# the main suite, then the browser tests in their own process (no eventlet: pitfall 19)
+# the main suite and, at the same time, the browser tests in their own process (scripts/test.sh)
 test: $(INSTALLED)
 	@scripts/ensure-infra.sh --tests
-	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
-	@$(VENV)/bin/python -m pytest tests/browser --confcutdir=tests/browser $(PYTEST_ARGS)
+	@scripts/test.sh $(PYTEST_ARGS)
 
 test-browser: $(INSTALLED)
 	@scripts/ensure-infra.sh --tests

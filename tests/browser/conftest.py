@@ -2,8 +2,9 @@
 
 They run in their own pytest process, without eventlet: Playwright's sync API hangs on
 stop in an eventlet-patched process (ENGINEERING.md pitfall 19), and the suite's root
-conftest patches. `make test` runs `pytest tests/browser --confcutdir=tests/browser` after
-the main suite, so tests/conftest.py is never loaded here (and it ignores this folder).
+conftest patches. `make test` (scripts/test.sh) runs `pytest tests/browser
+--confcutdir=tests/browser` beside the main suite, so tests/conftest.py is never loaded
+here (and it ignores this folder).
 
 Every test that fails leaves a screenshot in var/browser-failures/.
 """

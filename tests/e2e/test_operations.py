@@ -139,3 +139,52 @@ def test_the_swarm_stack_is_valid():
         assert "healthcheck" in service
     for config in stack["configs"].values():
         assert (DEPLOY / config["file"]).exists() or config["file"].startswith("/"), config
+
+
+def _secret_names(service):
+    return {entry if isinstance(entry, str) else entry["source"] for entry in service.get("secrets", [])}
+
+
+def test_the_swarm_stack_keeps_every_password_in_a_secret():
+    text = (DEPLOY / "stack.yml").read_text()
+    stack = yaml.safe_load(text)  # merge keys (<<) resolved, like docker's own parser
+    services, declared = stack["services"], stack["secrets"]
+    # no credential in the file: no user:password@ in a URI, no *PASS*/*SECRET*/*TOKEN* value
+    assert not re.search(r"://[^/\s:@]+:[^@\s]+@", text), "a URI with a password in stack.yml"
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            if re.search(r"PASS|SECRET|TOKEN|AMQP_URI|DATABASE_URL", key):
+                assert key.endswith("_FILE"), f"{name}: {key} is set in plain text"
+                secret = str(value).removeprefix("/run/secrets/")
+                assert str(value).startswith("/run/secrets/") and secret in _secret_names(service), \
+                    f"{name}: {key} names {value}, not a secret the service mounts"
+    for name, service in services.items():
+        assert _secret_names(service) <= set(declared), f"{name} uses an undeclared secret"
+    assert all(secret.get("external") for secret in declared.values())
+    # the broker's password, and the services' URI that carries it
+    assert services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS_FILE"] == \
+        "/run/secrets/chamados_rabbitmq_password"
+    assert "RABBITMQ_DEFAULT_PASS_FILE" in " ".join(services["rabbitmq"]["entrypoint"])
+    for name in ("migrate", *SERVICE_NAMES):
+        assert services[name]["environment"]["AMQP_URI_FILE"] == "/run/secrets/chamados_amqp_uri", name
+        assert "AMQP_URI" not in services[name]["environment"], name
+    # Grafana's admin password (not its default)
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == \
+        "/run/secrets/chamados_grafana_admin_password"
+    # the README creates every secret the stack uses
+    readme = (ROOT / "README.md").read_text()
+    for secret in declared:
+        assert f"docker secret create {secret} " in readme, f"the README never creates {secret}"
+
+
+def test_the_readme_first_admin_step_fits_the_stack():
+    readme = (ROOT / "README.md").read_text()
+    swarm = readme.split("## Deploying on a Swarm", 1)[1].split("\n## ", 1)[0]
+    stack = yaml.safe_load((DEPLOY / "stack.yml").read_text())
+    for network in re.findall(r"docker run [^`]*--network (\w+)", swarm):
+        assert network.startswith("chamados_"), network
+        assert stack["networks"][network.removeprefix("chamados_")].get("attachable"), \
+            f"docker run --network {network} needs `attachable: true` on that network"
+    for service in re.findall(r"com\.docker\.swarm\.service\.name=chamados_(\w+)", swarm):
+        assert service in stack["services"], service
+    assert re.search(r"docker (exec|run) [^`]*create-admin", swarm), "step 4 creates the first admin"
