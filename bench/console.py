@@ -39,6 +39,7 @@ import requests
 from bench.core import BenchFailure, Stack, log, median, ratio, target
 from bench.httpload import LUA_DONE, ensure_wrk, run_python, run_wrk
 from common.config import SERVICE_NAMES
+from services.tickets.storage import sql_fold
 
 NAME = "console"
 SUMMARY = ("console pages (dashboard, /chamados and its filters, page 2) over N tickets at 8 connections: "
@@ -301,10 +302,8 @@ WITH base AS (
 INSERT INTO tickets.tickets (id, tenant_id, reference, subject, description, priority, status, queue_id,
     requester_id, requester_name, requester_email, assignee_id, assignee_name, assignee_email,
     company_id, company_name, machine_id, worked_internal_seconds, worked_external_seconds,
-    created_at, updated_at, resolved_at, archived_at)
-SELECT gen_random_uuid(), %(tenant)s, s.g,
-       (%(verbs)s::text[])[s.verb] || ' ' || (%(topics)s::text[])[s.topic] || ' ' || (%(places)s::text[])[s.place],
-       left(%(description)s, s.description_length),
+    created_at, updated_at, resolved_at, archived_at, search_vector)
+SELECT gen_random_uuid(), %(tenant)s, s.g, s.subject, s.description,
        CASE WHEN s.u_priority < 0.2 THEN 'LOW' WHEN s.u_priority < 0.75 THEN 'MEDIUM'
             WHEN s.u_priority < 0.95 THEN 'HIGH' ELSE 'URGENT' END,
        s.status, q.id, r.id, r.name, r.email, a.id, a.name, a.email, r.company_id, r.company_name, NULL,
@@ -313,13 +312,18 @@ SELECT gen_random_uuid(), %(tenant)s, s.g,
        s.created,
        least(%(now)s::timestamptz, s.created + CASE WHEN s.status = 'RESOLVED' THEN s.took ELSE s.took / 5 END),
        CASE WHEN s.status = 'RESOLVED' THEN least(%(now)s::timestamptz, s.created + s.took) END,
-       NULL
-FROM shaped s
+       NULL,
+       -- what the tickets service writes for `q` (services/tickets/storage.py, index_ticket)
+       to_tsvector('portuguese'::regconfig, SEARCH_FOLD)
+FROM (SELECT sh.*, (%(verbs)s::text[])[sh.verb] || ' ' || (%(topics)s::text[])[sh.topic] || ' '
+             || (%(places)s::text[])[sh.place] AS subject,
+             left(%(description)s, sh.description_length) AS description
+      FROM shaped sh) s
 JOIN seed_requesters r ON r.n = s.requester
 JOIN seed_queues q ON q.n = s.queue
 LEFT JOIN seed_agents a ON a.n = s.agent
     AND NOT ((s.status = 'PENDING' AND s.u_assign < 0.5) OR (s.status = 'RESOLVED' AND s.u_assign < 0.02))
-"""
+""".replace("SEARCH_FOLD", sql_fold("s.subject || chr(10) || s.description"))
 
 
 # --- the pages ----------------------------------------------------------------------------

@@ -1,4 +1,8 @@
 """Contract of the tickets service (RPC `tickets`)."""
+import re
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
 from marshmallow import ValidationError, fields, validate
 
 from common.contracts import PageQuery, StrictSchema, trimmed
@@ -11,19 +15,43 @@ VISIBILITIES = ("PUBLIC", "INTERNAL")
 SUBJECT_MAX, COMMENT_MAX = 600, 20_000
 EXPORT_STATUSES = ("QUEUED", "RUNNING", "DONE", "FAILED")
 EXPORT_DELIMITERS = (",", ";")  # ";" is what a spreadsheet set to Portuguese (Brazil) expects
+LOCAL_ZONE = ZoneInfo("America/Sao_Paulo")  # what a plain date in a filter means
+COUNT_CAP = 10_000  # `count=true` counts up to this many matches (then `count_capped`)
+_PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class AssigneeFilter(fields.String):
-    """A user id, or the word `unassigned`."""
+    """A user id, or the word `unassigned`, or `me` (the caller)."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs)
-        if value == "unassigned":
+        if value in ("unassigned", "me"):
             return value
         try:
             return str(fields.UUID()._deserialize(value, attr, data))
         except ValidationError:
-            raise ValidationError("a user id or 'unassigned'") from None
+            raise ValidationError("a user id, 'unassigned' or 'me'") from None
+
+
+class DayOrDateTime(fields.AwareDateTime):
+    """An ISO 8601 datetime with its zone, or a plain date (`2026-11-30`): a whole day in
+    America/Sao_Paulo — its start as a lower bound, the start of the next day as an (exclusive)
+    upper bound, so `created_to=2026-11-30` includes all of the 30th. Loads as UTC."""
+
+    def __init__(self, *, end_of_day: bool = False, **kwargs):
+        super().__init__(default_timezone=None, **kwargs)
+        self.end_of_day = end_of_day
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and _PLAIN_DATE.fullmatch(value):
+            try:
+                day = date.fromisoformat(value)
+            except ValueError:
+                raise ValidationError("not a valid date (YYYY-MM-DD)") from None
+            if self.end_of_day:
+                day += timedelta(days=1)
+            return datetime.combine(day, time(), LOCAL_ZONE).astimezone(timezone.utc)
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class QueueCreate(StrictSchema):
@@ -68,13 +96,25 @@ class TicketFilters(StrictSchema):
     company_id = fields.UUID(load_default=None)
     requester_id = fields.UUID(load_default=None)
     priority = fields.String(load_default=None, validate=validate.OneOf(PRIORITIES))
-    q = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
-    created_from = fields.AwareDateTime(load_default=None, default_timezone=None)
-    created_to = fields.AwareDateTime(load_default=None, default_timezone=None)
+    q = fields.String(load_default=None, validate=validate.Length(min=1, max=200), metadata={
+        "description": "words searched in the subject, the description and the PUBLIC comments; "
+                       "accents and case do not matter (\"impressao\" finds \"impressão\"); "
+                       "every word must match: a whole word, stemmed in Portuguese, on PostgreSQL "
+                       "(\"impressoras\" finds \"impressora\"; stop words such as \"de\" are "
+                       "ignored), a word or the start of one on the embedded SQLite"})
+    created_from = DayOrDateTime(load_default=None, metadata={
+        "description": "a datetime with its zone, or a date (YYYY-MM-DD): from the start of that "
+                       "day in America/Sao_Paulo"})
+    created_to = DayOrDateTime(load_default=None, end_of_day=True, metadata={
+        "description": "a datetime with its zone (exclusive), or a date (YYYY-MM-DD): up to the "
+                       "end of that day in America/Sao_Paulo (the day included)"})
 
 
 class TicketQuery(PageQuery, TicketFilters):
-    """Filters plus `limit` and `cursor`."""
+    """Filters plus `limit`, `cursor` and `count`."""
+    count = fields.Boolean(load_default=False, metadata={
+        "description": f"true: the answer also says how many tickets match (`count`), counting up "
+                       f"to {COUNT_CAP:,} (`count_capped` true when there are more)"})
 
 
 class SavedFilterUpdate(StrictSchema):
@@ -136,6 +176,10 @@ class Ticket(StrictSchema):
 class TicketList(StrictSchema):
     items = fields.List(fields.Nested(Ticket), required=True)
     next_cursor = fields.String(allow_none=True, required=True)
+    count = fields.Integer(metadata={"description": "only with `count=true`: how many match, "
+                                                    f"up to {COUNT_CAP:,}"})
+    count_capped = fields.Boolean(metadata={"description": "only with `count=true`: true when "
+                                                           "more match than `count` says"})
 
 
 class RecentList(StrictSchema):

@@ -89,6 +89,13 @@ def ticket_view(ticket: Ticket, open_work_type: str | None = None) -> dict:
     })
 
 
+def resolve_me(filters: dict, user_id) -> dict:
+    """`assignee_id=me` is the caller (for an export: whoever asked for it)."""
+    if filters.get("assignee_id") == "me":
+        filters["assignee_id"] = str(user_id)
+    return filters
+
+
 def ticket_gauges(store):
     """`chamados_tickets{status}`, read at scrape time (cached by the collector)."""
     with store.unit_of_work() as uow:
@@ -171,7 +178,7 @@ class Service(ServiceBase):
                 requester = self._person(uow, actor.tenant_id, actor.user_id)
             company_id = data["company_id"] if actor.is_staff and data["company_id"] else requester.company_id
             company = self._company(uow, actor.tenant_id, company_id) if company_id else None
-            ticket = uow.repo.add(Ticket(
+            ticket = uow.repo.add_ticket(Ticket(
                 tenant_id=actor.tenant_id, reference=uow.repo.next_reference(actor.tenant_id),
                 subject=data["subject"].strip(), description=data["description"],
                 priority=data["priority"], status=domain.PENDING, queue_id=queue.id,
@@ -217,6 +224,8 @@ class Service(ServiceBase):
                     setattr(ticket, field, data[field])
             if changed:
                 ticket.updated_at = now
+                if "subject" in changed or "description" in changed:
+                    uow.repo.index_ticket(ticket)
                 self._record(uow, ticket, actor.user_id, "UPDATED", {"changed": changed}, now)
                 uow.emit("ticket_updated", {"tenant_id": ticket.tenant_id, "ticket_id": ticket.id,
                                             "changed": sorted(changed)})
@@ -226,16 +235,23 @@ class Service(ServiceBase):
     @rpc
     def list_tickets(self, actor: dict, query: dict) -> dict:
         actor = Actor(actor)
-        filters = load(contract.TicketQuery, query)
+        filters = resolve_me(load(contract.TicketQuery, query), actor.user_id)
         after = decode_cursor(filters["cursor"], datetime_value, uuid_value)
+        only_requester = None if actor.is_staff else actor.user_id
         with self.db.unit_of_work() as uow:
-            statement = uow.repo.list_query(actor.tenant_id, filters,
-                                            only_requester=None if actor.is_staff else actor.user_id,
+            statement = uow.repo.list_query(actor.tenant_id, filters, only_requester=only_requester,
                                             after=after, limit=filters["limit"] + 1)
             rows = list(uow.session.scalars(statement))
             page, more = rows[:filters["limit"]], len(rows) > filters["limit"]
             cursor = encode_cursor([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else None
-            return {"items": [ticket_view(t) for t in page], "next_cursor": cursor}
+            answer = {"items": [ticket_view(t) for t in page], "next_cursor": cursor}
+            if filters["count"]:  # only when asked: counting costs more than a page
+                count = uow.repo.count(uow.repo.list_query(actor.tenant_id, filters,
+                                                           only_requester=only_requester),
+                                       contract.COUNT_CAP)
+                answer["count"] = min(count, contract.COUNT_CAP)
+                answer["count_capped"] = count > contract.COUNT_CAP
+            return answer
 
     @rpc
     def recent_tickets(self, actor: dict, query: dict) -> dict:
@@ -393,6 +409,8 @@ class Service(ServiceBase):
                                            visibility=data["visibility"], body=data["body"],
                                            created_at=now))
             ticket.updated_at = now
+            if comment.visibility == "PUBLIC":  # only public comments are searchable
+                uow.repo.index_comment(ticket, comment.body)
             self._record(uow, ticket, actor.user_id, "COMMENT_ADDED",
                          {"comment_id": str(comment.id), "visibility": comment.visibility}, now)
             uow.emit("comment_added", {"tenant_id": ticket.tenant_id, "ticket_id": ticket.id,
@@ -704,7 +722,8 @@ class Service(ServiceBase):
     def _write_export(self, export_id, claim) -> str:
         with self.db.unit_of_work() as uow:
             export = uow.session.get(ReportExport, export_id)
-            filters = load(contract.TicketFilters, orjson.loads(export.filters))
+            filters = resolve_me(load(contract.TicketFilters, orjson.loads(export.filters)),
+                                 export.requested_by)
             path = self._export_path(export)
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(f"{path.stem}.{claim}.partial")  # a maker's own

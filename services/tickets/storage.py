@@ -1,12 +1,15 @@
 """Tickets tables and repository (schema `tickets`)."""
 from __future__ import annotations
 
+import re
+import unicodedata
 import uuid
 from datetime import datetime
 
-from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, and_, func, or_,
-                        select, text, tuple_, update)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, and_, cast, func,
+                        literal_column, or_, select, text, tuple_, update)
+from sqlalchemy.dialects.postgresql import TSVECTOR
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
 
 from common.contracts.accounts import STAFF_ROLES
 from common.db import Repository, UTCDateTime, escape_like, new_metadata, upsert_insert, utcnow
@@ -14,6 +17,43 @@ from common.messaging import inbox_table
 from common.outbox import outbox_table
 
 OPEN_ONLY = text("ended_at IS NULL")
+
+# Search (`q`). What is searched: the subject, the description and the PUBLIC comments (an
+# internal note's words find nothing, for anyone: one index, one rule). Accents and case are
+# folded in Python before the text reaches the database, on both sides, so no extension
+# (unaccent) is needed: "impressao" finds "impressão" and the other way round. Each word of
+# `q` must match. PostgreSQL matches whole words, stemmed by the Portuguese configuration
+# ("impressoras" finds "impressora", "impress" finds nothing; stop words such as "de" are
+# ignored). SQLite's FTS5 does not stem Portuguese: there each word matches a word or the
+# start of one ("impressora" finds "impressoras"). Punctuation alone ("%") still matches the
+# subject literally. PostgreSQL: `tickets.search_vector`, a tsvector built with the Portuguese
+# configuration and a GIN index. SQLite: the FTS5 table `tickets_fts` (one row per
+# ticket: `ticket_key` = the id's 32 hex digits, `body` = the text; unicode61 with
+# remove_diacritics 2). The service rewrites a ticket's entry whenever its subject or
+# description changes (`index_ticket`, under the ticket's row lock) and adds to it when a
+# public comment is added (`index_comment`).
+SEARCH_CONFIG = literal_column("'portuguese'::regconfig")
+FTS_TABLE = "tickets_fts"
+_WORD = re.compile(r"[^\W_]+")
+# the same folding in SQL, for the migration's backfill and the benchmark's seeding
+SQL_ACCENTS = ("ÁÀÂÃÄÅáàâãäåÇçÉÈÊËéèêëÍÌÎÏíìîïÑñÓÒÔÕÖóòôõöÚÙÛÜúùûüÝýÿ",
+               "AAAAAAaaaaaaCcEEEEeeeeIIIIiiiiNnOOOOOoooooUUUUuuuuYyy")
+
+
+def fold(value: str) -> str:
+    """Lower case without accents: what is indexed and what is searched for."""
+    decomposed = unicodedata.normalize("NFKD", value.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def search_words(q: str) -> list[str]:
+    """The words of a query, folded; punctuation alone gives none."""
+    return _WORD.findall(fold(q))[:32]
+
+
+def sql_fold(expression: str) -> str:
+    """SQL that folds `expression` like `fold` does (for Latin letters)."""
+    return f"lower(translate({expression}, '{SQL_ACCENTS[0]}', '{SQL_ACCENTS[1]}'))"
 
 
 class Base(DeclarativeBase):
@@ -78,6 +118,8 @@ class Ticket(Base):
         Index("ix_tickets_tenant_updated", "tenant_id", "updated_at", "id"),
         Index("ix_tickets_resolved_unarchived", "status", "resolved_at",
               postgresql_where=text("archived_at IS NULL"), sqlite_where=text("archived_at IS NULL")),
+        # `q` (PostgreSQL; SQLite searches its FTS5 table tickets_fts instead)
+        Index("ix_tickets_search_vector", "search_vector", postgresql_using="gin"),
     )
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID]
@@ -102,6 +144,8 @@ class Ticket(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # PostgreSQL only (NULL and unused on SQLite); never loaded with the ticket
+    search_vector: Mapped[str | None] = deferred(mapped_column(TSVECTOR().with_variant(Text, "sqlite")))
 
 
 class WorkSession(Base):
@@ -301,6 +345,73 @@ class TicketsRepository(Repository):
         return self.session.scalars(select(WorkSession).where(
             WorkSession.ticket_id == ticket_id, WorkSession.ended_at.is_(None))).first()
 
+    # search
+    def search_document(self, ticket: Ticket) -> str:
+        """What `q` searches in a ticket: subject, description, PUBLIC comments."""
+        comments = self.session.scalars(select(Comment.body).where(
+            Comment.ticket_id == ticket.id, Comment.visibility == "PUBLIC")
+            .order_by(Comment.created_at, Comment.id))
+        return "\n".join([ticket.subject, ticket.description or "", *comments])
+
+    def add_ticket(self, ticket: Ticket) -> Ticket:
+        """Insert a new ticket with its search entry (PostgreSQL: in the same INSERT)."""
+        if self.session.bind.dialect.name == "postgresql":
+            ticket.search_vector = func.to_tsvector(
+                SEARCH_CONFIG, fold(f"{ticket.subject}\n{ticket.description or ''}"))
+            return self.add(ticket)
+        self.add(ticket)
+        self.index_ticket(ticket)
+        return ticket
+
+    def index_ticket(self, ticket: Ticket) -> None:
+        """Rewrite the ticket's search entry (after its text or public comments changed).
+        PostgreSQL: in the ticket row's own UPDATE at flush; SQLite: its FTS5 row."""
+        document = self.search_document(ticket)
+        if self.session.bind.dialect.name == "postgresql":
+            ticket.search_vector = func.to_tsvector(SEARCH_CONFIG, fold(document))
+            return
+        self.session.flush()
+        key = ticket.id.hex
+        self.session.execute(text(
+            f"DELETE FROM {FTS_TABLE} WHERE rowid IN (SELECT rowid FROM {FTS_TABLE} "
+            f"WHERE {FTS_TABLE} MATCH :key)"), {"key": f'ticket_key : "{key}"'})
+        self.session.execute(text(f"INSERT INTO {FTS_TABLE} (ticket_key, body) VALUES (:key, :body)"),
+                             {"key": key, "body": document})
+
+    def index_comment(self, ticket: Ticket, body: str) -> None:
+        """A public comment was added. PostgreSQL: its words are appended to the vector in the
+        ticket row's UPDATE, evaluated on the row as it is when updated (two comments at once
+        both count: nothing read before the row lock can be stale). SQLite (one writer at a
+        time): the entry is rewritten."""
+        if self.session.bind.dialect.name == "postgresql":
+            ticket.search_vector = func.coalesce(Ticket.search_vector, cast("", TSVECTOR)).op("||")(
+                func.to_tsvector(SEARCH_CONFIG, fold(body)))
+            return
+        self.index_ticket(ticket)
+
+    def _search_condition(self, q: str):
+        words = search_words(q)
+        if not words:  # punctuation only ("%", "100%"…): the subject, literally, as before
+            return func.lower(Ticket.subject).like(f"%{escape_like(q.lower())}%", escape="\\")
+        if self.session.bind.dialect.name == "postgresql":
+            # whole words, stemmed: a prefix (`:*`) would be estimated blindly (2% of the
+            # rows whatever the word) and a rare word would walk the newest-first index
+            query = " & ".join(f"'{word}'" for word in words)
+            return Ticket.search_vector.op("@@")(func.to_tsquery(SEARCH_CONFIG, query))
+        match = "body : (" + " AND ".join(f'"{word}"*' for word in words) + ")"
+        return Ticket.id.in_(select(literal_column("ticket_key")).select_from(text(FTS_TABLE))
+                             .where(text(f"{FTS_TABLE} MATCH :search_match")
+                                    .bindparams(search_match=match)))
+
+    @staticmethod
+    def count_query(list_query, cap: int):
+        inner = list_query.order_by(None).limit(cap + 1).with_only_columns(Ticket.id).subquery()
+        return select(func.count()).select_from(inner)
+
+    def count(self, list_query, cap: int) -> int:
+        """How many rows a list query (without its keyset and limit) matches, up to cap + 1."""
+        return self.session.scalar(self.count_query(list_query, cap))
+
     def list_query(self, tenant_id, filters: dict, only_requester=None, after=None, limit=50):
         """Every filter in SQL, newest first, keyset after (created_at, id)."""
         query = select(Ticket).where(Ticket.tenant_id == tenant_id)
@@ -321,8 +432,7 @@ class TicketsRepository(Repository):
         if filters.get("priority"):
             query = query.where(Ticket.priority == filters["priority"])
         if filters.get("q"):
-            query = query.where(func.lower(Ticket.subject).like(
-                f"%{escape_like(filters['q'].lower())}%", escape="\\"))
+            query = query.where(self._search_condition(filters["q"]))
         if filters.get("created_from"):
             query = query.where(Ticket.created_at >= filters["created_from"])
         if filters.get("created_to"):
