@@ -37,7 +37,7 @@ import psycopg
 import requests
 
 from bench.core import BenchFailure, Stack, log, median, ratio, target
-from bench.httpload import LUA_DONE, ensure_wrk, run_python, run_wrk
+from bench.httpload import LUA_DONE, load_generator, run_python, run_wrk
 from common.config import SERVICE_NAMES
 from services.tickets.storage import sql_fold
 
@@ -109,9 +109,7 @@ CONSOLE_PAGES = ("dashboard", "list", "list_paused", "list_unassigned", "list_se
 
 def run(params: dict, reps: int, workdir) -> dict:
     p = params
-    wrk = None if p["load_generator"] == "python" else ensure_wrk(bool(p["install_wrk"]))
-    if p["load_generator"] == "wrk" and not wrk:
-        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    wrk = load_generator(p)
     runs = []
     with Stack(NAME, workdir, extra_env={"CHAMADOS_ADMIN_EMAIL": ADMIN_EMAIL,
                                          "CHAMADOS_ADMIN_PASSWORD": ADMIN_PASSWORD}) as stack:

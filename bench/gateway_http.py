@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from bench.core import BenchFailure, Stack, log, median, ratio, target
 from bench.fleet import seed_machines
-from bench.httpload import (HEARTBEAT_PATH, LUA_DONE, HeartbeatFeed, ensure_wrk, heartbeat_lua,
+from bench.httpload import (HEARTBEAT_PATH, LUA_DONE, HeartbeatFeed, heartbeat_lua, load_generator,
                             run_python, run_wrk)
 
 NAME = "http"
@@ -32,9 +32,7 @@ ROUND_SPACING = 100_000  # seconds of sent_at reserved per run: runs never reuse
 
 def run(params: dict, reps: int, workdir) -> dict:
     p = params
-    wrk = None if p["load_generator"] == "python" else ensure_wrk(bool(p["install_wrk"]))
-    if p["load_generator"] == "wrk" and not wrk:
-        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    wrk = load_generator(p)
     runs = []
     with Stack(NAME, workdir) as stack:
         machines = seed_machines(stack, p["machines"])

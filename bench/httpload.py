@@ -25,6 +25,15 @@ from pathlib import Path
 HEARTBEAT_PATH = "/api/machines/heartbeat"
 
 
+def load_generator(params: dict) -> str | None:
+    """The wrk binary a bench drives its load with, or None for the Python generator
+    (`load_generator`: wrk | python | auto; `install_wrk`: may install Debian's package)."""
+    wrk = None if params["load_generator"] == "python" else ensure_wrk(bool(params["install_wrk"]))
+    if params["load_generator"] == "wrk" and not wrk:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    return wrk
+
+
 def ensure_wrk(allow_install: bool) -> str | None:
     """The wrk binary, installing Debian's package when allowed (root, apt-get)."""
     found = shutil.which("wrk")
