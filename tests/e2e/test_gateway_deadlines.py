@@ -27,6 +27,12 @@ def test_stopped_service_is_504_and_missing_service_is_503(lonely_gateway):
     assert missing.status_code == 503
     assert missing.json()["error"]["code"] == "service_unavailable"
 
+    # the console, with a session cookie it cannot check: a readable page, not a 500
+    page = client.get("/chamados", cookies={"chamados_sessao": "x" * 43})
+    assert page.status_code == 503, page.text[:300]
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "Um serviço não respondeu" in page.text and "Traceback" not in page.text
+
     # a queue with no consumer: what a crashed or stopped accounts service leaves behind
     with Connection(vhost.amqp_uri) as connection:
         queue = Queue("rpc-accounts", Exchange("nameko-rpc", type="topic", durable=True),

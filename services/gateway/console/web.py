@@ -261,7 +261,9 @@ def handle_page(gateway, spec: PageSpec, fn, request: Request, path_values: dict
             else:
                 response = fn(gateway, page_, **path_values)
     except Exception as exc:
-        response = failure_response(page_ or Page(gateway, spec, request, None, None), exc)
+        # failed before the page was set up (e.g. accounts unreachable): answer as signed out
+        page_ = page_ or Page(gateway, spec, request, None, None)
+        response = failure_response(page_, exc)
     finish(page_, response)
     observe(spec, started, response.status_code)
     return response
