@@ -606,23 +606,21 @@ class Service(ConsoleViews):
         """The health snapshot's sections (tickets, registrations, heartbeats, retention,
         jobs), asked in parallel; a section whose service did not answer holds the error,
         so the console can still show the others."""
-        pool = eventlet.GreenPool()
-
         def answer(service, method, *args):
-            try:
-                return self.call(service, method, *args)
-            except Exception as exc:  # returned, not raised: eventlet would log a traceback
-                return exc
+            def ask():
+                try:
+                    return self.call(service, method, *args)
+                except Exception as exc:  # a section's error is its answer
+                    return exc
+            return ask
 
-        calls = {
-            "tickets": pool.spawn(answer, "tickets", "ticket_counts", tenant_id),
-            "registrations": pool.spawn(answer, "accounts", "registration_counts", tenant_id),
-            "heartbeats": pool.spawn(answer, "devices", "health_buckets", tenant_id),
-            "jobs": pool.spawn(answer, "scheduler", "list_jobs"),
-            **{f"retention:{service}": pool.spawn(answer, service, "apply_retention", None, True)
-               for service in ("accounts", "tickets", "devices")},
-        }
-        answers = {key: thread.wait() for key, thread in calls.items()}
+        answers = rpc.together(
+            tickets=answer("tickets", "ticket_counts", tenant_id),
+            registrations=answer("accounts", "registration_counts", tenant_id),
+            heartbeats=answer("devices", "health_buckets", tenant_id),
+            jobs=answer("scheduler", "list_jobs"),
+            **{f"retention:{service}": answer(service, "apply_retention", None, True)
+               for service in ("accounts", "tickets", "devices")})
         retention = {}
         for key in [key for key in answers if key.startswith("retention:")]:
             answer = answers.pop(key)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-import eventlet
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
@@ -100,26 +99,6 @@ def page(method: str, path: str, *, public: bool = False, operation: str | None 
 def may(principal: dict | None, operation: str) -> bool:
     """Whether this person may use an API operation: the route table decides."""
     return principal is not None and role_allows(OPERATIONS[operation][0], principal)
-
-
-def together(**calls):
-    """Run independent calls at once (each is a function of no arguments) and return their
-    results by name: a page's RPCs wait for the slowest, not for the sum. The first error,
-    if any, is raised once all have finished."""
-    pool = eventlet.GreenPool(len(calls) or 1)
-
-    def attempt(call):
-        try:
-            return call(), None
-        except Exception as exc:  # handed back, not raised inside the green thread
-            return None, exc
-
-    threads = {name: pool.spawn(attempt, call) for name, call in calls.items()}
-    results = {name: thread.wait() for name, thread in threads.items()}
-    failed = next((error for _, error in results.values() if error is not None), None)
-    if failed is not None:
-        raise failed
-    return {name: value for name, (value, _) in results.items()}
 
 
 def csrf_for_session(token: str) -> str:

@@ -10,10 +10,11 @@ from urllib.parse import urlencode
 from common.contracts.devices import MACHINE_STATUSES, PERSONAS, USB_MODES
 from common.errors import Conflict, ValidationFailed
 from common.inventory import IDENTITY_KEYS
+from common.rpc import together
 from services.gateway.console import catalogue, charts
 from services.gateway.console.formatting import LOCAL_ZONE, parse_time, size
 from services.gateway.console.views.home import attempt
-from services.gateway.console.web import error_message, page, quote_path, together
+from services.gateway.console.web import error_message, page, quote_path
 
 LIST_PAGE_SIZE = 50
 LIST_FILTERS = ("empresa", "empresa_busca", "q", "status")

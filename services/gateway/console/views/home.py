@@ -6,10 +6,11 @@ from datetime import datetime, timezone
 from common.contracts.accounts import STAFF_ROLES
 from common.contracts.tickets import STATUSES
 from common.errors import DomainError, Unauthorized, ValidationFailed
+from common.rpc import together
 from services.gateway.console import catalogue
 from services.gateway.http import json_http
 from services.gateway.console.web import (SESSION_COOKIE, error_message, local_path, page,
-                                          sign_in_cookie, static_response, together)
+                                          sign_in_cookie, static_response)
 
 DASHBOARD_SIZE = 50
 

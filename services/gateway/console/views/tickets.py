@@ -7,8 +7,9 @@ from urllib.parse import urlencode
 from common.contracts.accounts import STAFF_ROLES
 from common.contracts.tickets import PAUSE_REASONS, PRIORITIES, STATUSES, WORK_TYPES
 from common.errors import ValidationFailed
+from common.rpc import together
 from services.gateway.console import catalogue
-from services.gateway.console.web import error_message, may, page, together
+from services.gateway.console.web import error_message, may, page
 
 LIST_FILTERS = ("status", "queue_id", "assignee_id", "company_id", "priority", "q")
 LIST_PAGE_SIZE = 25
