@@ -77,7 +77,14 @@ def validation_failed(messages: dict) -> ValidationFailed:
     return ValidationFailed("the request did not validate", details={"fields": messages})
 
 
+class TooManyRequests(DomainError):
+    """Refused for now; `details["retry_after_seconds"]` says when to try again."""
+    default_code = "too_many_requests"
+
+
 class ServiceUnavailable(DomainError):
+    """A dependency (the broker, a database, a service) is unreachable: try again later.
+    `details["retry_after_seconds"]`, when given, becomes the response's Retry-After."""
     default_code = "service_unavailable"
 
 

@@ -23,7 +23,8 @@ from werkzeug.wrappers import Request, Response
 
 from common.contracts import StrictSchema, load
 from common.errors import (BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
-                           ServiceTimeout, ServiceUnavailable, Unauthorized, ValidationFailed)
+                           ServiceTimeout, ServiceUnavailable, TooManyRequests, Unauthorized,
+                           ValidationFailed)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ ERROR_STATUS: tuple[tuple[type, int], ...] = (
     (Conflict, 409),
     (PayloadTooLarge, 413),
     (ValidationFailed, 422),
+    (TooManyRequests, 429),
     (ServiceUnavailable, 503),
     (ServiceTimeout, 504),
 )
@@ -75,8 +77,7 @@ def mapped_error(exc: BaseException) -> tuple[int, dict, dict | None] | None:
     """(status, body, headers) from the error table, or None for an unmapped error."""
     for error_class, status in ERROR_STATUS:
         if isinstance(exc, error_class):
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            return status, error_body(exc.code, exc.message, exc.details), headers
+            return status, error_body(exc.code, exc.message, exc.details), error_headers(status, exc)
     if isinstance(exc, RequestEntityTooLarge):
         return 413, error_body("payload_too_large", "the request body is too large"), None
     if isinstance(exc, MethodNotAllowed):
@@ -89,6 +90,23 @@ def mapped_error(exc: BaseException) -> tuple[int, dict, dict | None] | None:
         return exc.code or 400, error_body("bad_request", exc.name), None
     if isinstance(exc, NamekoBadRequest):
         return 400, error_body("bad_request", "malformed request"), None
+    return None
+
+
+# what a client is told to wait before retrying a 503 that names no delay of its own
+DEFAULT_RETRY_AFTER_SECONDS = 5
+
+
+def error_headers(status: int, exc) -> dict | None:
+    if status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if status in (429, 503):
+        seconds = exc.details.get("retry_after_seconds", DEFAULT_RETRY_AFTER_SECONDS)
+        try:
+            seconds = max(1, int(-(-float(seconds) // 1)))  # whole seconds, rounded up
+        except (TypeError, ValueError):
+            seconds = DEFAULT_RETRY_AFTER_SECONDS
+        return {"Retry-After": str(seconds)}
     return None
 
 

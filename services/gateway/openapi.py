@@ -13,7 +13,8 @@ ERROR_STATUSES = {
     "400": "Malformed request", "401": "Missing, invalid or expired token",
     "403": "Your role may not do this", "404": "Unknown, or another tenant's",
     "409": "Conflicts with the current state", "413": "Body too large",
-    "422": "Did not validate", "503": "A service is down", "504": "A service was too slow",
+    "422": "Did not validate", "429": "Too many attempts; see Retry-After",
+    "503": "A dependency is unreachable; see Retry-After", "504": "A service was too slow",
 }
 
 

@@ -9,13 +9,13 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from common.errors import (BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
-                           Unauthorized, ValidationFailed)
+                           TooManyRequests, Unauthorized, ValidationFailed)
 from services.gateway.http import (ERROR_STATUS, ServiceTimeout, ServiceUnavailable,
                                    error_response)
 
 EXPECTED_STATUS = {
     BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
-    PayloadTooLarge: 413, ValidationFailed: 422, ServiceUnavailable: 503, ServiceTimeout: 504,
+    PayloadTooLarge: 413, ValidationFailed: 422, TooManyRequests: 429, ServiceUnavailable: 503, ServiceTimeout: 504,
 }
 
 
@@ -52,6 +52,15 @@ def test_a_subclass_maps_like_its_parent():
     response = error_response(TicketNotFound("no ticket"))
     assert response.status_code == 404
     assert body_of(response)["error"]["code"] == "ticket_not_found"
+
+
+@pytest.mark.parametrize("cls", [TooManyRequests, ServiceUnavailable])
+def test_429_and_503_say_when_to_retry(cls):
+    assert error_response(cls("later")).headers["Retry-After"] == "5"
+    named = error_response(cls("later", details={"retry_after_seconds": 12.2}))
+    assert named.headers["Retry-After"] == "13"
+    assert body_of(named)["error"]["details"] == {"retry_after_seconds": 12.2}
+    assert "Retry-After" not in error_response(NotFound("gone")).headers
 
 
 def test_401_asks_for_a_bearer_token():

@@ -105,6 +105,7 @@ MESSAGES = {
     "error.assignee_not_staff": "Só a equipe pode ser responsável por um chamado.",
     "error.already_assigned": "O chamado já tem este responsável.",
     "error.service_unavailable": "Um serviço não respondeu. Tente de novo em instantes.",
+    "error.too_many_requests": "Muitas tentativas seguidas. Aguarde um pouco e tente de novo.",
     "error.service_timeout": "Um serviço demorou demais para responder. Tente de novo.",
     "error.cron_disabled": "As rotas de cron estão desativadas: defina CRON_SECRET no gateway para ativá-las.",
     "field.subject": "Assunto",
