@@ -1,12 +1,21 @@
 """`chamados up`: migrate, run the five services as child processes with prefixed logs,
-create the first admin, print where everything is; Ctrl-C stops them all."""
+create the first admin, print where everything is; Ctrl-C stops them all.
+
+One `up` per folder: a lock file in the var folder, and the gateway's and metrics ports
+checked free, before anything is migrated or started (a second process would bind the same
+port silently: eventlet listeners use SO_REUSEPORT, ENGINEERING.md pitfall 18). Each child
+restarts on its own back-off schedule; the watch loop never waits for one child's delay."""
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Callable
 
 import eventlet
 import requests
@@ -16,13 +25,55 @@ from common.config import SERVICE_NAMES, Settings
 
 STOP_GRACE_SECONDS = 10
 READY_TIMEOUT_SECONDS = 90
+RESTART_DELAYS_SECONDS = (2, 4, 8, 16, 30)  # the last one is the cap
+HEALTHY_UPTIME_SECONDS = 60  # up this long, a child's next restart waits the first delay again
+WATCH_INTERVAL_SECONDS = 0.5
+LOCK_FILE_NAME = "chamados-up.lock"
+PORT_PROBE_TIMEOUT_SECONDS = 1.0
+
+
+class RestartPolicy:
+    """One child's restart schedule; pure (no processes, no clock of its own: every call
+    gets `now`, a monotonic time), so a test drives it with a fake clock.
+
+    Delays grow through `delays` and stay at the last; once a run lasted `healthy_after`
+    seconds, the next exit waits the first delay again."""
+
+    def __init__(self, delays=RESTART_DELAYS_SECONDS, healthy_after: float = HEALTHY_UPTIME_SECONDS):
+        self.delays = tuple(delays)
+        self.healthy_after = healthy_after
+        self.failures = 0  # exits in a row without a healthy run in between
+        self.started_at: float | None = None
+        self.next_start_at: float | None = None  # set while waiting to restart
+
+    def started(self, now: float) -> None:
+        self.started_at = now
+        self.next_start_at = None
+
+    def exited(self, now: float) -> float:
+        """The child exited at `now`: schedule its restart and return the delay."""
+        if self.started_at is not None and now - self.started_at >= self.healthy_after:
+            self.failures = 0
+        delay = self.delays[min(self.failures, len(self.delays) - 1)]
+        self.failures += 1
+        self.started_at = None
+        self.next_start_at = now + delay
+        return delay
+
+    @property
+    def waiting(self) -> bool:
+        return self.next_start_at is not None
+
+    def due(self, now: float) -> bool:
+        return self.next_start_at is not None and now >= self.next_start_at
 
 
 class Child:
-    def __init__(self, name: str):
+    def __init__(self, name: str, policy: RestartPolicy | None = None):
         self.name = name
         self.process: subprocess.Popen | None = None
         self.restarts = 0
+        self.policy = policy or RestartPolicy()
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -57,6 +108,70 @@ class Child:
 
 def say(message: str) -> None:
     print(f"chamados  | {message}", flush=True)
+
+
+def tend(children, now: float, log: Callable[[str], None] = say) -> None:
+    """One pass of the watch loop: schedule the restart of each child that exited, start
+    each child whose restart is due. Never sleeps, so one child's back-off delays no other."""
+    for child in children:
+        if child.policy.waiting:
+            if child.policy.due(now):
+                child.restarts += 1
+                log(f"restarting {child.name} (restart {child.restarts})")
+                child.start()
+                child.policy.started(now)
+        elif not child.running:
+            delay = child.policy.exited(now)
+            returncode = child.process.returncode if child.process is not None else None
+            log(f"{child.name} exited ({returncode}); restarting in {delay}s")
+
+
+class AlreadyRunning(Exception):
+    """Another `chamados up` (or something else) holds what this one needs."""
+
+
+def acquire_instance_lock(var_dir: Path):
+    """An exclusive lock on `var_dir`/chamados-up.lock, with this process's pid written in
+    it; keep the returned file open for the life of the process (the kernel releases the
+    lock when the process ends, however it ends; children do not inherit it)."""
+    var_dir = Path(var_dir)
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path = var_dir / LOCK_FILE_NAME
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # held by another process (other errors: raised as they are)
+        handle.seek(0)
+        pid = handle.read().strip() or "unknown"
+        handle.close()
+        raise AlreadyRunning(
+            f"chamados up is already running from this folder (pid {pid}); stop it first "
+            f"(lock: {path})") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def port_in_use(host: str, port: int, timeout: float = PORT_PROBE_TIMEOUT_SECONDS) -> bool:
+    """Something accepts connections on host:port. (Binding is no test here: eventlet
+    listeners use SO_REUSEPORT, so a second bind succeeds silently.)"""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_ports_free(settings: Settings) -> None:
+    if port_in_use(settings.gateway_host, settings.gateway_port):
+        raise AlreadyRunning(f"port {settings.gateway_port} is already in use; "
+                             "set GATEWAY_PORT or stop what uses it")
+    for name, port in settings.metrics_ports.items():
+        if port_in_use(settings.gateway_host, port):
+            raise AlreadyRunning(f"port {port} ({name} metrics) is already in use; "
+                                 "set METRICS_PORT_BASE or stop what uses it")
 
 
 def gateway_url(settings: Settings) -> str:
@@ -167,6 +282,26 @@ def prepare(settings: Settings) -> None:
 
 
 def up(settings: Settings) -> int:
+    try:
+        lock = acquire_instance_lock(settings.var_dir)
+    except OSError as exc:
+        print(f"chamados: cannot take the lock in {settings.var_dir}: {exc}", file=sys.stderr)
+        return 1
+    except AlreadyRunning as exc:
+        print(f"chamados: {exc}", file=sys.stderr)
+        return 1
+    try:  # the lock is held for the life of `up`
+        try:
+            check_ports_free(settings)
+        except AlreadyRunning as exc:
+            print(f"chamados: {exc}", file=sys.stderr)
+            return 1
+        return _up(settings)
+    finally:
+        lock.close()
+
+
+def _up(settings: Settings) -> int:
     where = "SQLite files under " + str(settings.var_dir) if settings.is_sqlite else "PostgreSQL"
     say(f"data: {where}")
     prepare(settings)
@@ -181,6 +316,7 @@ def up(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     for child in children:
         child.start()
+        child.policy.started(time.monotonic())
 
     if not wait_until_ready(settings, children):
         say("the services did not become ready; see their logs above")
@@ -194,14 +330,8 @@ def up(settings: Settings) -> int:
     say("ready; Ctrl-C stops every service")
 
     while not stopping["value"]:
-        for child in children:
-            if not child.running and not stopping["value"]:
-                child.restarts += 1
-                delay = min(2 ** child.restarts, 30)
-                say(f"{child.name} exited ({child.process.returncode}); restarting in {delay}s")
-                time.sleep(delay)
-                child.start()
-        time.sleep(0.5)
+        tend(children, time.monotonic())
+        time.sleep(WATCH_INTERVAL_SECONDS)
     shutdown(children)
     return 0
 
