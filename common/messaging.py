@@ -5,7 +5,9 @@ nameko's own @event_handler acks and drops a message whose handler raised, and
 queue naming and reliable delivery, and on failure either retries the message later
 (a per-queue retry queue whose TTL dead-letters back into the queue) or, for a permanent
 error or after `MAX_ATTEMPTS`, moves it to the dead-letter queue with the reason in its
-headers. The original is acked only after that publish was confirmed.
+headers. An outage (database or broker unreachable) is never a reason to park a message: it
+is retried with capped back-off for as long as the outage lasts. The original is acked only
+after that publish was confirmed.
 
 A redelivered message (SIGTERM or kill -9 mid-handler re-runs it, pitfall 7) is absorbed by
 `first_delivery`: the event id is recorded in the `inbox` table in the same transaction as
@@ -41,6 +43,8 @@ from common.contracts import devices as device_contract
 from common.db import UTCDateTime, upsert_insert, utcnow
 from common.errors import DomainError
 from common.events import SUBSCRIPTIONS
+from common.nameko_outages import RECONNECT_MAX_SECONDS
+from common.outages import is_outage, warn_once
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,7 @@ def parking_headers(headers, reason: str, queue_name: str, attempts: int) -> dic
     if dropped:
         kept["x-dropped-headers"] = ",".join(sorted(dropped))[:HEADER_TEXT_MAX]
     kept.update({
+        "x-dead-letter-id": uuid.uuid4().hex,  # what `chamados dlq` names it by
         "x-dead-letter-reason": reason[:1000],
         "x-original-queue": queue_name,
         ATTEMPTS_HEADER: attempts,
@@ -174,7 +179,9 @@ class ReliableEventHandler(EventHandler):
         exc = exc_info[1]
         attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1
         amqp_uri = self.container.config["AMQP_URI"]
-        if is_permanent(exc) or attempts >= MAX_ATTEMPTS:
+        # an outage (database or broker unreachable) says nothing about the message: it
+        # waits, with capped back-off, for as long as the outage lasts (issue 12)
+        if not is_outage(exc) and (is_permanent(exc) or attempts >= MAX_ATTEMPTS):
             reason = f"{exc.__class__.__name__}: {exc}"
             dead_letter(amqp_uri, self.container.service_name, self.queue.name, message,
                         reason, attempts)
@@ -363,12 +370,14 @@ class BatchConsumer(Entrypoint):
                 if not self._running:
                     return
                 if isinstance(exc, self._broker_errors):
-                    log.warning("%s consumer lost its connection: %s; reconnecting in %.1fs",
-                                self.queue.name, exc, delay)
+                    warn_once(log, f"{self.queue.name}-connection", "%s consumer lost its "
+                              "connection: %s; reconnecting every %.1f s or less",
+                              self.queue.name, exc, RECONNECT_MAX_SECONDS)
                 else:  # a defect of ours, not of a message: say so loudly
                     log.exception("%s consumer failed; reconnecting in %.1fs", self.queue.name, delay)
                 eventlet.sleep(delay)
-                delay = min(delay * 2, 15)
+                # consuming again within seconds of the broker's return (issue 12)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
     def _drain(self, connection):
         channel = connection.channel()

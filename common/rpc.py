@@ -2,28 +2,32 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 import eventlet
 from nameko.exceptions import UnknownService
 
 from common.errors import ServiceTimeout, ServiceUnavailable
+from common.outages import BROKER_ERRORS, broker_accepts_connections, unavailable
 
 log = logging.getLogger(__name__)
 
 
-def call(proxy, service: str, method: str, *args, timeout: float):
+def call(proxy, service: str, method: str, *args, timeout: float, broker_uri: str | None = None):
+    """`proxy.method(*args)` answered within `timeout` seconds, or ServiceTimeout; with
+    `broker_uri`, a call that timed out because the broker is down is ServiceUnavailable."""
     try:
         with eventlet.Timeout(timeout):
             return getattr(proxy, method).call_async(*args).result()
     except eventlet.Timeout:
+        if broker_uri and not broker_accepts_connections(broker_uri):
+            raise unavailable("the message broker", ConnectionRefusedError("no answer on its port"),
+                              log) from None
         raise ServiceTimeout(f"{service} did not answer within {timeout:g}s",
                              details={"service": service}) from None
     except UnknownService:
         raise ServiceUnavailable(f"{service} is not running", details={"service": service}) from None
-    except (socket.error, IOError) as exc:
-        log.warning("broker unreachable calling %s.%s: %s", service, method, exc)
-        raise ServiceUnavailable("the message broker is unreachable") from None
+    except BROKER_ERRORS as exc:  # kombu's OperationalError included: a 503, never a 500
+        raise unavailable("the message broker", exc, log) from None
 
 
 def together(**calls):

@@ -1,16 +1,33 @@
 """What every back-end service exposes besides its own work: `ping`, /metrics, /healthz."""
+import functools
+import logging
+
 from nameko.rpc import rpc as nameko_rpc
 from nameko.web.handlers import http
 
 from common import amqp_text  # noqa: F401  (lenient AMQP short strings)
+from common import nameko_outages  # noqa: F401  (no exit on a broker outage)
 from common.errors import DomainError
 from common.metrics import EntrypointMetrics, metrics_response
+from common.outages import is_database_outage, unavailable
+
+log = logging.getLogger(__name__)
 
 
 def rpc(method):
     """nameko's @rpc with domain errors expected: a 404 or a 409 is an answer to the
-    caller, not a failure to log with a traceback."""
-    return nameko_rpc(expected_exceptions=DomainError)(method)
+    caller, not a failure to log with a traceback. An unreachable database is one too: the
+    caller gets ServiceUnavailable (a 503), the log one warning per interval."""
+    @functools.wraps(method)
+    def answering(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            if is_database_outage(exc):
+                raise unavailable(f"the {self.name} database", exc, log) from None
+            raise
+
+    return nameko_rpc(expected_exceptions=DomainError)(answering)
 
 
 class ServiceBase:

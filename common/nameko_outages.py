@@ -1,0 +1,71 @@
+"""nameko riding out a broker outage, in every process that runs a service.
+
+nameko 2.14.1 lets a reply it cannot publish (the broker is gone) escape the worker thread,
+which kills the container: the process exited in 9 of 10 broker outages (ENGINEERING.md
+pitfall 20). Here a reply, ack or requeue the broker cannot take is logged once per interval
+and dropped instead: the caller's deadline answers it (503/504), and the unacked request is
+redelivered once the connection is back, as after any lost connection.
+
+Its consumers also reconnect every 2 s at most (kombu's default grows to 30 s), so a service
+is consuming again within seconds of the broker's return.
+
+Imported by `common.service_base` and `common.messaging`, which every service imports.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+from nameko.messaging import QueueConsumer
+from nameko.rpc import RpcConsumer
+
+from common.outages import BROKER_ERRORS, describe, warn_once
+
+log = logging.getLogger(__name__)
+
+RECONNECT_FIRST_SECONDS, RECONNECT_STEP_SECONDS, RECONNECT_MAX_SECONDS = 0.5, 0.5, 2.0
+
+
+def _reply_or_forget(handle_result):
+    def handle_result_riding_out_outages(self, message, result, exc_info):
+        try:
+            return handle_result(self, message, result, exc_info)
+        except BROKER_ERRORS as exc:
+            warn_once(log, "rpc-reply", "the broker went away before a reply could be sent; the "
+                      "caller will time out and the request comes back when it reconnects: %s",
+                      describe(exc))
+            return result, exc_info
+    return handle_result_riding_out_outages
+
+
+def _settle_or_forget(settle, what: str):
+    def settle_riding_out_outages(self, message):
+        try:
+            settle(self, message)
+        except BROKER_ERRORS as exc:
+            warn_once(log, f"rpc-{what}", "could not %s a message, the broker went away (it comes "
+                      "back on reconnect): %s", what, describe(exc))
+    return settle_riding_out_outages
+
+
+@contextmanager
+def _establish_connection_promptly(self):
+    with self.create_connection() as connection:
+        connection.ensure_connection(self.on_connection_error, self.connect_max_retries,
+                                     interval_start=RECONNECT_FIRST_SECONDS,
+                                     interval_step=RECONNECT_STEP_SECONDS,
+                                     interval_max=RECONNECT_MAX_SECONDS)
+        yield connection
+
+
+def _on_connection_error_quietly(self, exc, interval):
+    warn_once(log, "consumer-connect", "cannot reach the broker (%s); retrying every %.1f s or "
+              "less", describe(exc), interval)
+
+
+if not getattr(RpcConsumer.handle_result, "__name__", "") == "handle_result_riding_out_outages":
+    RpcConsumer.handle_result = _reply_or_forget(RpcConsumer.handle_result)
+    QueueConsumer.ack_message = _settle_or_forget(QueueConsumer.ack_message, "ack")
+    QueueConsumer.requeue_message = _settle_or_forget(QueueConsumer.requeue_message, "requeue")
+    QueueConsumer.establish_connection = _establish_connection_promptly
+    QueueConsumer.on_connection_error = _on_connection_error_quietly
