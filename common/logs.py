@@ -10,7 +10,8 @@ from eventlet.corolocal import local
 from nameko.rpc import Rpc
 
 from common.errors import (BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
-                           Unauthorized, ValidationFailed)
+                           ServiceUnavailable, Unauthorized, ValidationFailed)
+from common.outages import is_outage
 
 _context = local()  # per green thread: each nameko worker has its own
 _service_name = {"value": None}
@@ -59,19 +60,26 @@ class ClientErrorLine(logging.Filter):
     naming the method and the error, without a traceback. Everything else passes untouched:
     unexpected exceptions, the 5xx domain errors (a deadline missed calling another
     service), and event handlers' errors (their message is retried or dead-lettered: a
-    failure to look into). A filter rather than a container or entrypoint subclass, because
+    failure to look into). An outage (ServiceUnavailable, an unreachable database or
+    broker) is one INFO line too, from an RPC or an event handler alike. A filter rather than a container or entrypoint subclass, because
     nameko's container writes the line and every service configures logging here."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, CLIENT_ERRORS) or not isinstance(record.args, tuple) or not record.args:
+        if exc is None or not isinstance(record.args, tuple) or not record.args:
             return True
         worker_ctx = record.args[0]
         entrypoint = getattr(worker_ctx, "entrypoint", None)
-        if not isinstance(entrypoint, Rpc):
+        if isinstance(exc, CLIENT_ERRORS) and isinstance(entrypoint, Rpc):
+            verdict = "refused"
+        elif isinstance(exc, ServiceUnavailable) or is_outage(exc):
+            # an outage: `common.outages` warned once for all the requests and events it
+            # fails, and an event's message is retried until it is over
+            verdict = "not done during an outage"
+        else:
             return True
-        record.msg, record.args = "%s.%s refused: %s", (
-            getattr(worker_ctx, "service_name", "?"), entrypoint.method_name, exc)
+        record.msg, record.args = f"%s.%s {verdict}: %s", (
+            getattr(worker_ctx, "service_name", "?"), getattr(entrypoint, "method_name", "?"), exc)
         record.exc_info = record.exc_text = None
         record.levelno, record.levelname = logging.INFO, "INFO"
         return logging.getLogger().isEnabledFor(logging.INFO)  # LOG_LEVEL=WARNING: not shown

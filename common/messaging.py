@@ -193,8 +193,13 @@ class ReliableEventHandler(EventHandler):
                           routing_key=waiting.routing_key, headers=headers, declare=[waiting],
                           expiration=backoff_ms(attempts) / 1000)
         RETRIED.labels(self.container.service_name, self.queue.name).inc()
-        log.warning("attempt %d of a message from %s failed, retrying: %s", attempts,
-                    self.queue.name, "".join(traceback.format_exception_only(exc)).strip())
+        problem = "".join(traceback.format_exception_only(exc)).strip()
+        if is_outage(exc):  # one line per queue and interval, however many messages wait
+            warn_once(log, f"{self.queue.name}-outage", "messages from %s wait for an outage to "
+                      "end (attempt %d of this one): %s", self.queue.name, attempts, problem)
+        else:
+            log.warning("attempt %d of a message from %s failed, retrying: %s", attempts,
+                        self.queue.name, problem)
 
 
 subscribe = ReliableEventHandler.decorator

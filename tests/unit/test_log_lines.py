@@ -12,7 +12,9 @@ from nameko.containers import ServiceContainer
 from nameko.extensions import Entrypoint
 from nameko.testing.utils import get_extension
 
-from common.errors import Conflict, NotFound, ServiceTimeout, Unauthorized
+from sqlalchemy.exc import OperationalError
+
+from common.errors import Conflict, NotFound, ServiceTimeout, ServiceUnavailable, Unauthorized
 from common.logs import configure_logging
 from common.service_base import rpc
 
@@ -36,6 +38,10 @@ class Sample:
     @rpc
     def crash(self):
         return {}["email"]
+
+    @rpc
+    def database_down(self):
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
     @rpc
     def late(self):
@@ -121,3 +127,19 @@ def test_a_service_that_did_not_answer_keeps_its_traceback(service_log):
     assert isinstance(run_worker("late"), ServiceTimeout)
     (entry,) = lines(buffer)
     assert entry["level"] == "WARNING" and entry["exception"].startswith("Traceback")
+
+
+def test_an_unreachable_database_is_one_warning_then_info_lines(service_log, monkeypatch):
+    """An outage fails every request: one WARNING per interval names it (common/outages.py),
+    each request is an INFO line without a traceback, and the caller gets a 503."""
+    from common import outages
+
+    monkeypatch.setattr(outages, "throttle", outages._Throttle())
+    buffer = service_log()
+    errors = [run_worker("database_down") for _ in range(3)]
+    assert all(isinstance(error, ServiceUnavailable) for error in errors)
+    written = lines(buffer)
+    assert [entry["level"] for entry in written] == ["WARNING", "INFO", "INFO", "INFO"], written
+    assert "the sample database unreachable" in written[0]["message"]
+    assert all("not done during an outage" in entry["message"] for entry in written[1:])
+    assert "Traceback" not in buffer.getvalue()
