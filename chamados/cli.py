@@ -7,6 +7,13 @@
     chamados create-admin             ensure the first admin (services must be running)
     chamados reset-password EMAIL     a person's new password, every session of theirs ended
                                       (straight on the database: services running or not)
+    chamados dlq list [--queue Q] [--reason R] [--limit N]
+                                      the dead-letter queue, oldest first (nothing is taken)
+    chamados dlq show ID              one parked message: headers, properties, body
+    chamados dlq replay (ID... | --queue Q [--reason R] | --all)
+                                      back onto their original queue (confirmed, then dropped)
+    chamados dlq purge (ID... | --queue Q [--reason R] | --all)
+                                      drop parked messages for good
 """
 import warnings
 
@@ -47,6 +54,9 @@ def main(argv=None) -> int:
                        help="the tenant's slug, when the email is a person in several")
     reset.add_argument("--password-file", metavar="FILE",
                        help="read the new password from FILE ('-': standard input)")
+    from chamados import dlq
+
+    dlq.add_parser(commands)
     args = parser.parse_args(argv)
 
     try:
@@ -75,6 +85,8 @@ def main(argv=None) -> int:
         from chamados.supervisor import reset_password
 
         return reset_password(settings, args.email, args.tenant, args.password_file)
+    elif args.command == "dlq":
+        return dlq.run(settings, args)
     elif args.command == "up":
         from chamados.supervisor import up
 

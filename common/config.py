@@ -1,6 +1,7 @@
 """Typed settings, read from the nameko config mapping (config.yml with env substitution)."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import warnings
@@ -75,11 +76,47 @@ def _flag(mapping, key, default: bool) -> bool:
     raise ConfigError(f"{key} must be true or false, got {raw!r}")
 
 
+ORIGIN = re.compile(r"(https?)://([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:\d{1,5})?")
+
+
+def _origins(mapping, key) -> tuple[str, ...]:
+    """Comma-separated exact browser origins (scheme://host[:port], no path, no `*`)."""
+    text = _text(mapping, key) or ""
+    origins = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = ORIGIN.fullmatch(item.lower())
+        if match is None or (match.group(4) and not 0 < int(match.group(4)[1:]) <= 65535):
+            raise ConfigError(f"{key} must list origins as scheme://host[:port] separated by "
+                              f"commas, got {item!r}")
+        if match.group(0) not in origins:
+            origins.append(match.group(0))
+    return tuple(origins)
+
+
 def _port(mapping, key, default):
     port = _positive(mapping, key, default)
     if port > 65535:
         raise ConfigError(f"{key} must be a TCP port (1-65535), got {port}")
     return port
+
+
+def _networks(mapping, key) -> tuple:
+    """A comma-separated list of IP addresses or networks (CIDR), as ip_network objects."""
+    text = _text(mapping, key)
+    if text is None:
+        return ()
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{key} must be IP addresses or networks (CIDR), comma-separated; "
+                              f"got {item!r}") from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -107,6 +144,18 @@ class Settings:
     rabbit_management_url: str | None = None  # None: the broker's host, port 15672
     heartbeat_queue_max_age_seconds: int = 120
     console_https: bool = False  # the console is served over HTTPS: cookies get `Secure`
+    # sign-in throttling (services/accounts/throttle.py): failures per account and per
+    # client address within a window, then lock-outs from `sign_in_lock_seconds` doubling
+    # per further failure up to `sign_in_max_lock_seconds`
+    sign_in_account_failures: int = 5
+    sign_in_account_window_seconds: int = 3600
+    sign_in_address_failures: int = 20
+    sign_in_address_window_seconds: int = 600
+    sign_in_lock_seconds: int = 30
+    sign_in_max_lock_seconds: int = 900
+    password_hash_slots: int = 1  # argon2 computations at once in the accounts process
+    trusted_proxies: tuple = ()  # addresses/networks whose X-Forwarded-For the gateway believes
+    cors_allowed_origins: tuple = ()  # browser origins allowed to call /api/; empty: CORS off
 
     @classmethod
     def from_mapping(cls, config: dict) -> "Settings":
@@ -132,6 +181,10 @@ class Settings:
         stale = _positive(config, "MACHINE_STALE_SECONDS", 1800)
         if stale <= online:
             raise ConfigError("MACHINE_STALE_SECONDS must be greater than MACHINE_ONLINE_SECONDS")
+        lock = _positive(config, "SIGN_IN_LOCK_SECONDS", 30)
+        max_lock = _positive(config, "SIGN_IN_MAX_LOCK_SECONDS", 900)
+        if max_lock < lock:
+            raise ConfigError("SIGN_IN_MAX_LOCK_SECONDS must be at least SIGN_IN_LOCK_SECONDS")
         return cls(
             amqp_uri=amqp_uri,
             database_url=database_url,
@@ -161,6 +214,15 @@ class Settings:
             rabbit_management_url=management_url,
             heartbeat_queue_max_age_seconds=_positive(config, "HEARTBEAT_QUEUE_MAX_AGE_SECONDS", 120),
             console_https=_flag(config, "CONSOLE_HTTPS", False),
+            sign_in_account_failures=_positive(config, "SIGN_IN_ACCOUNT_FAILURES", 5),
+            sign_in_account_window_seconds=_positive(config, "SIGN_IN_ACCOUNT_WINDOW_SECONDS", 3600),
+            sign_in_address_failures=_positive(config, "SIGN_IN_ADDRESS_FAILURES", 20),
+            sign_in_address_window_seconds=_positive(config, "SIGN_IN_ADDRESS_WINDOW_SECONDS", 600),
+            sign_in_lock_seconds=lock,
+            sign_in_max_lock_seconds=max_lock,
+            password_hash_slots=_positive(config, "PASSWORD_HASH_SLOTS", 1),
+            trusted_proxies=_networks(config, "TRUSTED_PROXIES"),
+            cors_allowed_origins=_origins(config, "CORS_ALLOWED_ORIGINS"),
         )
 
     @property

@@ -10,7 +10,7 @@ from eventlet.corolocal import local
 from nameko.rpc import Rpc
 
 from common.errors import (BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
-                           ServiceUnavailable, Unauthorized, ValidationFailed)
+                           ServiceUnavailable, TooManyRequests, Unauthorized, ValidationFailed)
 from common.outages import is_outage
 
 _context = local()  # per green thread: each nameko worker has its own
@@ -47,9 +47,10 @@ class JsonFormatter(logging.Formatter):
 
 
 # The domain errors that answer a request with a 4xx: the caller's mistake or a rule saying
-# no (wrong password, taken email, invalid transition), not a failure of ours.
+# no (wrong password, taken email, invalid transition, a sign-in locked after failures),
+# not a failure of ours.
 CLIENT_ERRORS = (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
-                 ValidationFailed)
+                 ValidationFailed, TooManyRequests)
 
 
 class ClientErrorLine(logging.Filter):

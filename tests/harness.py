@@ -24,6 +24,7 @@ from common.messaging import DEAD_LETTER_QUEUE
 
 CRON_SECRET = "test-cron-secret"
 INTERNAL_HEALTH_TOKEN = "test-internal-token"
+CORS_TEST_ORIGIN = "https://app.chamados.test"  # the one browser origin the test system allows
 STALE_AFTER_SECONDS = 6 * 3600  # leftovers of killed runs are dropped by the next run
 MANAGEMENT_API = os.environ.get("RABBIT_MANAGEMENT_URL", "http://127.0.0.1:15672/api")
 RABBIT_AUTH = ("guest", "guest")
@@ -214,6 +215,7 @@ class System:
             # tests call the jobs' targets themselves: no sweep fires in the middle of one
             "CRON_SECRET": CRON_SECRET,
             "INTERNAL_HEALTH_TOKEN": INTERNAL_HEALTH_TOKEN,
+            "CORS_ALLOWED_ORIGINS": CORS_TEST_ORIGIN,
             "SCHEDULER_JOBS": '{"chat-cleanup": {"enabled": false}, "offline-sweep": {"enabled": false}, '
                               '"usb-cleanup": {"enabled": false}, "storage-maintenance": {"enabled": false}}',
             **self.extra_env,

@@ -5,6 +5,8 @@ from common.contracts import PageQuery, StrictSchema, trimmed
 
 ROLES = ("admin", "manager", "agent", "collaborator", "machine")
 STAFF_ROLES = frozenset({"admin", "manager", "agent"})
+# who may read or rotate a company's provisioning code (it enrols machines): not agents
+PROVISIONING_ROLES = frozenset({"admin", "manager"})
 ROLE = validate.OneOf(ROLES)
 
 
@@ -33,13 +35,19 @@ class Company(StrictSchema):
     id = fields.UUID(required=True)
     name = fields.String(required=True)
     apelido = fields.String(required=True)
-    provisioning_code = fields.String(required=True)
+    provisioning_code = fields.String(required=True, allow_none=True, metadata={
+        "description": "null for a role that may not see it (admin and manager may)"})
     created_at = fields.AwareDateTime(required=True)
     updated_at = fields.AwareDateTime(required=True)
 
 
 class CompanyList(StrictSchema):
     items = fields.List(fields.Nested(Company), required=True)
+
+
+class ProvisioningCode(StrictSchema):
+    company_id = fields.UUID(required=True)
+    provisioning_code = fields.String(required=True)
 
 
 class UserCreate(StrictSchema):

@@ -2,39 +2,141 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import uuid
+from collections import deque
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+import eventlet
 from eventlet import tpool
+from eventlet.event import Event
 from sqlalchemy.exc import IntegrityError
 
 from common.contracts import accounts as contract
 from common.contracts import load, parse_id
 from common.db import Database, utcnow
-from common.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from common.errors import (Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized,
+                           ValidationFailed)
 from common.pagination import decode_cursor, encode_cursor, text_value, uuid_value
 from common.service_base import ServiceBase, rpc
 from common.tokens import hash_token, new_secret_token
-from services.accounts import domain, storage
+from services.accounts import domain, storage, throttle
 from services.accounts.storage import AccountsRepository, ApiSession, Company, Tenant, User
 
 log = logging.getLogger(__name__)
 hasher = PasswordHasher()
+HASHING_NICENESS = 10  # argon2's threads yield the CPU to the hub's (Linux: nice is per thread)
+WAITING_PER_SLOT = 4  # sign-ins that may queue for argon2 per slot; beyond, 429 at once
+SIGN_IN_WAIT_SECONDS = 5.0  # a sign-in waits this long for a slot at most (the RPC deadline is 10 s)
+
+
+def _below_the_hub(function, *args):
+    """In a tpool thread: lower this thread's priority (the threads argon2 starts inherit
+    it), then compute. Raising `nice` needs no privilege; where it is refused, go on."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, HASHING_NICENESS)
+    except (AttributeError, OSError):
+        pass
+    return function(*args)
+
+
+class HashingSlots:
+    """argon2 off the eventlet hub, and not too much of it at once.
+
+    argon2-cffi's C code would block the hub, so it runs in a real thread (tpool), but that
+    alone did not keep this process responsive: each verification is ~0.3 s of CPU on 4
+    threads, and eight wrong-password guessers at once took every core, so `authenticate`
+    (every API request) went from 25 to 522 ms. So at most `slots` argon2 computations run
+    at once, at a lower CPU priority than the hub, first come first served. A sign-in that
+    would queue behind more than WAITING_PER_SLOT × slots others, or waits SIGN_IN_WAIT_SECONDS
+    without a slot, is refused (429, retry after a second): a worker left waiting is a worker
+    `authenticate` cannot have, and the gateway's deadline would answer 504 anyway."""
+
+    def __init__(self):
+        self.slots = 0
+        self.free = 0
+        self.queue: deque[Event] = deque()
+
+    def configure(self, slots: int) -> None:
+        """The number of slots (PASSWORD_HASH_SLOTS); a change applies as slots free up."""
+        if slots != self.slots:
+            self.free += slots - self.slots
+            self.slots = slots
+            self._hand_over()
+
+    @property
+    def waiting(self) -> int:
+        return len(self.queue)
+
+    def run(self, function, *args, refuse_when_busy: bool = False, before=None):
+        """`function(*args)` in a slot; `before()`, when given, runs first once the slot is
+        held (a sign-in looks at its locks again: they may have been set while it waited)."""
+        if not self.slots:
+            self.configure(1)
+        if refuse_when_busy and self.waiting >= WAITING_PER_SLOT * self.slots:
+            raise self._busy()
+        self._acquire(SIGN_IN_WAIT_SECONDS if refuse_when_busy else None)
+        try:
+            if before is not None:
+                before()
+            return tpool.execute(_below_the_hub, function, *args)
+        finally:
+            self.free += 1
+            self._hand_over()
+
+    def _acquire(self, timeout: float | None) -> None:
+        if self.free > 0 and not self.queue:
+            self.free -= 1
+            return
+        turn = Event()
+        self.queue.append(turn)
+        timer = eventlet.Timeout(timeout)
+        try:
+            turn.wait()
+        except BaseException as exc:  # our timeout, or the worker is being killed
+            if turn.ready():  # the slot came at the same moment
+                if exc is timer:
+                    return
+                self.free += 1
+                self._hand_over()
+            else:
+                self.queue.remove(turn)
+            if exc is timer:
+                raise self._busy() from None
+            raise
+        finally:
+            timer.cancel()
+
+    def _hand_over(self) -> None:
+        """Free slots go to the oldest waiters, directly (no newcomer overtakes them)."""
+        while self.free > 0 and self.queue:
+            self.free -= 1
+            self.queue.popleft().send(True)
+
+    @staticmethod
+    def _busy() -> TooManyRequests:
+        return TooManyRequests("too many sign-ins at once; try again shortly",
+                               details={"retry_after_seconds": 1})
+
+
+hashing = HashingSlots()
 
 
 def hash_password(password: str) -> str:
     domain.check_password(password)
-    return tpool.execute(hasher.hash, password)  # argon2 is slow by design: off the hub
+    return hashing.run(hasher.hash, password)  # argon2 is slow by design: off the hub
 
 
-def password_matches(password_hash: str | None, password: str) -> bool:
+def password_matches(password_hash: str | None, password: str, refuse_when_busy: bool = False,
+                     before=None) -> bool:
     if password_hash is None:
         return False
     try:
-        return tpool.execute(hasher.verify, password_hash, password)
+        return hashing.run(hasher.verify, password_hash, password, refuse_when_busy=refuse_when_busy,
+                           before=before)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -49,6 +151,22 @@ def company_event(company: Company) -> dict:
             "apelido": company.apelido}
 
 
+def company_view(company: Company, actor: domain.Actor) -> dict:
+    """A company as a person sees it: the provisioning code only for the roles that may
+    enrol machines (admin, manager)."""
+    view = contract.Company().dump(company)
+    if actor.role not in contract.PROVISIONING_ROLES:
+        view["provisioning_code"] = None
+    return view
+
+
+def check_provisioning_role(actor: domain.Actor) -> None:
+    """Enforced here as well as at the gateway's routes: provisioning codes enrol machines."""
+    if actor.role not in contract.PROVISIONING_ROLES:
+        raise Forbidden("your role may not see or rotate provisioning codes", code="forbidden_role",
+                        details={"role": actor.role})
+
+
 def commit_unique(uow, conflict: Conflict) -> None:
     """Commit; a unique constraint lost to a concurrent writer is the same conflict the
     check before it would have reported."""
@@ -61,6 +179,17 @@ def commit_unique(uow, conflict: Conflict) -> None:
 class Service(ServiceBase):
     name = "accounts"
     db = Database(repository=AccountsRepository, metadata=storage.metadata)
+    churning_tables = ("outbox", "sign_in_throttle")
+
+    @rpc
+    def maintain_storage(self, now: str | None = None) -> dict:
+        """Sign-in throttle rows past their window and lock go, then the tables that churn
+        are vacuumed (the scheduler's `storage-maintenance` job)."""
+        when = datetime.fromisoformat(now) if now else utcnow()
+        with self.db.unit_of_work() as uow:
+            purged = uow.repo.purge_throttles(when)
+            uow.commit()
+        return {**ServiceBase.maintain_storage(self, now), "sign_in_throttle_deleted": purged}
 
     # tenants and the first admin -------------------------------------------------------
 
@@ -114,18 +243,42 @@ class Service(ServiceBase):
     # sessions ------------------------------------------------------------------------
 
     @rpc
-    def sign_in(self, credentials: dict) -> dict:
+    def sign_in(self, credentials: dict, client_address: str | None = None) -> dict:
+        """A session for a right email and password. Failures are throttled per account and
+        per `client_address` (services/accounts/throttle.py): while either is locked the
+        answer is 429 `too_many_requests`, a right password included, and no argon2 runs."""
         data = load(contract.SignIn, credentials)
+        settings = self.db.settings
+        hashing.configure(settings.password_hash_slots)
+        policy = throttle.Policy.from_settings(settings)
+        email = domain.normalize_email(data["email"])
+        address_key = throttle.address_key(client_address)
         with self.db.unit_of_work() as uow:
-            candidates = uow.repo.sign_in_candidates(domain.normalize_email(data["email"]),
-                                                     data["tenant"])
+            candidates = uow.repo.sign_in_candidates(email, data["tenant"])
+            # an existing account's key is its tenant's id (however the tenant was named,
+            # or not); an unknown email's, the slug given: both are counted alike
+            limits = {throttle.account_key(str(u.tenant_id), email): policy.account for u in candidates} \
+                or {throttle.account_key(data["tenant"], email): policy.account}
+            if address_key is not None:
+                limits[address_key] = policy.address
+            self._refuse_while_locked(uow, limits, utcnow())
+
+            def still_unlocked():  # again once a slot is ours, in a transaction of its own
+                with self.db.unit_of_work() as check:
+                    self._refuse_while_locked(check, limits, utcnow())
+
             user = next((u for u in candidates
-                         if password_matches(u.password_hash, data["password"])), None)
+                         if password_matches(u.password_hash, data["password"], refuse_when_busy=True,
+                                             before=still_unlocked)), None)
             if user is None:
                 if not candidates:  # same cost whether or not the email exists
-                    password_matches(DUMMY_HASH, data["password"])
+                    password_matches(DUMMY_HASH, data["password"], refuse_when_busy=True,
+                                     before=still_unlocked)
+                uow.session.rollback()  # what follows is a transaction of its own
+                self._count_failure(uow, limits, utcnow())
                 raise Unauthorized("wrong email or password", code="invalid_credentials")
             now = utcnow()
+            uow.repo.forget_throttle([throttle.account_key(str(user.tenant_id), email)])
             token, token_hash = new_secret_token()
             session = uow.repo.add(ApiSession(
                 user_id=user.id, token_hash=token_hash, created_at=now,
@@ -134,6 +287,30 @@ class Service(ServiceBase):
             uow.commit()
             return contract.Session().dump({"token": token, "expires_at": session.expires_at,
                                             "user": user})
+
+    def _refuse_while_locked(self, uow, limits: dict, now) -> None:
+        rows = uow.repo.throttle_counts(limits)
+        wait = throttle.retry_after_seconds(
+            (throttle.Count(row.failures, row.window_started_at, row.locked_until) for row in rows.values()), now)
+        if wait is not None:
+            raise TooManyRequests("too many failed sign-ins; try again later",
+                                  details={"retry_after_seconds": wait})
+
+    def _count_failure(self, uow, limits: dict, now) -> None:
+        """One more failure for each key, in one short transaction of its own; expired
+        rows go on the way (the storage-maintenance job removes the rest)."""
+        rows = uow.repo.throttle_rows_for_update(limits, now)
+        for key, limit in limits.items():
+            row = rows[key]
+            count = throttle.after_failure(
+                throttle.Count(row.failures, row.window_started_at, row.locked_until) if row.failures else None,
+                limit, now)
+            row.failures, row.window_started_at, row.locked_until = \
+                count.failures, count.window_started_at, count.locked_until
+            row.expires_at, row.updated_at = count.expires_at(limit), now
+        uow.session.flush()
+        uow.repo.purge_throttles(now, limit=100)
+        uow.commit()
 
     @rpc
     def authenticate(self, token: str) -> dict:
@@ -186,13 +363,14 @@ class Service(ServiceBase):
         actor = domain.Actor.from_dict(actor)
         data = load(contract.CompanyQuery, query)
         with self.db.unit_of_work() as uow:
-            return contract.CompanyList().dump({"items": uow.repo.companies(actor.tenant_id, data["q"])})
+            return {"items": [company_view(company, actor)
+                              for company in uow.repo.companies(actor.tenant_id, data["q"])]}
 
     @rpc
     def get_company(self, actor: dict, company_id: str) -> dict:
         actor = domain.Actor.from_dict(actor)
         with self.db.unit_of_work() as uow:
-            return contract.Company().dump(self._company(uow, actor.tenant_id, company_id))
+            return company_view(self._company(uow, actor.tenant_id, company_id), actor)
 
     @rpc
     def create_company(self, actor: dict, payload: dict) -> dict:
@@ -208,7 +386,7 @@ class Service(ServiceBase):
                                            provisioning_code=domain.new_provisioning_code()))
             uow.emit("company_created", company_event(company))
             commit_unique(uow, taken)
-            return contract.Company().dump(company)
+            return company_view(company, actor)
 
     @rpc
     def update_company(self, actor: dict, company_id: str, payload: dict) -> dict:
@@ -229,18 +407,28 @@ class Service(ServiceBase):
                 uow.session.flush()
                 uow.emit("company_updated", company_event(company))
             commit_unique(uow, Conflict("apelido is taken", code="apelido_taken"))
-            return contract.Company().dump(company)
+            return company_view(company, actor)
 
     @rpc
     def rotate_provisioning_code(self, actor: dict, company_id: str) -> dict:
         """The old code stops enrolling machines at once; enrolled machines keep their tokens."""
         actor = domain.Actor.from_dict(actor)
+        check_provisioning_role(actor)
         with self.db.unit_of_work() as uow:
             company = self._company(uow, actor.tenant_id, company_id)
             company.provisioning_code = domain.new_provisioning_code()
             company.updated_at = utcnow()
             uow.commit()
-            return contract.Company().dump(company)
+            return company_view(company, actor)
+
+    @rpc
+    def get_provisioning_code(self, actor: dict, company_id: str) -> dict:
+        actor = domain.Actor.from_dict(actor)
+        check_provisioning_role(actor)
+        with self.db.unit_of_work() as uow:
+            company = self._company(uow, actor.tenant_id, company_id)
+            return contract.ProvisioningCode().dump({"company_id": company.id,
+                                                     "provisioning_code": company.provisioning_code})
 
     def _company(self, uow, tenant_id, company_id) -> Company:
         company = uow.repo.company(tenant_id, parse_id(company_id, "company"))
@@ -365,16 +553,21 @@ class Service(ServiceBase):
 
     @rpc
     def apply_retention(self, now: str | None = None, dry_run: bool = False) -> dict:
-        """Sessions expired or revoked more than a day ago are worth nothing."""
+        """Sessions expired or revoked more than a day ago are worth nothing; so are sign-in
+        throttle rows whose window closed and whose lock is over."""
         now = datetime.fromisoformat(now) if now else utcnow()
         with self.db.unit_of_work() as uow:
             count, oldest = uow.repo.stale_sessions(now - timedelta(days=1))
-            if count and not dry_run:
+            throttles, oldest_throttle = uow.repo.stale_throttles(now)
+            if (count or throttles) and not dry_run:
                 uow.repo.purge_sessions(expired_before=now - timedelta(days=1))
+                uow.repo.purge_throttles(now)
                 uow.commit()
-        return {"dry_run": dry_run, "kinds": {"sessions": {
-            "past_policy": count, "deleted": 0 if dry_run else count,
-            "oldest": oldest.isoformat() if oldest else None}}}
+        return {"dry_run": dry_run, "kinds": {
+            "sessions": {"past_policy": count, "deleted": 0 if dry_run else count,
+                         "oldest": oldest.isoformat() if oldest else None},
+            "sign_in_throttle": {"past_policy": throttles, "deleted": 0 if dry_run else throttles,
+                                 "oldest": oldest_throttle.isoformat() if oldest_throttle else None}}}
 
     @rpc
     def registration_counts(self, tenant_id: str | None = None) -> dict:
@@ -415,6 +608,21 @@ class Service(ServiceBase):
                                      company_id=data["company_id"]))
             uow.emit("user_created", user_event(user))
             commit_unique(uow, Conflict("email is already a user", code="email_taken"))
+            return contract.User().dump(user)
+
+    @rpc
+    def find_person(self, tenant_id: str, email: str) -> dict:
+        """The person with this email, never created: a machine's links name people who
+        already exist. Unknown (or a machine's own user): 404 `email_not_found`."""
+        tenant = parse_id(tenant_id, "tenant")
+        unknown = NotFound("no user with this email: create them first", code="email_not_found",
+                           details={"fields": {"email": ["no user with this email"]}})
+        if not isinstance(email, str) or not email.strip():
+            raise unknown
+        with self.db.unit_of_work() as uow:
+            user = uow.repo.user_by_email(tenant, domain.normalize_email(email))
+            if user is None or user.role == "machine":
+                raise unknown
             return contract.User().dump(user)
 
     @rpc

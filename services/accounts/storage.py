@@ -4,11 +4,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import (ForeignKey, Index, String, delete, func, or_, select, text,
+from sqlalchemy import (ForeignKey, Index, Integer, String, delete, func, or_, select, text,
                         update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
+from common.db import (Repository, UTCDateTime, escape_like, new_metadata, upsert_insert,
+                       utcnow)
 from common.outbox import outbox_table
 
 
@@ -77,6 +78,21 @@ class ApiSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SignInThrottle(Base):
+    """One row per throttled key (an account or a client address, as a SHA-256), rewritten
+    in place: failed sign-ins never add rows (services/accounts/throttle.py). No index but
+    the key: every failure rewrites the row, and the purge reads a table as small as the
+    keys that failed lately."""
+
+    __tablename__ = "sign_in_throttle"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class AccountsRepository(Repository):
@@ -186,6 +202,40 @@ class AccountsRepository(Repository):
         """Expired and revoked sessions are worth nothing: the table stays as big as the
         number of people signed in, not the number of sign-ins ever."""
         self.session.execute(delete(ApiSession).where(stale_session(expired_before)))
+
+
+    # sign-in throttle
+    def throttle_counts(self, keys, for_update: bool = False) -> dict[str, SignInThrottle]:
+        query = select(SignInThrottle).where(SignInThrottle.key.in_(sorted(keys)))
+        if for_update:
+            query = query.with_for_update()
+        return {row.key: row for row in self.session.scalars(query)}
+
+    def throttle_rows_for_update(self, keys, now) -> dict[str, SignInThrottle]:
+        """The keys' rows, created when missing (a count of 0 that expires at once) and
+        locked for this transaction: concurrent failures of one key add up, none is lost."""
+        for key in sorted(keys):
+            self.session.execute(upsert_insert(self.session, SignInThrottle.__table__).values(
+                key=key, failures=0, window_started_at=now, locked_until=None, expires_at=now,
+                updated_at=now).on_conflict_do_nothing(index_elements=["key"]))
+        return self.throttle_counts(keys, for_update=True)
+
+    def forget_throttle(self, keys) -> None:
+        self.session.execute(delete(SignInThrottle).where(SignInThrottle.key.in_(sorted(keys))))
+
+    def stale_throttles(self, now) -> tuple[int, datetime | None]:
+        return self.session.execute(select(func.count(), func.min(SignInThrottle.expires_at))
+                                    .where(SignInThrottle.expires_at <= now)).one()
+
+    def purge_throttles(self, now, limit: int | None = None) -> int:
+        """Rows whose window closed and whose lock is over are worth nothing. With `limit`
+        (on the way of a sign-in), at most that many, skipping rows another sign-in holds."""
+        if limit is None:
+            return self.session.execute(delete(SignInThrottle)
+                                        .where(SignInThrottle.expires_at <= now)).rowcount
+        stale = (select(SignInThrottle.key).where(SignInThrottle.expires_at <= now).limit(limit)
+                 .with_for_update(skip_locked=True))
+        return self.session.execute(delete(SignInThrottle).where(SignInThrottle.key.in_(stale))).rowcount
 
 
 def stale_session(expired_before):

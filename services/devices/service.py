@@ -39,8 +39,14 @@ HEARTBEATS = Counter("chamados_heartbeats_total", "Heartbeats by outcome",
 INVENTORY_VERSIONS = Counter("chamados_inventory_versions_total",
                              "Full inventories received: a new version written, or skipped as unchanged",
                              ["result"])
+HEARTBEATS_REFUSED = Counter("chamados_heartbeats_refused_total",
+                             "Heartbeats with an unknown, revoked or expired machine token: "
+                             "answered invalid_token, acked and dropped (not dead letters)",
+                             ["reason"])  # unknown_token | token_revoked | token_expired
 for _outcome in ("accepted", "late", "duplicate", "dead_lettered"):
     HEARTBEATS.labels(_outcome)
+for _reason in ("unknown_token", "token_revoked", "token_expired"):
+    HEARTBEATS_REFUSED.labels(_reason)
 for _result in ("written", "skipped"):
     INVENTORY_VERSIONS.labels(_result)
 
@@ -219,6 +225,7 @@ class Service(ServiceBase):
             else:
                 parsed.append((delivery, heartbeat, token_hash))
         outcomes = dict.fromkeys(("accepted", "late", "duplicate"), 0)
+        refusals: list[tuple[str, str | None]] = []
         with self.db.unit_of_work() as uow:
             tokens = uow.repo.tokens_by_hash({token_hash for _, _, token_hash in parsed})
             accepted = []
@@ -226,9 +233,10 @@ class Service(ServiceBase):
                 issued = tokens.get(token_hash)
                 refused = ("unknown token" if issued is None else "token revoked" if issued.revoked_at
                            else "token expired" if issued.expires_at <= now else None)
-                if refused:  # parked with the reason; an agent waiting for an answer is told
+                if refused:  # expected traffic (a reset or re-enrolled agent), not a dead
+                    # letter: acked and dropped, counted; an agent waiting for an answer is told
+                    refusals.append((refused, delivery.message_id))
                     verdicts[delivery.index] = Verdict(
-                        dead_letter=f"unauthenticated: {refused}",
                         reply={"need_inventory": False, "usb_policy": None, "error": "invalid_token",
                                "message": refused})
                 else:
@@ -267,6 +275,9 @@ class Service(ServiceBase):
         for outcome, count in outcomes.items():
             if count:
                 HEARTBEATS.labels(outcome).inc(count)
+        for refused, message_id in refusals:  # after the commit: a retried batch counts once
+            HEARTBEATS_REFUSED.labels(refused.replace(" ", "_")).inc()
+            log.info("heartbeat refused (%s), dropped; message_id %s", refused, message_id)
         return verdicts
 
     @staticmethod
@@ -459,6 +470,17 @@ class Service(ServiceBase):
                                        .where(HeartbeatState.machine_id.in_(sorted(ids)))).all() if ids else []
             return {str(m): seen.isoformat() if seen else None for m, seen in rows}
 
+    @rpc
+    def machine_in_tenant(self, tenant_id: str, machine_id: str) -> bool:
+        """Whether this machine exists in this tenant (tickets checks a ticket's machine_id:
+        another tenant's machine must not drive its chat)."""
+        try:
+            tenant, machine = parse_id(tenant_id, "tenant"), parse_id(machine_id, "machine")
+        except NotFound:
+            return False
+        with self.db.unit_of_work() as uow:
+            return uow.repo.machine(tenant, machine) is not None
+
     # admin -----------------------------------------------------------------------------
 
     @rpc
@@ -611,8 +633,9 @@ class Service(ServiceBase):
         data = load(contract.LinkCreate, payload)
         with self.db.unit_of_work() as uow:
             machine = self._machine(uow, actor, data["machine_id"])
-            user = self._accounts("ensure_person", str(machine.tenant_id), data["email"], None,
-                                  str(machine.company_id))
+            # a link is to someone who already exists: an unknown email is refused, not a new
+            # person (the machine's own user is made by registration or `access`)
+            user = self._accounts("find_person", str(machine.tenant_id), data["email"])
             if uuid.UUID(user["id"]) == machine.assigned_user_id:
                 raise Conflict("the assigned user is not a link", code="already_assigned")
             if uow.session.get(MachineLink, (machine.id, uuid.UUID(user["id"]))) is None:

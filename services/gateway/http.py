@@ -6,22 +6,27 @@ Every response is JSON; every error has the API.md shape
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import socket
 import time
+from http import HTTPStatus
 from dataclasses import dataclass, field
 
 import orjson
+from eventlet import wsgi as eventlet_wsgi
 from nameko.exceptions import BadRequest as NamekoBadRequest
 from nameko.web.handlers import HttpRequestHandler
-from nameko.web.server import WebServer, WsgiApp
+from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from prometheus_client import Counter, Histogram
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
+from common.config import Settings
 from common.contracts import StrictSchema, load
+from common.outages import warn_once
 from common.errors import (BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
                            ServiceTimeout, ServiceUnavailable, TooManyRequests, Unauthorized,
                            ValidationFailed)
@@ -67,9 +72,13 @@ def error_response(exc: BaseException) -> Response:
         return json_response(500, error_body("internal_error", "internal error; it has been logged"))
     status, body, headers = mapped
     # one line and never a traceback for a mapped error: a 4xx is an answer (INFO), a 503 or
-    # 504 a service that did not answer in time (WARNING); the line's `entrypoint` is the route
-    log.log(logging.WARNING if status >= 500 else logging.INFO, "answered %d %s: %s",
-            status, body["error"]["code"], body["error"]["message"])
+    # 504 a service that did not answer in time (WARNING, once per interval and code: an
+    # outage is one event, not one per request); the line's `entrypoint` is the route
+    code, message = body["error"]["code"], body["error"]["message"]
+    if status >= 500:
+        warn_once(log, f"answered-{status}-{code}", "answered %d %s: %s", status, code, message)
+    else:
+        log.info("answered %d %s: %s", status, code, message)
     return json_response(status, body, headers)
 
 
@@ -100,7 +109,9 @@ DEFAULT_RETRY_AFTER_SECONDS = 5
 def error_headers(status: int, exc) -> dict | None:
     if status == 401:
         return {"WWW-Authenticate": "Bearer"}
-    if status in (429, 503):
+    # a 409 that names a delay too (`request_in_progress`: an Idempotency-Key's first request
+    # is still running)
+    if status in (429, 503) or (status == 409 and "retry_after_seconds" in exc.details):
         seconds = exc.details.get("retry_after_seconds", DEFAULT_RETRY_AFTER_SECONDS)
         try:
             seconds = max(1, int(-(-float(seconds) // 1)))  # whole seconds, rounded up
@@ -110,27 +121,202 @@ def error_headers(status: int, exc) -> dict | None:
     return None
 
 
+# headers of every answer outside the console (the API and the operations routes): API
+# answers carry tokens or personal data, health answers go stale at once
+NO_SNIFF_NO_STORE = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+CORS_EXPOSE_HEADERS = "Retry-After, Location, Content-Disposition"  # what the API answers with
+CORS_MAX_AGE_SECONDS = 600
+
+
+def is_api_path(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
+class Cors:
+    """The CORS policy of /api/: off (no origin allowed) unless CORS_ALLOWED_ORIGINS names
+    exact origins. An allowed origin gets itself back in Access-Control-Allow-Origin; a
+    preflight (OPTIONS) from it is answered 204 with the path's real methods, and from any
+    other origin 403 `cors_origin_not_allowed` (not 405)."""
+
+    def __init__(self, allowed_origins=()):
+        self.allowed_origins = frozenset(allowed_origins)
+
+    def allows(self, origin: str | None) -> bool:
+        return bool(origin) and origin in self.allowed_origins
+
+    def headers(self, origin: str | None) -> dict:
+        """For every /api/ answer: the CORS headers for this request's Origin."""
+        if not self.allowed_origins:
+            return {}
+        if not self.allows(origin):
+            return {"Vary": "Origin"}  # the answer depends on the Origin all the same
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
+                "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS}
+
+    def preflight(self, origin: str | None, methods) -> Response:
+        """The answer to OPTIONS on an /api/ path whose methods are `methods` (none: no such
+        route). Without an Origin it is a plain OPTIONS: 204 with Allow."""
+        methods = sorted(set(methods) - {"OPTIONS"})
+        if not methods:
+            return error_response(RouteNotFound())
+        if origin is None:
+            return json_response(204, headers={"Allow": ", ".join(methods + ["OPTIONS"])})
+        if not self.allows(origin):
+            return error_response(Forbidden(
+                "this origin may not call the API from a browser", code="cors_origin_not_allowed",
+                details={"origin": origin[:200]}))
+        return json_response(204, headers={
+            "Access-Control-Allow-Methods": ", ".join(methods),
+            "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+            "Access-Control-Max-Age": str(CORS_MAX_AGE_SECONDS)})
+
+
+def add_answer_headers(response: Response, path: str, origin: str | None, cors: Cors) -> Response:
+    """nosniff and no-store on every answer outside the console (which sets its own), and the
+    CORS headers on /api/ answers."""
+    response.headers.update(NO_SNIFF_NO_STORE)
+    if is_api_path(path):
+        for name, value in cors.headers(origin).items():
+            if name == "Vary" and response.headers.get("Vary"):
+                value = f"{response.headers['Vary']}, {value}"
+            response.headers[name] = value
+    return response
+
+
 class JsonWsgiApp(WsgiApp):
     """nameko's WSGI app, but routing failures (unknown path, wrong method) answer in the
-    same JSON error shape as everything else (an HTML page outside /api/: the console's)."""
+    same JSON error shape as everything else (an HTML page outside /api/: the console's);
+    every answer outside the console gets nosniff and no-store, /api/ ones the CORS policy,
+    and OPTIONS on an /api/ path is a CORS preflight (never a 405)."""
+
+    def __init__(self, server, cors: Cors | None = None):
+        super().__init__(server)
+        if cors is None:
+            cors = Cors(Settings.from_mapping(server.container.config).cors_allowed_origins)
+        self.cors = cors
 
     def __call__(self, environ, start_response):
+        from services.gateway.console.web import is_console_path, routing_error_page
         request = Request(environ, shallow=True)
         adapter = self.url_map.bind_to_environ(environ)
+        origin = request.headers.get("Origin")
         try:
-            provider, values = adapter.match()
-            request.path_values = values
-            response = provider.handle_request(request)
+            if request.method == "OPTIONS" and is_api_path(request.path):
+                response = self.cors.preflight(origin, adapter.allowed_methods())
+            else:
+                provider, values = adapter.match()
+                request.path_values = values
+                response = provider.handle_request(request)
         except Exception as exc:
-            from services.gateway.console.web import is_console_path, routing_error_page
             response = routing_error_page(request, exc) if is_console_path(request.path) \
                 else error_response(exc)
+        if not is_console_path(request.path):
+            add_answer_headers(response, request.path, origin, self.cors)
         return response(environ, start_response)
+
+
+# what eventlet's HTTP parser refuses itself, before any WSGI app runs: status -> error code
+PARSER_ERROR_CODES = {
+    400: "bad_request",
+    414: "uri_too_long",
+    431: "headers_too_large",
+    505: "http_version_not_supported",
+}
+PARSER_ERROR_MESSAGES = {
+    400: "malformed request",
+    414: "the URL is too long",
+    431: "too many request headers, or a header too large",
+    505: "this HTTP version is not supported",
+}
+PARSER_DRAIN_SECONDS, PARSER_DRAIN_BYTES = 1.0, 1 << 20
+
+
+class JsonErrorProtocol(HttpOnlyProtocol):
+    """eventlet's HTTP protocol, but what its parser refuses (request line over
+    `url_length_limit`, a header line over 8 KB, headers over 64 KB or more than 100 of
+    them, a malformed request line or Content-Length) is answered in the API's JSON error
+    shape instead of eventlet's and http.server's plain text or HTML. Relies on eventlet
+    0.41's `_read_request_line` and `parse_request` (tests/e2e/test_bad_input.py sends each
+    case over a raw socket)."""
+
+    def _read_request_line(self):
+        line = super()._read_request_line()
+        limit = self.server.url_length_limit
+        if line and len(line) >= limit:  # eventlet would write its own bodiless 414
+            self.send_json_error(414, details={"max_bytes": limit - 1})
+            return ""  # eventlet then closes the connection
+        return line
+
+    def parse_request(self):
+        try:
+            if not super().parse_request():
+                return False  # answered by send_error (or an empty line: nothing to answer)
+        except (eventlet_wsgi.HeaderLineTooLong, eventlet_wsgi.HeadersTooLarge):
+            self.send_json_error(431, details={"max_line_bytes": eventlet_wsgi.MAX_HEADER_LINE,
+                                               "max_total_bytes": eventlet_wsgi.MAX_TOTAL_HEADER_SIZE})
+            return False
+        # what eventlet refuses next in plain text, checked the same way before it does
+        content_length = self.headers.get("content-length")
+        if content_length is not None:
+            try:
+                if int(content_length) < 0:
+                    raise ValueError
+            except ValueError:
+                self.send_json_error(400, "the Content-Length header is not a length")
+                return False
+            if self.headers.get("transfer-encoding") is not None:
+                self.send_json_error(400, "Content-Length and Transfer-Encoding are not allowed together")
+                return False
+        return True
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's errors (bad request line, unsupported version, too many headers)."""
+        self.send_json_error(int(code))
+
+    def send_json_error(self, status: int, message: str | None = None, details=None) -> None:
+        code = PARSER_ERROR_CODES.get(status, "bad_request")
+        message = message or PARSER_ERROR_MESSAGES.get(status, "malformed request")
+        body = orjson.dumps(error_body(code, message, details))
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        head = [f"HTTP/1.1 {status} {phrase}", "Content-Type: application/json",
+                f"Content-Length: {len(body)}", "Connection: close"]
+        head += [f"{name}: {value}" for name, value in NO_SNIFF_NO_STORE.items()]
+        self.close_connection = True
+        log.info("answered %d %s: %s", status, code, message)
+        try:
+            self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+            self.wfile.flush()
+            self.drain()
+        except OSError:  # the client left already
+            pass
+
+    def drain(self) -> None:
+        """Closing with unread bytes (the rest of a long URL or of the headers) makes the
+        kernel send a reset that can discard the answer before the client reads it: stop
+        sending, then read what the client still sends, for a moment."""
+        self.connection.shutdown(socket.SHUT_WR)
+        self.connection.settimeout(PARSER_DRAIN_SECONDS)
+        deadline, read = time.monotonic() + PARSER_DRAIN_SECONDS, 0
+        try:
+            while read < PARSER_DRAIN_BYTES and time.monotonic() < deadline:
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    break
+                read += len(chunk)
+        except OSError:
+            pass
 
 
 class GatewayWebServer(WebServer):
     def get_wsgi_app(self):
         return JsonWsgiApp(self)
+
+    def get_wsgi_server(self, sock, wsgi_app, protocol=JsonErrorProtocol, debug=False):
+        return super().get_wsgi_server(sock, wsgi_app, protocol=protocol, debug=debug)
 
     def process_request(self, sock, address):
         # eventlet writes the headers and the body in two sends: without TCP_NODELAY every
@@ -258,3 +444,30 @@ def parse_query(request: Request, schema):
 def observe(spec: RouteSpec, started: float, status: int) -> None:
     HTTP_REQUESTS.labels(spec.path, spec.method, str(status)).inc()
     HTTP_DURATION.labels(spec.path, spec.method).observe(time.perf_counter() - started)
+
+
+def client_address(request: Request, trusted_proxies=()) -> str | None:
+    """The address a request came from: the peer's, unless the peer is a trusted proxy
+    (TRUSTED_PROXIES; none by default), then the right-most X-Forwarded-For entry that is
+    not a trusted proxy itself (entries left of it are whatever the client wrote)."""
+    def trusted(text):
+        try:
+            ip = ipaddress.ip_address(text.strip())
+        except ValueError:
+            return False
+        return any(ip in network for network in trusted_proxies)
+
+    address = request.remote_addr
+    if not address or not trusted_proxies or not trusted(address):
+        return address
+    for hop in reversed(request.headers.get("X-Forwarded-For", "").split(",")[-20:]):
+        hop = hop.strip()
+        if not hop:
+            continue
+        if not trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return address  # a proxy we trust wrote nonsense: count the proxy
+        address = hop
+    return address

@@ -18,6 +18,15 @@ ERROR_STATUSES = {
 }
 
 
+# a person's state-changing request may carry one (docs/API.md, "Idempotency-Key")
+IDEMPOTENCY_KEY = {
+    "in": "header", "name": "Idempotency-Key", "required": False,
+    "description": "Retry-safe: a retry with the same key (and the same request) within 24 h "
+                   "gets the first answer (honoured by the tickets, comments, chat, queue and "
+                   "export routes)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}
+
+
 def openapi_path(rule: str) -> str:
     return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
 
@@ -44,6 +53,8 @@ def _build(routes) -> dict:
                 {"in": "path", "name": name, "required": True, "schema": {"type": "string"}})
         if route.query is not None:
             operation["parameters"].append({"in": "query", "schema": route.query})
+        if route.method != "GET" and route.roles is not None:
+            operation["parameters"].append(IDEMPOTENCY_KEY)
         if route.body is not None:
             operation["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": route.body}}}

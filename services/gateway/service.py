@@ -15,20 +15,24 @@ from werkzeug.wrappers import Response
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
 
-from common import rpc
+from common import idempotency, outages, rpc
 from common.config import Settings
 from common.contracts import accounts as people
 from common.contracts import devices as fleet
 from common.contracts import load
 from common.contracts import tickets as helpdesk
-from common.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized, ValidationFailed
-from common.messaging import HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, queue_depth_families
+from common.errors import BadRequest, Forbidden, NotFound, Unauthorized, ValidationFailed
+from common.events import SUBSCRIPTIONS
+from common.messaging import (HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, queue_depth_families,
+                              subscription_queue_name)
 from common.metrics import EntrypointMetrics, metrics_response, register_collector
 from common.tokens import same_secret
 from services.gateway import openapi
 from services.gateway.console.views import ConsoleViews
-from services.gateway.http import (OPERATIONS, ROUTES, NoQuery, check_role, error_response,
-                                   json_response, observe, parse_json_body, parse_query, route)
+from services.gateway.deadletters import DeadLetterRoutes
+from services.gateway.http import (OPERATIONS, ROUTES, NoQuery, check_role, client_address,
+                                   error_response, json_response, observe, parse_json_body,
+                                   parse_query, route)
 from services.gateway.schemas import HealthSnapshot, Readiness
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,23 @@ def bearer_token(request) -> str:
     return token
 
 
+class WorkerData(DependencyProvider):
+    """The worker context's data: nameko sends it along as the headers of every RPC the
+    worker makes (the callee finds it in its own worker context)."""
+
+    def get_dependency(self, worker_ctx):
+        return worker_ctx.data
+
+
+def idempotency_key(request) -> str | None:
+    """The request's Idempotency-Key header, if any: 1–255 visible ASCII characters."""
+    key = request.headers.get(idempotency.HEADER)
+    if key is not None and not idempotency.valid_key(key):
+        raise BadRequest(f"{idempotency.HEADER} must be 1 to {idempotency.MAX_KEY_LENGTH} visible "
+                         "ASCII characters", code="invalid_idempotency_key")
+    return key
+
+
 class BusGauges(DependencyProvider):
     """Queue depths on the gateway's /metrics (the gateway already talks to the broker)."""
 
@@ -89,12 +110,13 @@ class HeartbeatPublisher(DependencyProvider):
                                  retry=True, retry_policy={"max_retries": 3})
 
 
-class Service(ConsoleViews):
+class Service(ConsoleViews, DeadLetterRoutes):
     """The JSON API at /api/, operations routes, and the console for people at /."""
     name = "gateway"
     settings = SettingsProvider()
     publish_heartbeat = HeartbeatPublisher()
     bus_gauges = BusGauges()
+    worker_data = WorkerData()
     entrypoint_metrics = EntrypointMetrics()
     accounts = RpcProxy("accounts")
     tickets = RpcProxy("tickets")
@@ -122,7 +144,8 @@ class Service(ConsoleViews):
     def call(self, service: str, method: str, *args, timeout: float | None = None):
         """Every RPC has a deadline: the in-service proxy has none (pitfall 10)."""
         return rpc.call(getattr(self, service), service, method, *args,
-                        timeout=timeout or self.settings.rpc_timeout_seconds)
+                        timeout=timeout or self.settings.rpc_timeout_seconds,
+                        broker_uri=self.settings.amqp_uri)
 
     def handle_route(self, spec, handler, request, path_values):
         started = time.perf_counter()
@@ -134,9 +157,19 @@ class Service(ConsoleViews):
                 principal = self.call("accounts", "authenticate", bearer_token(request))
                 check_role(spec, principal)
             kwargs = dict(path_values)
+            # a person's state-changing request may carry an Idempotency-Key: the service
+            # that does the work records its answer for a retry (common/idempotency.py)
+            key = idempotency_key(request) if spec.method != "GET" and principal is not None \
+                and not spec.machine else None
             if spec.body is not None:
                 kwargs["body"] = parse_json_body(request, spec.body, self.settings.max_body_bytes)
             query = parse_query(request, spec.query or NoQuery)
+            if key is not None:
+                self.worker_data.update({
+                    idempotency.KEY_DATA: key,
+                    idempotency.REQUEST_DATA: idempotency.request_fingerprint(
+                        spec.method, request.full_path,
+                        request.environ.get("chamados.raw_body", b""))})
             if spec.query is not None:
                 kwargs["query"] = query
             result = handler(self, principal, request=request, **kwargs) if spec.raw else \
@@ -176,19 +209,39 @@ class Service(ConsoleViews):
 
     def _bus_checks(self) -> dict:
         """`broker`: reachable; `heartbeats`: ok, or why they are not flowing (see
-        `_heartbeat_queue`). One connection answers both."""
+        `_heartbeat_queue`); `events`: ok, or the subscriptions nobody consumes (a service
+        whose consumers are down answers no event, even while its RPCs are answered by
+        another replica). One connection answers all three."""
         try:
             with Connection(self.settings.amqp_uri, connect_timeout=2) as connection:
                 connection.ensure_connection(max_retries=1)
                 try:
                     _, waiting, consumers = connection.channel().queue_declare(
                         queue=HEARTBEAT_QUEUE.name, passive=True)
+                    heartbeats = self._heartbeat_queue(waiting, consumers)
                 except Exception as exc:
-                    return {"broker": "ok", "heartbeats": f"unknown: {exc.__class__.__name__}"}
+                    heartbeats = f"unknown: {exc.__class__.__name__}"
+                events = self._event_consumers(connection)
         except Exception as exc:
             return {"broker": f"unreachable: {exc.__class__.__name__}",
-                    "heartbeats": "unknown: the broker is unreachable"}
-        return {"broker": "ok", "heartbeats": self._heartbeat_queue(waiting, consumers)}
+                    "heartbeats": "unknown: the broker is unreachable",
+                    "events": "unknown: the broker is unreachable"}
+        return {"broker": "ok", "heartbeats": heartbeats, "events": events}
+
+    @staticmethod
+    def _event_consumers(connection) -> str:
+        """ok, or `no_consumer: <service.handler>, ...` for subscription queues without one."""
+        idle = []
+        channel = connection.channel()
+        for consumer, source, event_type, method in SUBSCRIPTIONS:
+            queue = subscription_queue_name(consumer, source, event_type, method)
+            try:
+                _, _, consumers = channel.queue_declare(queue=queue, passive=True)
+            except Exception:  # not declared (never migrated): nobody consumes it either
+                channel, consumers = connection.channel(), 0
+            if not consumers:
+                idle.append(f"{consumer}.{method}")
+        return "ok" if not idle else "no_consumer: " + ", ".join(sorted(set(idle)))
 
     def _heartbeat_queue(self, waiting: int, consumers: int) -> str:
         """ok, or why heartbeats are not flowing: nobody consumes their queue, or its oldest
@@ -222,9 +275,15 @@ class Service(ConsoleViews):
     # people: sessions ----------------------------------------------------------------
 
     @route("POST", "/api/auth/sign-in", summary="Sign in with email and password", tag="people",
-           roles=None, body=people.SignIn, response=people.Session)
-    def sign_in(self, principal, body):
-        return self.call("accounts", "sign_in", body)
+           roles=None, body=people.SignIn, response=people.Session, raw=True)
+    def sign_in(self, principal, body, request, client=None):
+        """The client's address goes along: accounts limits failed sign-ins per account and
+        per address (429 with Retry-After). The console calls this with `client` and no
+        request, and gets the session itself."""
+        if request is not None:
+            client = client_address(request, self.settings.trusted_proxies)
+        session = self.call("accounts", "sign_in", body, client)
+        return session if request is None else json_response(200, session)
 
     @route("POST", "/api/auth/sign-out", summary="Revoke the bearer token", tag="people",
            raw=True, status=204)
@@ -265,9 +324,15 @@ class Service(ConsoleViews):
     def update_company(self, principal, company_id, body):
         return self.call("accounts", "update_company", principal, company_id, body)
 
+    @route("GET", "/api/admin/companies/<company_id>/provisioning-code",
+           summary="The company's provisioning code (admin and manager)", tag="people",
+           roles=people.PROVISIONING_ROLES, response=people.ProvisioningCode)
+    def get_provisioning_code(self, principal, company_id):
+        return self.call("accounts", "get_provisioning_code", principal, company_id)
+
     @route("POST", "/api/admin/companies/<company_id>/provisioning-code",
-           summary="Rotate the company's provisioning code", tag="people", roles=USER_ADMINS,
-           response=people.Company)
+           summary="Rotate the company's provisioning code", tag="people",
+           roles=people.PROVISIONING_ROLES, response=people.Company)
     def rotate_provisioning_code(self, principal, company_id):
         return self.call("accounts", "rotate_provisioning_code", principal, company_id)
 
@@ -441,9 +506,8 @@ class Service(ConsoleViews):
             # the bytes received, not a re-serialisation (which could outgrow the size limit)
             self.publish_heartbeat(request.environ["chamados.raw_body"], bearer_token(request),
                                    message_id)
-        except Exception as exc:
-            log.warning("heartbeat not queued: %s", exc)
-            raise ServiceUnavailable("the message broker did not take the heartbeat") from None
+        except Exception as exc:  # unreachable, or did not confirm: the agent sends it again
+            raise outages.unavailable("the message broker", exc, log) from None
         need_inventory = body.get("inventory") is None and body.get("inventory_hash") != hint["inventory_hash"]
         return json_response(202, {"need_inventory": need_inventory, "usb_policy": hint["usb_policy"]})
 

@@ -17,6 +17,7 @@ from common.contracts import load, parse_id
 from common.contracts import tickets as contract
 from common.db import Database, utcnow
 from common.errors import Conflict, Forbidden, NotFound
+from common.idempotency import IdempotencyContext, idempotent, purge
 from common.messaging import first_delivery, subscribe
 from common.pagination import datetime_value, decode_cursor, encode_cursor, uuid_value
 from common.service_base import ServiceBase, rpc
@@ -106,12 +107,28 @@ def ticket_gauges(store):
     yield family
 
 
+# a state-changing RPC sent with an Idempotency-Key answers every retry with its first answer
+once = idempotent(storage.idempotency_keys)
+
+
 class Service(ServiceBase):
     name = "tickets"
     db = Database(repository=TicketsRepository, metadata=storage.metadata, gauges=ticket_gauges)
     accounts = RpcProxy("accounts")
     devices = RpcProxy("devices")
     wake_export_maker = ExportMakerWakeup()
+    idempotency = IdempotencyContext()  # the caller's Idempotency-Key (@once)
+    churning_tables = ("outbox", "idempotency_keys")
+
+    @rpc
+    def maintain_storage(self, now: str | None = None) -> dict:
+        """Idempotency-Key records past their 24 hours go, then the tables that churn are
+        vacuumed (the scheduler's `storage-maintenance` job)."""
+        when = datetime.fromisoformat(now) if now else utcnow()
+        with self.db.unit_of_work() as uow:
+            purged = purge(uow.session, storage.idempotency_keys, when)
+            uow.commit()
+        return {**ServiceBase.maintain_storage(self, now), "idempotency_keys_deleted": purged}
 
     # queues --------------------------------------------------------------------------
 
@@ -137,6 +154,7 @@ class Service(ServiceBase):
                               for person in uow.repo.staff(actor.tenant_id)]}
 
     @rpc
+    @once
     def create_queue(self, actor: dict, payload: dict) -> dict:
         actor = Actor(actor)
         require_staff(actor, "create queues")
@@ -163,9 +181,12 @@ class Service(ServiceBase):
     # tickets -------------------------------------------------------------------------
 
     @rpc
+    @once
     def create_ticket(self, actor: dict, payload: dict) -> dict:
         actor = Actor(actor)
         data = load(contract.TicketCreate, payload)
+        if data["machine_id"] is not None:
+            self._check_machine(actor.tenant_id, data["machine_id"])
         now = utcnow()
         with self.db.unit_of_work() as uow:
             if data["queue_id"] is None:
@@ -205,6 +226,7 @@ class Service(ServiceBase):
             return ticket_view(ticket, session.work_type if session else None)
 
     @rpc
+    @once
     def update_ticket(self, actor: dict, ticket_id: str, payload: dict) -> dict:
         actor = Actor(actor)
         require_staff(actor, "edit tickets")
@@ -215,6 +237,8 @@ class Service(ServiceBase):
             changed = {}
             if "queue_id" in data:
                 data["queue_id"] = self._queue(uow, actor, data["queue_id"]).id
+            if data.get("machine_id") is not None and data["machine_id"] != ticket.machine_id:
+                self._check_machine(actor.tenant_id, data["machine_id"])
             if "company_id" in data:
                 company = self._company(uow, actor.tenant_id, data["company_id"]) if data["company_id"] else None
                 ticket.company_name = company.name if company else None
@@ -303,6 +327,7 @@ class Service(ServiceBase):
     # the status machine --------------------------------------------------------------
 
     @rpc
+    @once
     def assign(self, actor: dict, ticket_id: str, payload: dict) -> dict:
         actor = Actor(actor)
         require_staff(actor, "assign tickets")
@@ -318,6 +343,7 @@ class Service(ServiceBase):
         return self._transition(actor, ticket_id, decide)
 
     @rpc
+    @once
     def start(self, actor: dict, ticket_id: str, payload: dict) -> dict:
         actor = Actor(actor)
         require_staff(actor, "work on tickets")
@@ -326,6 +352,7 @@ class Service(ServiceBase):
             state, actor.user_id, data["work_type"], now))
 
     @rpc
+    @once
     def pause(self, actor: dict, ticket_id: str, payload: dict) -> dict:
         actor = Actor(actor)
         require_staff(actor, "pause tickets")
@@ -334,6 +361,7 @@ class Service(ServiceBase):
             state, data["reason"], now))
 
     @rpc
+    @once
     def resolve(self, actor: dict, ticket_id: str, payload: dict) -> dict:
         actor = Actor(actor)
         require_staff(actor, "resolve tickets")
@@ -342,6 +370,7 @@ class Service(ServiceBase):
             state, now, data["message"]))
 
     @rpc
+    @once
     def reopen(self, actor: dict, ticket_id: str) -> dict:
         actor = Actor(actor)
         return self._transition(actor, ticket_id, lambda uow, ticket, state, now: domain.reopen(
@@ -397,6 +426,7 @@ class Service(ServiceBase):
     # comments and timeline -----------------------------------------------------------
 
     @rpc
+    @once
     def add_comment(self, actor: dict, ticket_id: str, payload: dict) -> dict:
         actor = Actor(actor)
         data = load(contract.CommentCreate, payload)
@@ -457,6 +487,7 @@ class Service(ServiceBase):
     # live chat -----------------------------------------------------------------------
 
     @rpc
+    @once
     def start_chat(self, actor: dict, ticket_id: str) -> dict:
         actor = Actor(actor)
         require_staff(actor, "start chats")
@@ -485,6 +516,7 @@ class Service(ServiceBase):
             return self._chat_view(uow, self._chat(uow, actor, chat_id))
 
     @rpc
+    @once
     def post_chat_message(self, actor: dict, chat_id: str, payload: dict) -> dict:
         actor = Actor(actor)
         data = load(contract.ChatMessageCreate, payload)
@@ -500,6 +532,7 @@ class Service(ServiceBase):
             return self._chat_view(uow, chat)
 
     @rpc
+    @once
     def end_chat(self, actor: dict, chat_id: str) -> dict:
         actor = Actor(actor)
         with self.db.unit_of_work() as uow:
@@ -618,6 +651,7 @@ class Service(ServiceBase):
     # report exports ----------------------------------------------------------------------
 
     @rpc
+    @once
     def request_export(self, actor: dict, payload: dict) -> dict:
         """Record the export and answer at once; this process's export maker starts on it
         right after the commit (a crash before it does is recovered: see exports.py)."""
@@ -847,6 +881,13 @@ class Service(ServiceBase):
         if queue is None:
             raise NotFound("queue not found", code="queue_not_found")
         return queue
+
+    def _check_machine(self, tenant_id, machine_id) -> None:
+        """A ticket's machine is one of its tenant's (devices owns machines; its online status
+        drives the chat's auto-end): another tenant's or an unknown one is not found."""
+        if not deadline.call(self.devices, "devices", "machine_in_tenant", str(tenant_id),
+                             str(machine_id), timeout=LOOKUP_TIMEOUT_SECONDS):
+            raise NotFound("machine not found", code="machine_not_found")
 
     def _person(self, uow, tenant_id, user_id) -> Person:
         """From the local snapshot; from accounts when the user's event has not arrived yet."""

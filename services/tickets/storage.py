@@ -13,6 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
 
 from common.contracts.accounts import STAFF_ROLES
 from common.db import Repository, UTCDateTime, escape_like, new_metadata, upsert_insert, utcnow
+from common.idempotency import idempotency_table
 from common.messaging import inbox_table
 from common.outbox import outbox_table
 
@@ -63,6 +64,7 @@ class Base(DeclarativeBase):
 metadata = Base.metadata
 outbox_table(metadata)
 inbox = inbox_table(metadata)
+idempotency_keys = idempotency_table(metadata)  # Idempotency-Key records (common/idempotency.py)
 
 
 class Person(Base):

@@ -157,8 +157,8 @@ def test_register_heartbeats_need_inventory_http_and_revocation(system, tenant, 
     assert report["last_success_via"] == "http" and report["spool"]["depth"] == 0
     assert "token" not in report and token not in status.stdout
 
-    # an administrator resets the agent: the token is revoked. Over AMQP the server parks
-    # the heartbeat and answers invalid_token; the agent tells the user to re-register and
+    # an administrator resets the agent: the token is revoked. Over AMQP the server answers
+    # invalid_token and drops the heartbeat (counted, not dead-lettered); the agent tells the user to re-register and
     # keeps the heartbeat in its spool
     reset = tenant.admin.post(f"/api/admin/machines/{machine_id}/reset-agent", json={})
     assert reset.status_code == 200, reset.text

@@ -36,6 +36,7 @@ from werkzeug.routing import Map, Rule
 import services.gateway.service  # noqa: F401  (declaring the routes fills ROUTES)
 from common.contracts import Trimmed
 from common.contracts import devices as fleet
+from services.gateway.deadletters import DeadLetterSelection
 from services.gateway.http import ROUTES
 from tests.harness import CRON_SECRET, Client, Tenant, new_tenant
 
@@ -301,10 +302,10 @@ def make_user(tenant: Tenant) -> str:
 
 
 def make_ticket(tenant: Tenant) -> str:
-    """Assigned to the admin (staff comment only once assigned), with a machine (so the chat
-    sweep, NO_DEVICE, leaves its chats alone)."""
+    """Assigned to the admin (staff comment only once assigned), with a machine of the
+    tenant (a chat starts only on a ticket with one)."""
     response = tenant.admin.post("/api/tickets", json={"subject": "Target ticket",
-                                                       "machine_id": str(uuid.uuid4())})
+                                                       "machine_id": make_machine(tenant)})
     assert response.status_code == 201, response.text
     ticket_id = response.json()["id"]
     me = tenant.admin.get("/api/me").json()
@@ -379,15 +380,26 @@ def heartbeat_body(**fields_) -> dict:
 
 
 # path parameter name -> how to make a real row of that kind in a tenant
+def make_dead_letter(tenant: Tenant) -> str:
+    """A message of the tenant parked in the dead-letter queue (its body names the tenant)."""
+    from tests.e2e.test_dead_letters import park_for_tenant
+
+    return park_for_tenant(tenant.system.amqp_uri, tenant.id)
+
+
 PATH_ID_FACTORIES = {"company_id": make_company, "user_id": make_user, "ticket_id": make_ticket,
-                     "chat_id": make_chat, "machine_id": make_machine, "export_id": make_export}
+                     "chat_id": make_chat, "machine_id": make_machine, "export_id": make_export,
+                     "letter_id": make_dead_letter}
 
 # body / query schema -> a valid one for the world's tenant; minimal_body() for the others
 BASE_BODIES = {
     fleet.Registration: lambda world: registration(world.tenant),
     fleet.Heartbeat: lambda world: heartbeat_body(),
+    # a selection of nothing parked (an empty one is refused: it must say ids, a filter or all)
+    DeadLetterSelection: lambda world: {"queue": "evt-bad-input--nothing.parked"},
+    # a link names someone who exists (an unknown email is refused, never created)
     fleet.LinkCreate: lambda world: {"machine_id": world.ids["machine_id"],
-                                     "email": f"linked-{uuid.uuid4().hex[:8]}@{world.tenant.slug}.test"},
+                                     "email": world.tenant.admin_email},
 }
 BASE_QUERIES = {
     fleet.LinkQuery: lambda world: {"machine_id": world.ids["machine_id"], "user_id": world.ids["user_id"]},
@@ -1292,8 +1304,11 @@ def test_ids_of_another_tenant_in_a_body_are_404_and_change_nothing(world):
 def test_machine_ids_of_another_tenant_in_links_are_404_like_unknown_ones_and_change_nothing(world):
     admin, other_admin = world.admin, world.other.admin
     machine_id = make_machine(world.other)
-    linked = other_admin.post("/api/admin/devices/links", json={
-        "machine_id": machine_id, "email": f"linked-{uuid.uuid4().hex[:8]}@{world.other.slug}.test"})
+    their_email = f"linked-{uuid.uuid4().hex[:8]}@{world.other.slug}.test"
+    person = other_admin.post("/api/admin/users", json={
+        "email": their_email, "name": "Linked Person", "role": "collaborator"})
+    assert person.status_code == 201, person.text
+    linked = other_admin.post("/api/admin/devices/links", json={"machine_id": machine_id, "email": their_email})
     assert linked.status_code == 201, linked.text
     their_user = linked.json()["linked_users"][0]["id"]
     before = machine_view(world.other, machine_id)
@@ -1339,7 +1354,8 @@ URL_MAP = Map([Rule(spec.path, methods=[spec.method], endpoint=index)
 
 def wrong_method_cases() -> list:
     """(route, method, allowed) where the route's URL exists but not with that method, as
-    werkzeug routes it (GET /api/admin/users/merge is GET /api/admin/users/<user_id>)."""
+    werkzeug routes it (GET /api/admin/users/merge is GET /api/admin/users/<user_id>).
+    OPTIONS on an /api/ path is a CORS preflight, never a 405 (see the preflight tests)."""
     cases, seen = [], set()
     for spec in ROUTES:
         sample = re.sub(r"<(?:\w+:)?\w+>", str(uuid.UUID(int=1)), spec.path)
@@ -1347,7 +1363,8 @@ def wrong_method_cases() -> list:
             continue
         seen.add(sample)
         adapter = URL_MAP.bind("localhost")
-        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        methods = ("GET", "POST", "PUT", "PATCH", "DELETE") + (() if sample.startswith("/api/") else ("OPTIONS",))
+        for method in methods:
             try:
                 adapter.match(sample, method=method)
             except MethodNotAllowed as exc:

@@ -475,12 +475,21 @@ def test_links_and_access(tenant, anonymous):
     assigned_email = body["collaborator"]["email"]
     linked_email = f"linked-{uuid.uuid4().hex[:8]}@example.test"
 
-    linked = admin.post("/api/admin/devices/links", json={"machine_id": machine_id, "email": linked_email})
+    # a link names someone who exists: an unknown email is refused, and nobody is created
+    unknown = error(admin.post("/api/admin/devices/links", json={"machine_id": machine_id, "email": linked_email}), 404)
+    assert unknown["code"] == "email_not_found", unknown
+    assert linked_email not in {u["email"] for u in users(admin, "people")}
+    assert detail(admin, machine_id)["linked_users"] == []
+
+    manager_email = f"gerente-{uuid.uuid4().hex[:8]}@example.test"
+    for email in (linked_email, manager_email):
+        created = admin.post("/api/admin/users", json={"email": email, "name": "Vinculada", "role": "collaborator"})
+        assert created.status_code == 201, created.text
+    linked = admin.post("/api/admin/devices/links", json={"machine_id": machine_id, "email": linked_email.upper()})
     assert linked.status_code == 201, linked.text
     links = linked.json()["linked_users"]
     assert [u["email"] for u in links] == [linked_email]
     assert [u["email"] for u in detail(admin, machine_id)["linked_users"]] == [linked_email]
-    assert linked_email in {u["email"] for u in users(admin, "people")}
 
     same = admin.post("/api/admin/devices/links", json={"machine_id": machine_id, "email": assigned_email})
     assert error(same, 409)["code"] == "already_assigned"
@@ -493,8 +502,8 @@ def test_links_and_access(tenant, anonymous):
     again = admin.delete("/api/admin/devices/links", params={"machine_id": machine_id, "user_id": links[0]["id"]})
     error(again, 404)
 
-    manager_email = f"gerente-{uuid.uuid4().hex[:8]}@example.test"
-    admin.post("/api/admin/devices/links", json={"machine_id": machine_id, "email": manager_email})
+    assert admin.post("/api/admin/devices/links",
+                      json={"machine_id": machine_id, "email": manager_email}).status_code == 201
     access = admin.post(f"/api/admin/machines/{machine_id}/access",
                         json={"email": manager_email, "name": "Gerente", "persona": "manager"})
     assert access.status_code == 200, access.text

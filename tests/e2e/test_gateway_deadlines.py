@@ -87,3 +87,27 @@ def test_readiness_says_when_heartbeats_are_not_flowing(lonely_gateway):
             verdict = eventually(stalled, timeout=20, interval=1)
             assert verdict, client.get("/readyz").json()["checks"]["heartbeats"]
             assert "limit 120 s" in verdict
+
+
+def test_readiness_names_the_event_subscriptions_nobody_consumes(lonely_gateway):
+    """A service whose consumers are down answers no event: not ready, with who is missing;
+    a subscription with a consumer is not named."""
+    from nameko.standalone.events import get_event_exchange
+
+    from common.events import SUBSCRIPTIONS
+    from common.messaging import subscription_queue_name
+
+    gateway, vhost = lonely_gateway
+    client = Client(gateway.base_url)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    check = ready.json()["checks"]["events"]
+    assert check.startswith("no_consumer: ") and "tickets.on_user_updated" in check
+
+    consumer, source, event_type, method = SUBSCRIPTIONS[0]
+    queue = Queue(subscription_queue_name(consumer, source, event_type, method),
+                  get_event_exchange(source, {}), routing_key=event_type, durable=True)
+    with Connection(vhost.amqp_uri) as connection:
+        with connection.Consumer([queue], on_message=lambda message: None):
+            listening = client.get("/readyz").json()["checks"]["events"]
+    assert f"{consumer}.{method}," not in listening + "," and "tickets.on_user_updated" in listening

@@ -4,6 +4,8 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy import create_engine, text
+
 from tests.harness import Client, eventually, new_tenant
 from tests.harness import fetch_ticket as get
 from tests.harness import ticket_timeline as timeline
@@ -28,6 +30,30 @@ def me(client: Client) -> dict:
     response = client.get("/api/me")
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def machine(tenant, *, seen_for: timedelta = timedelta(days=1)) -> str:
+    """A machine enrolled in the tenant (a ticket's machine must be one of its own), last
+    seen by devices `seen_for` from now: the chat sweep, which asks devices, then never ends
+    a chat as DEVICE_OFFLINE under a test that moves the sweep's clock forward."""
+    company = tenant.company()
+    response = Client(tenant.system.base_url).post("/api/machines/register", json={
+        "provisioning_code": company["provisioning_code"], "hostname": f"pc-{uuid.uuid4().hex[:6]}",
+        "os": {"name": "Windows 11 Pro", "version": "11", "build": "26100", "arch": "x86_64"},
+        "mac_addresses": ["3c:52:82:" + ":".join(uuid.uuid4().hex[i:i + 2] for i in (0, 2, 4))],
+        "serial_numbers": [f"BR{uuid.uuid4().hex[:10].upper()}"],
+        "collaborator": {"email": f"colab-{uuid.uuid4().hex[:8]}@{tenant.slug}.test", "name": "Maria"}})
+    assert response.status_code == 201, response.text
+    machine_id = response.json()["machine_id"]
+    engine = create_engine(tenant.system.database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE devices.heartbeat_state SET last_seen_at = :seen "
+                                    "WHERE machine_id = :machine"),
+                               {"seen": datetime.now(timezone.utc) + seen_for, "machine": machine_id})
+    finally:
+        engine.dispose()
+    return machine_id
 
 
 def create(client: Client, subject: str = "Impressora não imprime", **fields) -> dict:
@@ -517,7 +543,7 @@ def test_live_chat_opens_external_work_and_ending_pauses(tenant):
     requester_user, requester = tenant.person("collaborator")
     _, stranger = tenant.person("collaborator")
     # with a machine: the chat sweep (NO_DEVICE) must not end this chat under our feet
-    ticket = create(requester, "Preciso de ajuda agora", machine_id=str(uuid.uuid4()))
+    ticket = create(requester, "Preciso de ajuda agora", machine_id=machine(tenant))
     act(admin, ticket, "assign", assignee_id=agent_user["id"])
 
     opened = agent.post(f"/api/tickets/{ticket['id']}/chat", json={})
@@ -591,7 +617,7 @@ def test_a_live_chat_needs_a_ticket_with_a_machine(tenant, rpc):
     assert "CHAT_STARTED" not in kinds(agent, ticket)
 
     # once the ticket names its machine, the chat starts and the cleanup leaves it running
-    updated = admin.patch(f"/api/tickets/{ticket['id']}", json={"machine_id": str(uuid.uuid4())})
+    updated = admin.patch(f"/api/tickets/{ticket['id']}", json={"machine_id": machine(tenant)})
     assert updated.status_code == 200, updated.text
     opened = agent.post(f"/api/tickets/{ticket['id']}/chat", json={})
     assert opened.status_code == 201, opened.text
@@ -602,8 +628,8 @@ def test_a_live_chat_needs_a_ticket_with_a_machine(tenant, rpc):
 def test_chat_sweep_ends_idle_chats_and_those_whose_ticket_lost_its_device(tenant, rpc):
     admin = tenant.admin
     agent_user, agent = tenant.person("agent")
-    with_machine = create(admin, "Na máquina do usuário", machine_id=str(uuid.uuid4()))
-    without = create(admin, "Máquina retirada do chamado", machine_id=str(uuid.uuid4()))
+    with_machine = create(admin, "Na máquina do usuário", machine_id=machine(tenant))
+    without = create(admin, "Máquina retirada do chamado", machine_id=machine(tenant))
     chats = {}
     for ticket in (with_machine, without):
         act(admin, ticket, "assign", assignee_id=agent_user["id"])

@@ -29,6 +29,8 @@ def test_a_users_machines_are_the_assigned_and_linked_ones(tenant, anonymous):
     linked_email = f"linked-{tag}@example.test"
     _, first = enrol(anonymous, company, hostname=f"b-first-{tag}", email=assigned_email)
     _, second = enrol(anonymous, company, hostname=f"a-second-{tag}", email=f"other-{tag}@example.test")
+    created = admin.post("/api/admin/users", json={"email": linked_email, "name": "Linked", "role": "collaborator"})
+    assert created.status_code == 201, created.text  # a link names someone who exists
     for machine in (first, second):
         linked = admin.post("/api/admin/devices/links",
                             json={"machine_id": machine["machine_id"], "email": linked_email})

@@ -5,10 +5,10 @@ from datetime import datetime, timezone
 
 from common.contracts.accounts import STAFF_ROLES
 from common.contracts.tickets import STATUSES
-from common.errors import DomainError, Unauthorized, ValidationFailed
+from common.errors import DomainError, TooManyRequests, Unauthorized, ValidationFailed
 from common.rpc import together
 from services.gateway.console import catalogue
-from services.gateway.http import json_http
+from services.gateway.http import client_address, error_headers, json_http
 from services.gateway.console.web import (SESSION_COOKIE, error_message, local_path, page,
                                           sign_in_cookie, static_response)
 
@@ -36,12 +36,17 @@ class HomeViews:
         if tenant:
             body["tenant"] = tenant
         try:
-            session = self.operation("sign_in", None, body=body)
+            session = self.operation("sign_in", None, body=body,
+                                     client=client_address(page_.request, self.settings.trusted_proxies))
         except Unauthorized:
             return self._sign_in_form(page_, next_path, email, tenant,
                                       catalogue.translate("auth.wrong_credentials"), 401)
         except ValidationFailed as exc:
             return self._sign_in_form(page_, next_path, email, tenant, error_message(exc), 422)
+        except TooManyRequests as exc:  # failed sign-ins locked the account or the address
+            response = self._sign_in_form(page_, next_path, email, tenant, error_message(exc), 429)
+            response.headers.update(error_headers(429, exc))
+            return response
         sign_in_cookie(page_, session["token"])
         return page_.redirect(next_path)
 
