@@ -20,6 +20,7 @@ from common.contracts import load, parse_id
 from common.db import Database, utcnow
 from common.errors import (Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized,
                            ValidationFailed)
+from common.idempotency import IdempotencyContext, idempotent, purge
 from common.pagination import decode_cursor, encode_cursor, text_value, uuid_value
 from common.service_base import ServiceBase, rpc
 from common.tokens import hash_token, new_secret_token
@@ -176,20 +177,28 @@ def commit_unique(uow, conflict: Conflict) -> None:
         raise conflict from None
 
 
+# a state-changing RPC sent with an Idempotency-Key answers every retry with its first answer
+once = idempotent(storage.idempotency_keys)
+
+
 class Service(ServiceBase):
     name = "accounts"
     db = Database(repository=AccountsRepository, metadata=storage.metadata)
-    churning_tables = ("outbox", "sign_in_throttle")
+    idempotency = IdempotencyContext()  # the caller's Idempotency-Key (@once)
+    churning_tables = ("outbox", "sign_in_throttle", "idempotency_keys")
 
     @rpc
     def maintain_storage(self, now: str | None = None) -> dict:
-        """Sign-in throttle rows past their window and lock go, then the tables that churn
-        are vacuumed (the scheduler's `storage-maintenance` job)."""
+        """Sign-in throttle rows past their window and lock and Idempotency-Key records past
+        their 24 hours go, then the tables that churn are vacuumed (the scheduler's
+        `storage-maintenance` job)."""
         when = datetime.fromisoformat(now) if now else utcnow()
         with self.db.unit_of_work() as uow:
             purged = uow.repo.purge_throttles(when)
+            keys_purged = purge(uow.session, storage.idempotency_keys, when)
             uow.commit()
-        return {**ServiceBase.maintain_storage(self, now), "sign_in_throttle_deleted": purged}
+        return {**ServiceBase.maintain_storage(self, now), "sign_in_throttle_deleted": purged,
+                "idempotency_keys_deleted": keys_purged}
 
     # tenants and the first admin -------------------------------------------------------
 
@@ -328,6 +337,7 @@ class Service(ServiceBase):
                                               "role": user.role, "session_id": session.id})
 
     @rpc
+    @once
     def change_password(self, principal: dict, payload: dict) -> None:
         """A signed-in person changes their own password, proving the current one; their
         other sessions end, the one asking (`principal["session_id"]`) lives on."""
@@ -373,6 +383,7 @@ class Service(ServiceBase):
             return company_view(self._company(uow, actor.tenant_id, company_id), actor)
 
     @rpc
+    @once
     def create_company(self, actor: dict, payload: dict) -> dict:
         actor = domain.Actor.from_dict(actor)
         data = load(contract.CompanyCreate, payload)
@@ -389,6 +400,7 @@ class Service(ServiceBase):
             return company_view(company, actor)
 
     @rpc
+    @once
     def update_company(self, actor: dict, company_id: str, payload: dict) -> dict:
         actor = domain.Actor.from_dict(actor)
         data = load(contract.CompanyUpdate, payload)
@@ -410,6 +422,7 @@ class Service(ServiceBase):
             return company_view(company, actor)
 
     @rpc
+    @once
     def rotate_provisioning_code(self, actor: dict, company_id: str) -> dict:
         """The old code stops enrolling machines at once; enrolled machines keep their tokens."""
         actor = domain.Actor.from_dict(actor)
@@ -457,6 +470,7 @@ class Service(ServiceBase):
             return contract.UserList().dump({"items": page, "next_cursor": cursor})
 
     @rpc
+    @once
     def create_user(self, actor: dict, payload: dict) -> dict:
         actor = domain.Actor.from_dict(actor)
         data = load(contract.UserCreate, payload)
@@ -477,6 +491,7 @@ class Service(ServiceBase):
             return contract.User().dump(user)
 
     @rpc
+    @once
     def update_user(self, actor: dict, user_id: str, payload: dict) -> dict:
         """Email, name, role, company or password; the id never changes."""
         actor = domain.Actor.from_dict(actor)
@@ -522,6 +537,7 @@ class Service(ServiceBase):
             return contract.User().dump(user)
 
     @rpc
+    @once
     def merge_users(self, actor: dict, payload: dict) -> dict:
         """`from` becomes a tombstone pointing at `into`; every service remaps its
         references on `user_merged`."""

@@ -10,6 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import (Repository, UTCDateTime, escape_like, new_metadata, upsert_insert,
                        utcnow)
+from common.idempotency import idempotency_table
 from common.outbox import outbox_table
 
 
@@ -19,6 +20,7 @@ class Base(DeclarativeBase):
 
 metadata = Base.metadata
 outbox_table(metadata)
+idempotency_keys = idempotency_table(metadata)  # Idempotency-Key records (common/idempotency.py)
 
 
 class Tenant(Base):

@@ -18,6 +18,7 @@ from common.contracts import devices as contract
 from common.contracts import load, parse_id, paths_with_nul
 from common.db import Database, utcnow
 from common.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from common.idempotency import IdempotencyContext, idempotent, purge
 from common.inventory import canonical_form, diff_canonical
 from common.messaging import (HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, Verdict, batch_consumer,
                               first_delivery, subscribe)
@@ -108,12 +109,27 @@ def parse_heartbeat(delivery) -> tuple[dict | None, str | None, str | None]:
     return heartbeat, hash_token(token), None
 
 
+# a state-changing RPC sent with an Idempotency-Key answers every retry with its first answer
+once = idempotent(storage.idempotency_keys)
+
+
 class Service(ServiceBase):
     name = "devices"
     churning_tables = ("heartbeat_state", "inventories", "metrics_hourly", "alerts", "usb_policies",
-                       "machine_tokens", "outbox")
+                       "machine_tokens", "outbox", "idempotency_keys")
     db = Database(repository=DevicesRepository, metadata=storage.metadata)
     accounts = RpcProxy("accounts")
+    idempotency = IdempotencyContext()  # the caller's Idempotency-Key (@once)
+
+    @rpc
+    def maintain_storage(self, now: str | None = None) -> dict:
+        """Idempotency-Key records past their 24 hours go, then the tables that churn are
+        vacuumed (the scheduler's `storage-maintenance` job)."""
+        when = datetime.fromisoformat(now) if now else utcnow()
+        with self.db.unit_of_work() as uow:
+            purged = purge(uow.session, storage.idempotency_keys, when)
+            uow.commit()
+        return {**ServiceBase.maintain_storage(self, now), "idempotency_keys_deleted": purged}
 
     @property
     def thresholds(self) -> domain.StatusThresholds:
@@ -180,6 +196,7 @@ class Service(ServiceBase):
         machine.assigned_user_email, machine.assigned_user_name = user["email"], user["name"]
 
     @rpc
+    @once
     def reset_agent(self, actor: dict, machine_id: str) -> dict:
         """Every token of the machine stops working at once; the agent must re-register."""
         actor = Actor(actor)
@@ -599,6 +616,7 @@ class Service(ServiceBase):
             return contract.MachineMetrics().dump({"hours": hours, "since": since, "items": rows})
 
     @rpc
+    @once
     def adjust_access(self, actor: dict, machine_id: str, payload: dict) -> dict:
         actor = Actor(actor)
         data = load(contract.Access, payload)
@@ -614,6 +632,7 @@ class Service(ServiceBase):
             return self._detail(uow, machine)
 
     @rpc
+    @once
     def set_usb_policy(self, actor: dict, machine_id: str, payload: dict) -> dict:
         actor = Actor(actor)
         data = load(contract.UsbPolicyRequest, payload)
@@ -628,6 +647,7 @@ class Service(ServiceBase):
             return contract.UsbPolicy().dump(policy)
 
     @rpc
+    @once
     def add_link(self, actor: dict, payload: dict) -> dict:
         actor = Actor(actor)
         data = load(contract.LinkCreate, payload)
@@ -645,6 +665,7 @@ class Service(ServiceBase):
             return self._detail(uow, machine)
 
     @rpc
+    @once
     def remove_link(self, actor: dict, query: dict) -> dict:
         actor = Actor(actor)
         data = load(contract.LinkQuery, query)

@@ -16,6 +16,7 @@ from sqlalchemy import (BigInteger, Boolean, Float, ForeignKey, Index, Integer, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import Repository, UTCDateTime, escape_like, new_metadata, upsert_insert, utcnow
+from common.idempotency import idempotency_table
 from common.messaging import inbox_table
 from common.outbox import outbox_table
 
@@ -29,6 +30,7 @@ class Base(DeclarativeBase):
 metadata = Base.metadata
 outbox_table(metadata)
 inbox = inbox_table(metadata)
+idempotency_keys = idempotency_table(metadata)  # Idempotency-Key records (common/idempotency.py)
 
 
 class Machine(Base):

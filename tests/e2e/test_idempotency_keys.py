@@ -1,5 +1,6 @@
 """Idempotency-Key end to end (docs/API.md): a client retrying a state-changing request gets
-the first answer, recorded by the tickets service, even when the gateway answered 504."""
+the first answer, recorded by the service that did the work (tickets, accounts, devices), even
+when the gateway answered 504."""
 import threading
 import time
 import uuid
@@ -7,7 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.harness import System
+from tests.harness import Client, System
 
 
 def key() -> dict:
@@ -84,6 +85,54 @@ def test_a_malformed_key_is_400(tenant):
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_idempotency_key"
 
 
+def test_a_retried_user_creation_makes_one_user_not_a_409(tenant):
+    """accounts records the answer: the retry is the same 201, not `email_taken`."""
+    email = f"retry-{uuid.uuid4().hex[:8]}@{tenant.slug}.test"
+    headers, body = key(), {"email": email, "name": "Pessoa", "role": "collaborator"}
+    first = tenant.admin.post("/api/admin/users", json=body, headers=headers)
+    again = tenant.admin.post("/api/admin/users", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201, (first.text, again.text)
+    assert first.json() == again.json()
+    assert [user["id"] for user in tenant.admin.get("/api/admin/users", params={"q": email})
+            .json()["items"]] == [first.json()["id"]]
+    unkeyed = tenant.admin.post("/api/admin/users", json=body)
+    assert unkeyed.status_code == 409 and unkeyed.json()["error"]["code"] == "email_taken"
+
+
+def enrol(tenant) -> str:
+    """A machine of the tenant, enrolled with one of its companies' provisioning codes."""
+    company = tenant.company()
+    suffix = uuid.uuid4().hex
+    response = Client(tenant.system.base_url).post("/api/machines/register", json={
+        "provisioning_code": company["provisioning_code"], "hostname": f"pc-{suffix[:6]}",
+        "os": {"name": "Windows 11 Pro", "version": "11", "build": "26100", "arch": "x86_64"},
+        "mac_addresses": ["00:1A:" + ":".join(suffix[i:i + 2] for i in (0, 2, 4, 6))],
+        "serial_numbers": [f"BR{suffix[8:18].upper()}"],
+        "collaborator": {"email": f"owner-{suffix[:8]}@{tenant.slug}.test", "name": "Dona"}})
+    assert response.status_code == 201, response.text
+    return response.json()["machine_id"]
+
+
+def test_retried_device_links_get_the_first_answer(tenant):
+    """devices records the answer: a retried unlink is the first 200, not `link_not_found`."""
+    machine_id = enrol(tenant)
+    person, _ = tenant.person("collaborator")
+    link = {"machine_id": machine_id, "email": person["email"]}
+    headers = key()
+    added = [tenant.admin.post("/api/admin/devices/links", json=link, headers=headers) for _ in range(2)]
+    assert [r.status_code for r in added] == [201, 201], [r.text for r in added]
+    assert added[0].json() == added[1].json()
+    assert [u["id"] for u in added[0].json()["linked_users"]] == [person["id"]]
+
+    query, headers = {"machine_id": machine_id, "user_id": person["id"]}, key()
+    removed = [tenant.admin.delete("/api/admin/devices/links", params=query, headers=headers)
+               for _ in range(2)]
+    assert [r.status_code for r in removed] == [200, 200], [r.text for r in removed]
+    assert removed[0].json() == removed[1].json() and removed[0].json()["linked_users"] == []
+    unkeyed = tenant.admin.delete("/api/admin/devices/links", params=query)
+    assert unkeyed.status_code == 404 and unkeyed.json()["error"]["code"] == "link_not_found"
+
+
 @pytest.fixture
 def impatient_gateway(system, tmp_path):
     """A second gateway on the same services whose RPC deadline is one second."""
@@ -98,8 +147,6 @@ def impatient_gateway(system, tmp_path):
 def test_a_retry_after_a_504_gets_the_answer_of_the_work_that_went_on(system, tenant, impatient_gateway):
     """The 504 of the fault runs: the gateway stops waiting, the service still does the work.
     A lock on the ticket's row keeps the work waiting past the gateway's deadline."""
-    from tests.harness import Client
-
     client = Client(impatient_gateway.base_url, tenant.admin.token)
     ticket = new_ticket(client)
     path, headers = f"/api/tickets/{ticket['id']}/resolve", key()
