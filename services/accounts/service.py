@@ -30,7 +30,7 @@ from services.accounts.storage import AccountsRepository, ApiSession, Company, T
 log = logging.getLogger(__name__)
 hasher = PasswordHasher()
 HASHING_NICENESS = 10  # argon2's threads yield the CPU to the hub's (Linux: nice is per thread)
-WAITING_PER_SLOT = 4  # sign-ins that may queue for argon2 per slot; beyond, 429 at once
+WAITING_PER_SLOT = 8  # sign-ins that may queue for argon2 per slot (~0.3 s each); beyond, 429 at once
 SIGN_IN_WAIT_SECONDS = 5.0  # a sign-in waits this long for a slot at most (the RPC deadline is 10 s)
 
 

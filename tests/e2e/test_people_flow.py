@@ -138,4 +138,5 @@ def test_health_and_readiness(anonymous):
     assert anonymous.get("/healthz").json() == {"status": "ok"}
     ready = anonymous.get("/readyz")
     assert ready.status_code == 200
-    assert set(ready.json()["checks"]) == {"broker", "accounts", "tickets", "devices", "scheduler", "heartbeats"}
+    assert set(ready.json()["checks"]) == {"broker", "accounts", "tickets", "devices", "scheduler", "heartbeats", "events"}
+    assert ready.json()["checks"]["events"] == "ok"
