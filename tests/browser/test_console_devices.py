@@ -262,11 +262,19 @@ def test_a_usb_policy_is_pending_until_the_agent_applies_it(page, system, admin_
     expect(usb).to_contain_text("Confirmada pelo agente em")
 
 
-def test_link_a_user_by_email_remove_it_and_adjust_access(page, admin_api, machine):
+def test_link_a_user_by_email_remove_it_and_adjust_access(page, admin_api, make_person, machine):
     open_device(page, machine)
     links = page.locator("section[aria-labelledby=vinculados]")
     expect(links).to_contain_text("Nenhum usuário vinculado além do principal.")
-    linked_email = f"vinculo-{uuid.uuid4().hex[:8]}@console.test"
+    # an email nobody has is refused: linking never creates a person
+    links.get_by_label("E-mail do usuário a vincular").fill(f"ninguem-{uuid.uuid4().hex[:8]}@console.test")
+    links.get_by_role("button", name="Vincular").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "Nenhum usuário com este e-mail: cadastre a pessoa antes de vinculá-la.")
+    expect(links.locator("ul.linked-users li")).to_have_count(0)
+
+    _, linked_email, _ = make_person("collaborator")
+    links = page.locator("section[aria-labelledby=vinculados]")
     links.get_by_label("E-mail do usuário a vincular").fill(linked_email)
     links.get_by_role("button", name="Vincular").click()
     expect(page.get_by_role("status")).to_have_text(f"{linked_email} agora está vinculado a este dispositivo.")
