@@ -46,7 +46,7 @@ def through_fast_path(body):
         return ("refused", exc.messages)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(bodies)
 def test_the_fast_path_and_the_schema_agree_on_any_body(body):
     assert through_fast_path(body) == through_schema(body)
@@ -81,7 +81,7 @@ good_bodies = st.fixed_dictionaries(
         "usb_policy_ack": st.sampled_from([{"mode": "BLOCK"}, {"mode": "READ_ONLY"}, None])})
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(good_bodies)
 def test_well_formed_heartbeats_load_the_same_on_the_fast_path(body):
     from common.contracts import devices

@@ -136,7 +136,7 @@ documents = st.recursive(
     max_leaves=25)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.dictionaries(plain_keys, documents, max_size=4), st.dictionaries(plain_keys, documents, max_size=4))
 def test_the_walking_diff_equals_the_flattened_definition(before, after):
     from common.inventory import canonical
