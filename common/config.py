@@ -62,6 +62,19 @@ def _positive(mapping, key, default, kind=int):
     return kind(text)
 
 
+def _auth_cache_seconds(mapping) -> float:
+    """0 (every request asks accounts) to 1: a revoked token is refused within it."""
+    raw = _text(mapping, "AUTH_CACHE_SECONDS", "0")
+    try:
+        seconds = float(raw) if re.fullmatch(r"\d+(\.\d+)?", raw) else -1.0
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 1:
+        raise ConfigError(f"AUTH_CACHE_SECONDS must be between 0 (off) and 1, got {raw!r}: "
+                          "a revoked token must be refused within it")
+    return seconds
+
+
 def _flag(mapping, key, default: bool) -> bool:
     raw = mapping.get(key)
     if raw is None or (isinstance(raw, str) and not raw.strip()):
@@ -128,6 +141,7 @@ class Settings:
     gateway_port: int = 8000
     metrics_ports: dict = field(default_factory=dict)
     rpc_timeout_seconds: float = 10.0
+    auth_cache_seconds: float = 0.0  # how long a gateway trusts a verified token (0: not at all)
     session_ttl_hours: int = 12
     max_body_bytes: int = 1_048_576
     cron_secret: str | None = None
@@ -198,6 +212,7 @@ class Settings:
                 if name != "gateway"
             },
             rpc_timeout_seconds=_positive(config, "RPC_TIMEOUT_SECONDS", 10.0, float),
+            auth_cache_seconds=_auth_cache_seconds(config),
             session_ttl_hours=_positive(config, "SESSION_TTL_HOURS", 12),
             max_body_bytes=_positive(config, "MAX_BODY_BYTES", 1_048_576),
             cron_secret=_text(config, "CRON_SECRET"),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: three pytest runs at once — the main suite, the browser tier, and the fault
-# subset with the benchmarks' smoke run. Each starts its own system (database and vhost of its
+# `make test`: three pytest runs at once — the main suite, the browser tier and the fault
+# subset. Each starts its own system (database and vhost of its
 # own; the fault cases their own RabbitMQ node and PostgreSQL cluster), and all of them mostly
 # wait on services, so together they take about the time of the longest. The browser tier runs without eventlet (Playwright
 # hangs in an eventlet-patched process: docs/ENGINEERING.md pitfall 19). The other two
@@ -9,19 +9,19 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p var
 browser_log=var/browser-tests.log
-faults_log=var/fault-and-bench-tests.log
+faults_log=var/fault-tests.log
 .venv/bin/python -m pytest tests/browser --confcutdir=tests/browser "$@" >"$browser_log" 2>&1 &
 browser=$!
-.venv/bin/python -m pytest tests/faults tests/bench "$@" >"$faults_log" 2>&1 &
+.venv/bin/python -m pytest tests/faults "$@" >"$faults_log" 2>&1 &
 faults=$!
 trap 'kill "$browser" "$faults" 2>/dev/null' INT TERM
-.venv/bin/python -m pytest --ignore=tests/faults --ignore=tests/bench "$@"
+.venv/bin/python -m pytest --ignore=tests/faults "$@"
 main_status=$?
 wait "$faults"
 faults_status=$?
 wait "$browser"
 browser_status=$?
-echo "=== fault subset and bench smoke (tests/faults tests/bench, log: $faults_log; every fault case: make test-faults) ==="
+echo "=== fault subset (tests/faults, log: $faults_log; every case: make test-faults) ==="
 cat "$faults_log"
 echo "=== browser tests (tests/browser, log: $browser_log) ==="
 cat "$browser_log"

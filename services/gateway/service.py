@@ -28,6 +28,7 @@ from common.messaging import (HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, queue_depth_f
 from common.metrics import EntrypointMetrics, metrics_response, register_collector
 from common.tokens import same_secret
 from services.gateway import openapi
+from services.gateway.auth_cache import TokenCacheProvider
 from services.gateway.console.views import ConsoleViews
 from services.gateway.deadletters import DeadLetterRoutes
 from services.gateway.http import (OPERATIONS, ROUTES, NoQuery, check_role, client_address,
@@ -118,6 +119,7 @@ class Service(ConsoleViews, DeadLetterRoutes):
     bus_gauges = BusGauges()
     worker_data = WorkerData()
     entrypoint_metrics = EntrypointMetrics()
+    verified_tokens = TokenCacheProvider()
     accounts = RpcProxy("accounts")
     tickets = RpcProxy("tickets")
     devices = RpcProxy("devices")
@@ -147,6 +149,20 @@ class Service(ConsoleViews, DeadLetterRoutes):
                         timeout=timeout or self.settings.rpc_timeout_seconds,
                         broker_uri=self.settings.amqp_uri)
 
+    def authenticate(self, token: str) -> dict:
+        """Whose token this is, from accounts, or from the last second's answer for it
+        (auth_cache.py: a revoked token is refused within AUTH_CACHE_SECONDS)."""
+        principal = self.verified_tokens.get(token)
+        if principal is None:
+            principal = self.call("accounts", "authenticate", token)
+            self.verified_tokens.put(token, principal)
+        return principal
+
+    def end_session(self, token: str) -> None:
+        """Sign-out: revoked in accounts, forgotten here at once."""
+        self.verified_tokens.forget(token)
+        self.call("accounts", "sign_out", token)
+
     def handle_route(self, spec, handler, request, path_values):
         started = time.perf_counter()
         try:
@@ -154,7 +170,7 @@ class Service(ConsoleViews, DeadLetterRoutes):
             if spec.machine:  # before the body: anonymous callers learn nothing of it
                 principal = self.call("devices", "heartbeat_hint", bearer_token(request))
             elif spec.roles is not None:
-                principal = self.call("accounts", "authenticate", bearer_token(request))
+                principal = self.authenticate(bearer_token(request))
                 check_role(spec, principal)
             kwargs = dict(path_values)
             # a person's state-changing request may carry an Idempotency-Key: the service
@@ -288,7 +304,7 @@ class Service(ConsoleViews, DeadLetterRoutes):
     @route("POST", "/api/auth/sign-out", summary="Revoke the bearer token", tag="people",
            raw=True, status=204)
     def sign_out(self, principal, request):
-        self.call("accounts", "sign_out", bearer_token(request))
+        self.end_session(bearer_token(request))
         return json_response(204)
 
     @route("GET", "/api/me", summary="Who the bearer token belongs to", tag="people",
@@ -655,7 +671,7 @@ class Service(ConsoleViews, DeadLetterRoutes):
                 raise Unauthorized("wrong internal token", code="invalid_internal_token")
             tenant_id, scope = None, "all"
         else:
-            principal = self.call("accounts", "authenticate", bearer_token(request))
+            principal = self.authenticate(bearer_token(request))
             if principal["role"] not in STAFF:
                 raise Forbidden("your role may not do this", code="forbidden_role",
                                 details={"role": principal["role"]})

@@ -155,7 +155,11 @@ def assert_rode_it_out(load: Load, system: System) -> None:
     assert load.statuses.get("200", 0) + load.statuses.get("201", 0) > 0
 
 
-@pytest.mark.parametrize("how", ["stop", pytest.param("kill", marks=pytest.mark.slow_fault)])
+# a broker restart is the costliest step of the suite (an Erlang VM boot): both cases run in
+# `make test-faults`; `make test` keeps the database case (tests/unit/test_outages.py guards
+# the reply path that killed services when the broker went away)
+@pytest.mark.slow_fault
+@pytest.mark.parametrize("how", ["stop", "kill"])
 def test_broker_outage_is_503s_and_no_service_exits(healthy, private_rabbit, how):
     tenant = staff_client(healthy)
     with Load(tenant.admin, queue_of(tenant)) as load:

@@ -221,7 +221,7 @@ def handle_page(gateway, spec: PageSpec, fn, request: Request, path_values: dict
     try:
         if token:
             try:
-                principal = gateway.call("accounts", "authenticate", token)
+                principal = gateway.authenticate(token)
             except Unauthorized:
                 token = None
         page_ = Page(gateway, spec, request, principal, token)

@@ -52,7 +52,7 @@ class HomeViews:
 
     @page("POST", "/sair")
     def sign_out_submit(self, page_):
-        self.call("accounts", "sign_out", page_.token)
+        self.end_session(page_.token)
         page_.set_cookie(SESSION_COOKIE, "", max_age=0)
         page_.principal = None  # what follows is no longer personal
         return page_.redirect("/", catalogue.translate("auth.signed_out"))

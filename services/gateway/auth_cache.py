@@ -1,0 +1,69 @@
+"""Verified bearer tokens remembered for at most a second, so a client's burst of requests
+makes one `accounts.authenticate` RPC instead of one per request (issue 14).
+
+A second is the whole revocation story: a token revoked anywhere (sign-out on another
+gateway, a password change, `chamados reset-password`, a demotion or a merge) is refused by
+every gateway within AUTH_CACHE_SECONDS, with no event to miss. A sign-out through this
+gateway forgets the token at once. Only answers that let someone in are kept; a refused
+token is asked again every time.
+
+Off by default (AUTH_CACHE_SECONDS=0) until the end-to-end tests that expect a revocation or
+a demotion to take effect on the very next request wait for up to a second instead.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections import OrderedDict
+
+from nameko.extensions import DependencyProvider
+
+from common.config import Settings
+
+MAX_ENTRIES = 10_000  # distinct tokens seen within a second, far above any real load
+
+
+class TokenCache:
+    def __init__(self, ttl_seconds: float, max_entries: int = MAX_ENTRIES, clock=time.monotonic):
+        self.ttl, self.max_entries, self.clock = ttl_seconds, max_entries, clock
+        self._entries: OrderedDict[str, tuple[float, dict]] = OrderedDict()
+
+    @staticmethod
+    def _key(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+    def get(self, token: str) -> dict | None:
+        if self.ttl <= 0:
+            return None
+        key = self._key(token)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, principal = entry
+        if self.clock() >= expires:
+            self._entries.pop(key, None)
+            return None
+        return copy.deepcopy(principal)  # a handler may change its copy, never the cache's
+
+    def put(self, token: str, principal: dict) -> None:
+        if self.ttl <= 0:
+            return
+        key = self._key(token)
+        self._entries[key] = (self.clock() + self.ttl, copy.deepcopy(principal))
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, token: str) -> None:
+        self._entries.pop(self._key(token), None)
+
+
+class TokenCacheProvider(DependencyProvider):
+    """One cache per gateway process (shared by its workers)."""
+
+    def setup(self):
+        self.cache = TokenCache(Settings.from_mapping(self.container.config).auth_cache_seconds)
+
+    def get_dependency(self, worker_ctx):
+        return self.cache
