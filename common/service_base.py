@@ -1,13 +1,16 @@
 """What every back-end service exposes besides its own work: `ping`, /metrics, /healthz."""
 import functools
 import logging
+from datetime import datetime
 
 from nameko.rpc import rpc as nameko_rpc
 from nameko.web.handlers import http
 
 from common import amqp_text  # noqa: F401  (lenient AMQP short strings)
 from common import nameko_outages  # noqa: F401  (no exit on a broker outage)
+from common.db import utcnow
 from common.errors import DomainError
+from common.idempotency import purge
 from common.metrics import EntrypointMetrics, metrics_response
 from common.outages import is_database_outage, unavailable
 
@@ -36,12 +39,29 @@ class ServiceBase:
     # VACUUM; autovacuum may be off, as on the machines this was measured on)
     churning_tables: tuple[str, ...] = ("outbox",)
 
+    # the service's Idempotency-Key records (common/idempotency.py), purged past 24 hours
+    idempotency_records = None
+
     @rpc
     def maintain_storage(self, now: str | None = None) -> dict:
-        """VACUUM (ANALYZE) the tables that churn, so their space is reused instead of
-        growing; the scheduler's `storage-maintenance` job calls it (with its tick)."""
+        """Delete what has expired (`purge_expired`), then VACUUM (ANALYZE) the tables that
+        churn, so their space is reused instead of growing; the scheduler's
+        `storage-maintenance` job calls it (with its tick)."""
         store = getattr(self, "db", None)
-        return store.vacuum(self.churning_tables) if store is not None else {"vacuumed": []}
+        if store is None:
+            return {"vacuumed": []}
+        when = datetime.fromisoformat(now) if now else utcnow()
+        with store.unit_of_work() as uow:
+            deleted = self.purge_expired(uow, when)
+            uow.commit()
+        return {**store.vacuum(self.churning_tables), **deleted}
+
+    def purge_expired(self, uow, when: datetime) -> dict:
+        """Rows past their time, deleted in the maintenance's transaction: {what_deleted: n}.
+        A service with more adds its own."""
+        if self.idempotency_records is None:
+            return {}
+        return {"idempotency_keys_deleted": purge(uow.session, self.idempotency_records, when)}
 
     @rpc
     def ping(self) -> dict:

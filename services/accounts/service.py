@@ -20,7 +20,7 @@ from common.contracts import load, parse_id
 from common.db import Database, utcnow
 from common.errors import (Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized,
                            ValidationFailed)
-from common.idempotency import IdempotencyContext, idempotent, purge
+from common.idempotency import IdempotencyContext, idempotent
 from common.pagination import decode_cursor, encode_cursor, text_value, uuid_value
 from common.service_base import ServiceBase, rpc
 from common.tokens import hash_token, new_secret_token
@@ -185,20 +185,14 @@ class Service(ServiceBase):
     name = "accounts"
     db = Database(repository=AccountsRepository, metadata=storage.metadata)
     idempotency = IdempotencyContext()  # the caller's Idempotency-Key (@once)
+    idempotency_records = storage.idempotency_keys
     churning_tables = ("outbox", "sign_in_throttle", "idempotency_keys")
 
-    @rpc
-    def maintain_storage(self, now: str | None = None) -> dict:
-        """Sign-in throttle rows past their window and lock and Idempotency-Key records past
-        their 24 hours go, then the tables that churn are vacuumed (the scheduler's
-        `storage-maintenance` job)."""
-        when = datetime.fromisoformat(now) if now else utcnow()
-        with self.db.unit_of_work() as uow:
-            purged = uow.repo.purge_throttles(when)
-            keys_purged = purge(uow.session, storage.idempotency_keys, when)
-            uow.commit()
-        return {**ServiceBase.maintain_storage(self, now), "sign_in_throttle_deleted": purged,
-                "idempotency_keys_deleted": keys_purged}
+    def purge_expired(self, uow, when) -> dict:
+        """Sign-in throttle rows past their window and lock, besides the Idempotency-Key
+        records (ServiceBase.maintain_storage)."""
+        return {**ServiceBase.purge_expired(self, uow, when),
+                "sign_in_throttle_deleted": uow.repo.purge_throttles(when)}
 
     # tenants and the first admin -------------------------------------------------------
 

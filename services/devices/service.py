@@ -18,7 +18,7 @@ from common.contracts import devices as contract
 from common.contracts import load, parse_id, paths_with_nul
 from common.db import Database, utcnow
 from common.errors import Conflict, NotFound, Unauthorized, ValidationFailed
-from common.idempotency import IdempotencyContext, idempotent, purge
+from common.idempotency import IdempotencyContext, idempotent
 from common.inventory import canonical_form, diff_canonical
 from common.messaging import (HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, Verdict, batch_consumer,
                               first_delivery, subscribe)
@@ -120,16 +120,7 @@ class Service(ServiceBase):
     db = Database(repository=DevicesRepository, metadata=storage.metadata)
     accounts = RpcProxy("accounts")
     idempotency = IdempotencyContext()  # the caller's Idempotency-Key (@once)
-
-    @rpc
-    def maintain_storage(self, now: str | None = None) -> dict:
-        """Idempotency-Key records past their 24 hours go, then the tables that churn are
-        vacuumed (the scheduler's `storage-maintenance` job)."""
-        when = datetime.fromisoformat(now) if now else utcnow()
-        with self.db.unit_of_work() as uow:
-            purged = purge(uow.session, storage.idempotency_keys, when)
-            uow.commit()
-        return {**ServiceBase.maintain_storage(self, now), "idempotency_keys_deleted": purged}
+    idempotency_records = storage.idempotency_keys
 
     @property
     def thresholds(self) -> domain.StatusThresholds:

@@ -17,7 +17,7 @@ from common.contracts import load, parse_id
 from common.contracts import tickets as contract
 from common.db import Database, utcnow
 from common.errors import Conflict, Forbidden, NotFound
-from common.idempotency import IdempotencyContext, idempotent, purge
+from common.idempotency import IdempotencyContext, idempotent
 from common.messaging import first_delivery, subscribe
 from common.pagination import datetime_value, decode_cursor, encode_cursor, uuid_value
 from common.service_base import ServiceBase, rpc
@@ -118,17 +118,8 @@ class Service(ServiceBase):
     devices = RpcProxy("devices")
     wake_export_maker = ExportMakerWakeup()
     idempotency = IdempotencyContext()  # the caller's Idempotency-Key (@once)
+    idempotency_records = storage.idempotency_keys
     churning_tables = ("outbox", "idempotency_keys")
-
-    @rpc
-    def maintain_storage(self, now: str | None = None) -> dict:
-        """Idempotency-Key records past their 24 hours go, then the tables that churn are
-        vacuumed (the scheduler's `storage-maintenance` job)."""
-        when = datetime.fromisoformat(now) if now else utcnow()
-        with self.db.unit_of_work() as uow:
-            purged = purge(uow.session, storage.idempotency_keys, when)
-            uow.commit()
-        return {**ServiceBase.maintain_storage(self, now), "idempotency_keys_deleted": purged}
 
     # queues --------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.e2e.test_headers_and_references import enrol
 from tests.harness import Client, System
 
 
@@ -97,20 +98,6 @@ def test_a_retried_user_creation_makes_one_user_not_a_409(tenant):
             .json()["items"]] == [first.json()["id"]]
     unkeyed = tenant.admin.post("/api/admin/users", json=body)
     assert unkeyed.status_code == 409 and unkeyed.json()["error"]["code"] == "email_taken"
-
-
-def enrol(tenant) -> str:
-    """A machine of the tenant, enrolled with one of its companies' provisioning codes."""
-    company = tenant.company()
-    suffix = uuid.uuid4().hex
-    response = Client(tenant.system.base_url).post("/api/machines/register", json={
-        "provisioning_code": company["provisioning_code"], "hostname": f"pc-{suffix[:6]}",
-        "os": {"name": "Windows 11 Pro", "version": "11", "build": "26100", "arch": "x86_64"},
-        "mac_addresses": ["00:1A:" + ":".join(suffix[i:i + 2] for i in (0, 2, 4, 6))],
-        "serial_numbers": [f"BR{suffix[8:18].upper()}"],
-        "collaborator": {"email": f"owner-{suffix[:8]}@{tenant.slug}.test", "name": "Dona"}})
-    assert response.status_code == 201, response.text
-    return response.json()["machine_id"]
 
 
 def test_retried_device_links_get_the_first_answer(tenant):
