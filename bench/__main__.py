@@ -20,7 +20,8 @@ from bench import BENCHES  # noqa: E402
 from bench.core import RESULTS_DIR, code_fingerprint, commit_id, environment, log, write_result  # noqa: E402
 
 MODULES = {"drain": "bench.drain", "http": "bench.gateway_http", "replicas": "bench.replicas",
-           "memory": "bench.memory", "growth": "bench.growth", "console": "bench.console"}
+           "memory": "bench.memory", "growth": "bench.growth", "console": "bench.console",
+           "api": "bench.api"}
 
 
 def describe() -> str:

@@ -425,13 +425,14 @@ def quantile(q: float, hist: dict) -> float | None:
     return lower
 
 
-def server_side(before, after, route: str) -> dict:
-    hist = delta(histogram(before, "chamados_http_request_duration_seconds", route=route, method="GET"),
-                 histogram(after, "chamados_http_request_duration_seconds", route=route, method="GET"))
+def server_side(before, after, route: str, method: str = "GET", ok_status: str = "200") -> dict:
+    """`status_200`: the requests answered `ok_status` (201 for a create)."""
+    hist = delta(histogram(before, "chamados_http_request_duration_seconds", route=route, method=method),
+                 histogram(after, "chamados_http_request_duration_seconds", route=route, method=method))
     ok = (sum(v for n, l, v in after if n == "chamados_http_requests_total" and l.get("route") == route
-              and l.get("status") == "200")
+              and l.get("method", method) == method and l.get("status") == ok_status)
           - sum(v for n, l, v in before if n == "chamados_http_requests_total" and l.get("route") == route
-                and l.get("status") == "200"))
+                and l.get("method", method) == method and l.get("status") == ok_status))
     count = hist["count"]
     at_most_100ms = hist["buckets"].get(0.1, 0.0)
     return {"requests": int(count), "status_200": int(ok),

@@ -134,15 +134,29 @@ def run_wrk(wrk: str, url: str, *, connections: int, seconds: float, threads: in
 
 # --- the Python fallback --------------------------------------------------------------------
 
+class FixedRequest:
+    """The same request every time (e.g. a POST with a JSON body), for `run_python(requester=…)`.
+    A requester's `request(connection_index, connections, counter)` gives (method, path, body,
+    headers) of that connection's `counter`-th request (picklable: it goes to each process)."""
+
+    def __init__(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        self.method, self.path, self.body, self.headers = method, path, body, dict(headers or {})
+
+    def request(self, connection_index: int, connections: int, counter: int):
+        return self.method, self.path, self.body, self.headers
+
+
 def _client(args) -> dict:
-    host, port, path, seconds, connection_index, connections, feed, fixed_headers = args
+    host, port, path, seconds, connection_index, connections, feed, fixed_headers, requester = args
     conn = http.client.HTTPConnection(host, port, timeout=10)
     latencies, statuses, errors = [], {}, 0
     mine = list(range(connection_index, len(feed.tokens), connections)) if feed else []
     counter = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        if feed:
+        if requester is not None:
+            method, path, body, headers = requester.request(connection_index, connections, counter)
+        elif feed:
             machine = mine[counter % len(mine)]
             body = feed.body(machine, counter // len(mine))
             headers = {"Authorization": f"Bearer {feed.tokens[machine]}", "Content-Type": "application/json"}
@@ -165,16 +179,25 @@ def _client(args) -> dict:
     return {"latencies": latencies, "statuses": statuses, "errors": errors}
 
 
+def _default_sigterm() -> None:
+    """A client process ends quietly when the pool is done with it (it would inherit
+    `python -m bench`'s SIGTERM handler, and print a KeyboardInterrupt traceback)."""
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_python(url: str, *, connections: int, seconds: float, feed: HeartbeatFeed | None,
-               headers: dict | None = None) -> dict:
-    """`headers`: sent with every GET (when there is no feed)."""
+               headers: dict | None = None, requester=None) -> dict:
+    """`headers`: sent with every GET (when there is no feed nor requester); `requester`: builds
+    each request instead (FixedRequest, or any object with its `request` method)."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    jobs = [(parts.hostname, parts.port, path, seconds, i, connections, feed, headers) for i in range(connections)]
+    jobs = [(parts.hostname, parts.port, path, seconds, i, connections, feed, headers, requester)
+            for i in range(connections)]
     started = time.monotonic()
-    with multiprocessing.get_context("fork").Pool(connections) as pool:
+    with multiprocessing.get_context("fork").Pool(connections, initializer=_default_sigterm) as pool:
         results = pool.map(_client, jobs)
     elapsed = time.monotonic() - started
     latencies = sorted(l for r in results for l in r["latencies"])

@@ -64,7 +64,7 @@ def _positive(mapping, key, default, kind=int):
 
 def _auth_cache_seconds(mapping) -> float:
     """0 (every request asks accounts) to 1: a revoked token is refused within it."""
-    raw = _text(mapping, "AUTH_CACHE_SECONDS", "0")
+    raw = _text(mapping, "AUTH_CACHE_SECONDS", "0.5")
     try:
         seconds = float(raw) if re.fullmatch(r"\d+(\.\d+)?", raw) else -1.0
     except ValueError:
@@ -141,7 +141,7 @@ class Settings:
     gateway_port: int = 8000
     metrics_ports: dict = field(default_factory=dict)
     rpc_timeout_seconds: float = 10.0
-    auth_cache_seconds: float = 0.0  # how long a gateway trusts a verified token (0: not at all)
+    auth_cache_seconds: float = 0.5  # how long a gateway trusts a verified token (0: not at all)
     session_ttl_hours: int = 12
     max_body_bytes: int = 1_048_576
     cron_secret: str | None = None

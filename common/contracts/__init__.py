@@ -58,6 +58,18 @@ def extent_problem(value, max_depth: int, max_values: int) -> str | None:
     return None
 
 
+_INSTANCES: dict[type, Schema] = {}
+
+
+def schema_instance(schema: type[Schema]) -> Schema:
+    """One instance per schema class, reused: building one costs more than a small load, and
+    `load` keeps no state on the instance (ENGINEERING.md pitfall 18)."""
+    instance = _INSTANCES.get(schema)
+    if instance is None:
+        instance = _INSTANCES[schema] = schema()
+    return instance
+
+
 def load(schema: type[Schema], data, partial=False):
     """Validate what crossed a boundary; a bad shape is a 422 with the fields at fault."""
     from marshmallow import ValidationError
@@ -78,7 +90,8 @@ def load(schema: type[Schema], data, partial=False):
                                  for path in with_nul})
     fast_load = getattr(schema, "fast_load", None)  # a hot path's own loader (same result)
     try:
-        return fast_load(data) if fast_load and not partial else schema().load(data, partial=partial)
+        return fast_load(data) if fast_load and not partial else \
+            schema_instance(schema).load(data, partial=partial)
     except ValidationError as exc:
         raise validation_failed(exc.messages) from None
 

@@ -1,14 +1,13 @@
 """Verified bearer tokens remembered for at most a second, so a client's burst of requests
 makes one `accounts.authenticate` RPC instead of one per request (issue 14).
 
-A second is the whole revocation story: a token revoked anywhere (sign-out on another
-gateway, a password change, `chamados reset-password`, a demotion or a merge) is refused by
-every gateway within AUTH_CACHE_SECONDS, with no event to miss. A sign-out through this
-gateway forgets the token at once. Only answers that let someone in are kept; a refused
-token is asked again every time.
-
-Off by default (AUTH_CACHE_SECONDS=0) until the end-to-end tests that expect a revocation or
-a demotion to take effect on the very next request wait for up to a second instead.
+The short life is the whole revocation story: a token revoked anywhere (sign-out on another
+gateway, `chamados reset-password`, a demotion or a merge made through another gateway) is
+refused by every gateway within AUTH_CACHE_SECONDS (default 0.5 s), with no event to miss.
+What passes through this gateway takes effect on the next request: a sign-out forgets its
+token, and a change to who may do what (a user's role, company or active flag, a merge, a
+password change) forgets every token (`Service.call`). Only answers that let someone in are
+kept; a refused token is asked again every time.
 """
 from __future__ import annotations
 
@@ -57,6 +56,9 @@ class TokenCache:
 
     def forget(self, token: str) -> None:
         self._entries.pop(self._key(token), None)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 class TokenCacheProvider(DependencyProvider):

@@ -44,6 +44,9 @@ ADMIN = frozenset({"admin"})
 BACKENDS = ("accounts", "tickets", "devices", "scheduler")
 ARCHIVE_TIMEOUT_SECONDS = 600.0
 CRON_TIMEOUT_SECONDS = 660.0  # the longest job's own deadline, plus a margin
+# accounts operations after which a verified token may mean something else (another role,
+# company, or nobody): the gateway's token cache is emptied when one succeeds
+CHANGES_WHO_MAY_DO_WHAT = frozenset({"update_user", "merge_users", "change_password"})
 
 
 class SettingsProvider(DependencyProvider):
@@ -145,9 +148,12 @@ class Service(ConsoleViews, DeadLetterRoutes):
 
     def call(self, service: str, method: str, *args, timeout: float | None = None):
         """Every RPC has a deadline: the in-service proxy has none (pitfall 10)."""
-        return rpc.call(getattr(self, service), service, method, *args,
-                        timeout=timeout or self.settings.rpc_timeout_seconds,
-                        broker_uri=self.settings.amqp_uri)
+        answer = rpc.call(getattr(self, service), service, method, *args,
+                          timeout=timeout or self.settings.rpc_timeout_seconds,
+                          broker_uri=self.settings.amqp_uri)
+        if service == "accounts" and method in CHANGES_WHO_MAY_DO_WHAT:
+            self.verified_tokens.clear()
+        return answer
 
     def authenticate(self, token: str) -> dict:
         """Whose token this is, from accounts, or from the last second's answer for it

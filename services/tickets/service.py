@@ -23,6 +23,7 @@ from common.pagination import datetime_value, decode_cursor, encode_cursor, uuid
 from common.service_base import ServiceBase, rpc
 from services.tickets import domain, storage
 from services.tickets.exports import ExportMakerWakeup, export_maker
+from services.tickets.views import ticket_view
 from services.tickets.storage import (Chat, ChatMessage, Comment, CompanySnapshot, Person,
                                       ReportExport, SavedFilter, Ticket, TicketQueue, TicketsRepository,
                                       TimelineEntry, WorkSession)
@@ -62,32 +63,8 @@ def state_of(ticket: Ticket, session: WorkSession | None) -> domain.WorkState:
         worked={"INTERNAL": ticket.worked_internal_seconds, "EXTERNAL": ticket.worked_external_seconds})
 
 
-def person_ref(person_id, name, email):
-    return None if person_id is None else {"id": person_id, "name": name, "email": email}
-
-
-# one schema object each, reused: building one per item cost 8x the dump itself (ENGINEERING.md 18)
-TICKET_SCHEMA = contract.Ticket()
+# one schema object, reused: building one per item cost 8x the dump itself (ENGINEERING.md 18)
 PERSON_SCHEMA = contract.Person()
-
-
-def ticket_view(ticket: Ticket, open_work_type: str | None = None) -> dict:
-    label, colour = domain.STATUS_LABELS[ticket.status]
-    internal, external = ticket.worked_internal_seconds, ticket.worked_external_seconds
-    return TICKET_SCHEMA.dump({
-        "id": ticket.id, "reference": ticket.reference, "subject": ticket.subject,
-        "description": ticket.description, "priority": ticket.priority, "status": ticket.status,
-        "status_label": label, "status_colour": colour, "queue_id": ticket.queue_id,
-        "requester": person_ref(ticket.requester_id, ticket.requester_name, ticket.requester_email),
-        "assignee": person_ref(ticket.assignee_id, ticket.assignee_name, ticket.assignee_email),
-        "company": None if ticket.company_id is None else {"id": ticket.company_id,
-                                                           "name": ticket.company_name},
-        "machine_id": ticket.machine_id,
-        "worked_seconds": {"INTERNAL": internal, "EXTERNAL": external, "total": internal + external},
-        "work_in_progress": open_work_type,
-        "created_at": ticket.created_at, "updated_at": ticket.updated_at,
-        "resolved_at": ticket.resolved_at,
-    })
 
 
 def resolve_me(filters: dict, user_id) -> dict:

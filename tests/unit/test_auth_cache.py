@@ -45,3 +45,11 @@ def test_the_cache_keeps_its_own_copy_and_a_bounded_size():
         cache.put(f"other-{number}", PRINCIPAL)
     assert len(cache._entries) == 3 and cache.get("token") is None
     assert all("other" not in key for key in cache._entries)  # kept by hash, not in clear
+
+
+def test_clear_forgets_every_token():
+    cache = TokenCache(1.0, clock=Clock())
+    cache.put("one", PRINCIPAL)
+    cache.put("two", PRINCIPAL)
+    cache.clear()
+    assert cache.get("one") is None and cache.get("two") is None
