@@ -23,18 +23,20 @@ through every recorded run.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote
 
 import requests
+from sqlalchemy.engine import make_url
 
 from bench.console import (ADMIN_EMAIL, ADMIN_PASSWORD, SEARCH_WORD, ensure_queues, entrypoints, figures,
                            rpc_breakdown, scrape, seed, server_side, settle, start_everything)
-from bench.core import BenchFailure, PeakRss, Stack, log, median, ratio, target
+from bench.core import BenchFailure, CpuMeter, PeakRss, Stack, log, median, ratio, saturated, target
 from bench.httpload import LUA_DONE, FixedRequest, _lua_string, load_generator, run_python, run_wrk
 from common.config import ROOT, SERVICE_NAMES
 from tests.harness import free_port_block
@@ -44,10 +46,10 @@ SUMMARY = ("JSON API (list, recent, search, create, start/pause, machine registr
            "8 connections vs a bare nameko HTTP->RPC echo: req/s, p99, server p99, RPCs, RSS")
 FULL = {"tickets": 100_000, "requesters": 300, "agents": 20, "companies": 40, "queues": 4,
         "connections": 8, "seconds": 10, "settle_seconds": 1.0, "warmup_seconds": 2,
-        "transition_tickets": 64, "wrk_threads": 2, "install_wrk": 1, "load_generator": "auto"}
+        "transition_tickets": 64, "wrk_threads": 2, "install_wrk": 1, "load_generator": "auto", "profile": ""}
 SMOKE = {"tickets": 300, "requesters": 12, "agents": 3, "companies": 4, "queues": 2,
          "connections": 4, "seconds": 1, "settle_seconds": 0.2, "warmup_seconds": 0,
-         "transition_tickets": 16, "wrk_threads": 2, "install_wrk": 0, "load_generator": "auto"}
+         "transition_tickets": 16, "wrk_threads": 2, "install_wrk": 0, "load_generator": "auto", "profile": ""}
 # route: (minimum share of echo's req/s, p99 ms goal) — None: no goal of that kind
 GOALS = {"list": (0.5, 100), "recent": (0.5, 100), "search": (None, 150), "create": (0.3, 150),
          "transition": (0.3, 150)}
@@ -104,7 +106,10 @@ setup = function(thread)
   next_id = next_id + 1
 end
 local counter = 0
-local probed = id ~= 0
+local probed = true
+init = function(args)
+  probed = id ~= 0  -- id: set by setup() before init() runs
+end
 request = function()
   local mine = math.floor((#ids - id - 1) / threads) + 1
   local slot = counter % mine
@@ -258,9 +263,11 @@ def run(params: dict, reps: int, workdir) -> dict:
         checks = check_routes(base, echo_base, routes, code)
         metrics = {"gateway": stack.system.metrics_url("gateway"),
                    **{service: stack.system.metrics_url(service) for service in BACKENDS}}
+        meter = CpuMeter({name: process.pid for name, process in stack.system.processes.items()},
+                         make_url(stack.dsn).database)
         run_index = 0
 
-        def load(name: str, seconds: float) -> dict:
+        def load(name: str, seconds: float, recorded: bool = False) -> dict:
             nonlocal run_index
             run_index += 1
             route = routes[name]
@@ -276,12 +283,17 @@ def run(params: dict, reps: int, workdir) -> dict:
                 requester = FixedRequest(route.method, route.path, route.body.encode(), route.headers)
                 lua = fixed_lua(route)
             before = {service: scrape(url_) for service, url_ in metrics.items()}
+            cpu_before = meter.reading()
+            profilers = start_profilers(p["profile"], f"{name}-{run_index}", stack, seconds) if recorded else []
             if wrk:
                 measured = run_wrk(wrk, url, connections=p["connections"], seconds=seconds, threads=threads,
                                    lua=lua or LUA_DONE, headers=None if lua else route.headers)
             else:
                 measured = run_python(url, connections=p["connections"], seconds=seconds, feed=None,
                                       headers=route.headers, requester=requester)
+            measured["cpu_percent"] = CpuMeter.percent(cpu_before, meter.reading())
+            for profiler in profilers:
+                profiler.wait(timeout=seconds + 60)
             settle(metrics["gateway"], p["settle_seconds"])
             after = {service: scrape(url_) for service, url_ in metrics.items()}
             measured["server"] = combined_server_side(before["gateway"], after["gateway"], route.labels)
@@ -299,13 +311,15 @@ def run(params: dict, reps: int, workdir) -> dict:
             for sampler in samplers.values():
                 sampler.start()
             for name in order:
-                record[name] = load(name, p["seconds"])
+                record[name] = load(name, p["seconds"], recorded=True)
             record["rss_mb"] = {name: round(sampler.stop() / 2 ** 20, 1) for name, sampler in samplers.items()}
             for name in ROUTES:
                 record[name]["vs_echo"] = ratio(record[name]["req_per_s"], record[ECHO]["req_per_s"])
             log(NAME, f"rep {rep + 1}/{reps} ({record[ECHO]['tool']}): " + ", ".join(
                 f"{name} {record[name]['req_per_s']:.0f}/s p99 {record[name]['p99_ms']:.0f} ms"
                 for name in ROUTES) + f"; RSS MB {record['rss_mb']}")
+            for name in ROUTES:
+                log(NAME, f"  {name} CPU % of a core: {record[name]['cpu_percent']}")
             runs.append(record)
         transitions_done = stack.scalar("SELECT count(*) FROM tickets.work_sessions WHERE ticket_id = ANY(%s::uuid[])",
                                         (transition_ids,)) if _has_table(stack, "tickets", "work_sessions") else None
@@ -315,6 +329,24 @@ def run(params: dict, reps: int, workdir) -> dict:
     result["work_sessions_opened_on_transition_tickets"] = transitions_done
     result["machines_registered"] = machines
     return result
+
+
+def start_profilers(folder: str, tag: str, stack: Stack, seconds: float) -> list:
+    """With `profile` set (a folder): py-spy records the gateway and each backend through the
+    run, one collapsed-stack file per process (`<route>-<run>-<process>.txt`) to read or turn
+    into a flame graph — how this bench's bottlenecks were found."""
+    if not folder:
+        return []
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.exists():
+        raise BenchFailure(f"profile needs py-spy ({py_spy}): pip install -e '.[test]'")
+    return [subprocess.Popen([str(py_spy), "record", "--pid", str(stack.system.processes[name].pid),
+                              "--duration", str(max(1, round(seconds))), "--rate", "200", "--format", "raw",
+                              "--nonblocking", "--output", str(out / f"{tag}-{name}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name in ("gateway", *BACKENDS) if name in stack.system.processes]
 
 
 def _has_table(stack: Stack, schema: str, table: str) -> bool:
@@ -395,16 +427,27 @@ def summarise(runs: list, seeded: dict, checks: dict, connections: int) -> dict:
                          socket_errors=sum(m["socket_errors"] for m in loaded[name]),
                          rows_shown=checks.get(name))
               for name in ROUTES}
+    for name in ROUTES:
+        parts = loaded[name][0]["cpu_percent"] if loaded[name] else {}
+        routes[name]["cpu_percent"] = {part: median([m["cpu_percent"][part] for m in loaded[name]]) for part in parts}
     rss = {name: median([record["rss_mb"][name] for record in runs]) for name in runs[0]["rss_mb"]} if runs else {}
     lines = []
+
+    def with_bottleneck(line: dict, name: str) -> dict:
+        # a goal not met names what limited the route (issue 14: process, broker or database)
+        if line["met"] is False:
+            line["saturated"] = saturated(routes[name]["cpu_percent"], os.cpu_count() or 1)
+        return line
+
     for name, (share, p99) in GOALS.items():
         figure = routes[name]
         if share is not None:
-            lines.append(target(f"{name} vs echo", ">=", share, figure["vs_echo"], "ratio"))
+            lines.append(with_bottleneck(target(f"{name} vs echo", ">=", share, figure["vs_echo"], "ratio"), name))
         else:
             lines.append(target(f"{name} vs echo", None, None, figure["vs_echo"], "ratio"))
-        lines.append(target(f"{name} p99", "<", p99, figure["wrk_p99_ms"], "ms"))
-    lines.append(target("register rate", ">=", REGISTER_RATE, routes["register"]["rate_req_per_s"], "req/s"))
+        lines.append(with_bottleneck(target(f"{name} p99", "<", p99, figure["wrk_p99_ms"], "ms"), name))
+    lines.append(with_bottleneck(target("register rate", ">=", REGISTER_RATE, routes["register"]["rate_req_per_s"],
+                                        "req/s"), "register"))
     for name in ("gateway", *BACKENDS):
         if name in rss:
             lines.append(target(f"{name} peak RSS", "<", RSS_MB, rss[name], "MB"))

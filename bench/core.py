@@ -347,6 +347,69 @@ class PeakRss(threading.Thread):
         return self.peak
 
 
+class CpuMeter:
+    """CPU seconds spent by each part of the system between two readings: the named
+    processes (with their children), the PostgreSQL backends serving `database`, the
+    RabbitMQ nodes (beam.smp) and the whole machine. `percent` turns two readings into % of
+    one core: a Python service is saturated near 100 (eventlet runs its greenlets on one
+    core), the machine at cpus x 100 — what names the resource that limits a route."""
+
+    def __init__(self, processes: dict, database: str):
+        self.processes = {name: psutil.Process(pid) for name, pid in processes.items()}
+        self.database = database
+
+    @staticmethod
+    def _seconds(process) -> float:
+        try:
+            times = process.cpu_times()
+            return times.user + times.system
+        except psutil.Error:
+            return 0.0
+
+    def reading(self) -> dict:
+        parts = {}
+        for name, process in self.processes.items():
+            try:
+                family = [process, *process.children(recursive=True)]
+            except psutil.Error:
+                family = []
+            parts[name] = sum(self._seconds(p) for p in family)
+        postgres, broker = {}, {}
+        for process in psutil.process_iter(["name", "cmdline"]):
+            command = " ".join(process.info["cmdline"] or ())
+            if process.info["name"] == "postgres" and f" {self.database} " in command:
+                postgres[process.pid] = self._seconds(process)
+            elif process.info["name"] == "beam.smp":
+                broker[process.pid] = self._seconds(process)
+        busy = psutil.cpu_times()
+        return {"wall": time.monotonic(), "parts": parts, "postgres": postgres, "broker": broker,
+                "machine": sum(busy) - busy.idle - getattr(busy, "iowait", 0.0)}
+
+    @staticmethod
+    def percent(before: dict, after: dict) -> dict:
+        """{part: % of one core} between two readings; `machine` is every core together."""
+        wall = max(after["wall"] - before["wall"], 1e-9)
+        used = {name: after["parts"][name] - before["parts"].get(name, 0.0) for name in after["parts"]}
+        for group in ("postgres", "broker"):
+            used[group] = sum(seconds - before[group].get(pid, 0.0) for pid, seconds in after[group].items())
+        used["machine"] = after["machine"] - before["machine"]
+        return {name: round(100 * seconds / wall, 1) for name, seconds in used.items()}
+
+
+def saturated(cpu: dict, cpus: int) -> str:
+    """The resource that limits a run, from CpuMeter.percent: every core busy, or the busiest
+    single-threaded process near one full core."""
+    parts = {name: value for name, value in cpu.items() if name != "machine"}
+    busiest = max(parts, key=parts.get) if parts else None
+    machine = cpu.get("machine", 0.0)
+    found = f"{busiest} at {parts[busiest]:.0f} % of a core" if busiest else "no process measured"
+    if machine >= 0.9 * 100 * cpus:
+        return f"the machine's {cpus} cores ({machine:.0f} % of {100 * cpus} %); busiest: {found}"
+    if busiest and parts[busiest] >= 85:
+        return f"{found} (machine {machine:.0f} % of {100 * cpus} %)"
+    return f"nothing saturated: busiest {found}, machine {machine:.0f} % of {100 * cpus} % (latency-bound)"
+
+
 def counters(url: str, metric: str, label: str) -> dict:
     """{label value: number} of one counter family in a Prometheus text scrape ({} if the
     process does not answer or has no such family)."""

@@ -141,6 +141,10 @@ class Settings:
     gateway_port: int = 8000
     metrics_ports: dict = field(default_factory=dict)
     rpc_timeout_seconds: float = 10.0
+    # database connections a service keeps: one per nameko worker (max_workers) and two for
+    # its consumers and background loops. Fewer made every request past them open and close
+    # a connection of its own (SQLAlchemy's overflow): 5 were kept for 10 workers.
+    db_pool_size: int = 12
     auth_cache_seconds: float = 0.5  # how long a gateway trusts a verified token (0: not at all)
     session_ttl_hours: int = 12
     max_body_bytes: int = 1_048_576
@@ -212,6 +216,7 @@ class Settings:
                 if name != "gateway"
             },
             rpc_timeout_seconds=_positive(config, "RPC_TIMEOUT_SECONDS", 10.0, float),
+            db_pool_size=_positive(config, "max_workers", 10) + 2,
             auth_cache_seconds=_auth_cache_seconds(config),
             session_ttl_hours=_positive(config, "SESSION_TTL_HOURS", 12),
             max_body_bytes=_positive(config, "MAX_BODY_BYTES", 1_048_576),

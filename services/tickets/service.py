@@ -230,10 +230,13 @@ class Service(ServiceBase):
         filters = resolve_me(load(contract.TicketQuery, query), actor.user_id)
         after = decode_cursor(filters["cursor"], datetime_value, uuid_value)
         only_requester = None if actor.is_staff else actor.user_id
-        with self.db.unit_of_work() as uow:
+        # read-only (no transaction): the page is one statement; the count, when asked, is a
+        # second that may see a newer state, as any count beside a page may
+        with self.db.unit_of_work(read_only=True) as uow:
             statement = uow.repo.list_query(actor.tenant_id, filters, only_requester=only_requester,
-                                            after=after, limit=filters["limit"] + 1)
-            rows = list(uow.session.scalars(statement))
+                                            after=after, limit=filters["limit"] + 1,
+                                            columns=storage.VIEW_COLUMNS)
+            rows = uow.session.execute(statement).all()
             page, more = rows[:filters["limit"]], len(rows) > filters["limit"]
             cursor = encode_cursor([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else None
             answer = {"items": [ticket_view(t) for t in page], "next_cursor": cursor}
@@ -249,7 +252,7 @@ class Service(ServiceBase):
     def recent_tickets(self, actor: dict, query: dict) -> dict:
         actor = Actor(actor)
         data = load(contract.RecentQuery, query)
-        with self.db.unit_of_work() as uow:
+        with self.db.unit_of_work(read_only=True) as uow:  # one statement (repo.recent)
             tickets = uow.repo.recent(actor.tenant_id, data["limit"],
                                       only_requester=None if actor.is_staff else actor.user_id)
             return {"items": [ticket_view(t) for t in tickets]}

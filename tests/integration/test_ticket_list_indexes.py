@@ -3,12 +3,12 @@ scan: the query is the one the repository builds, explained by PostgreSQL itself
 import uuid
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from common.config import Settings
 from common.db import create_service_engine
-from services.tickets.storage import TicketsRepository
+from services.tickets.storage import CompanySnapshot, Person, TicketsRepository
 
 TICKETS = 100_000
 
@@ -68,3 +68,38 @@ def test_assignee_and_status_use_their_own_index(seeded):
     engine, tenant, agents = seeded
     plan = plan_of(engine, {"assignee_id": str(agents[5]), "status": "AWAITING_ATTENDANCE"}, tenant)
     assert "ix_tickets_tenant_assignee_status_created" in plan, plan
+
+
+def update_plans(engine, action):
+    """PostgreSQL's plan of each UPDATE that `action(repo)` sends, rolled back afterwards."""
+    sent = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE"):
+            sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        with Session(engine) as session:
+            action(TicketsRepository(session))
+            connection = session.connection()
+            plans = ["\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + statement, parameters))
+                     for statement, parameters in sent]
+            session.rollback()
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    return plans
+
+
+def test_snapshot_refreshes_look_tickets_up_by_tenant(seeded):
+    """A user's or company's event updates the names copied onto tickets: each update is an
+    index lookup from the tenant, not a walk over every ticket (PostgreSQL 15 has no skip scan)."""
+    engine, tenant, agents = seeded
+    person = Person(id=agents[2], tenant_id=tenant, name="Ana", email="ana@example.test", role="agent")
+    company = CompanySnapshot(id=uuid.uuid4(), tenant_id=tenant, name="Acme")
+    plans = update_plans(engine, lambda repo: (repo.refresh_person_snapshots(person),
+                                                repo.refresh_company_snapshots(company)))
+    assert len(plans) == 3, plans
+    for plan in plans:
+        assert "Seq Scan" not in plan, plan
+        assert "Index Cond: ((tenant_id =" in plan, plan
