@@ -436,7 +436,8 @@ def summarise(runs: list, seeded: dict, checks: dict, connections: int) -> dict:
     def with_bottleneck(line: dict, name: str) -> dict:
         # a goal not met names what limited the route (issue 14: process, broker or database)
         if line["met"] is False:
-            line["saturated"] = saturated(routes[name]["cpu_percent"], os.cpu_count() or 1)
+            line["saturated"] = saturated(routes[name]["cpu_percent"], os.cpu_count() or 1,
+                                          routes[name]["rate_req_per_s"])
         return line
 
     for name, (share, p99) in GOALS.items():

@@ -396,13 +396,16 @@ class CpuMeter:
         return {name: round(100 * seconds / wall, 1) for name, seconds in used.items()}
 
 
-def saturated(cpu: dict, cpus: int) -> str:
+def saturated(cpu: dict, cpus: int, rate: float | None = None) -> str:
     """The resource that limits a run, from CpuMeter.percent: every core busy, or the busiest
-    single-threaded process near one full core."""
+    single-threaded process near one full core; with the run's `rate` (per second), the
+    busiest part's CPU milliseconds per request."""
     parts = {name: value for name, value in cpu.items() if name != "machine"}
     busiest = max(parts, key=parts.get) if parts else None
     machine = cpu.get("machine", 0.0)
     found = f"{busiest} at {parts[busiest]:.0f} % of a core" if busiest else "no process measured"
+    if busiest and rate:
+        found += f", {10 * parts[busiest] / rate:.1f} ms of CPU per request"
     if machine >= 0.9 * 100 * cpus:
         return f"the machine's {cpus} cores ({machine:.0f} % of {100 * cpus} %); busiest: {found}"
     if busiest and parts[busiest] >= 85:

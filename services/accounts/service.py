@@ -591,7 +591,7 @@ class Service(ServiceBase):
     def resolve_provisioning_code(self, code: str) -> dict:
         """The company a provisioning code enrols machines into; a wrong or rotated code is
         `invalid_provisioning_code` (401 at the gateway)."""
-        with self.db.unit_of_work() as uow:
+        with self.db.unit_of_work(read_only=True) as uow:
             company = uow.repo.company_by_code(code) if isinstance(code, str) and code else None
             if company is None:
                 raise Unauthorized("unknown or rotated provisioning code",

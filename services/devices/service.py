@@ -154,23 +154,18 @@ class Service(ServiceBase):
             if machine is None:
                 machine_user = self._accounts("create_machine_user", str(tenant_id), str(company_id),
                                               data["hostname"])
-                machine = uow.repo.add(Machine(tenant_id=tenant_id, company_id=company_id,
-                                               hostname=data["hostname"], os_name="",
-                                               machine_user_id=uuid.UUID(machine_user["id"]),
-                                               created_at=now))
-                uow.repo.add(HeartbeatState(machine_id=machine.id, heartbeats=0, need_inventory=True,
-                                            reported_online=False, open_alert_kinds="", agg_samples=0,
-                                            agg_cpu_sum=0.0, agg_memory_sum=0.0))
+                # described before its INSERT: one statement, no UPDATE after it
+                machine = Machine(tenant_id=tenant_id, company_id=company_id,
+                                  machine_user_id=uuid.UUID(machine_user["id"]), created_at=now)
+                self._describe(machine, data, collaborator, now)
+                uow.repo.add(machine)
+                uow.session.add(HeartbeatState(machine_id=machine.id, heartbeats=0, need_inventory=True,
+                                               reported_online=False, open_alert_kinds="", agg_samples=0,
+                                               agg_cpu_sum=0.0, agg_memory_sum=0.0))
             else:
                 uow.repo.revoke_tokens(machine.id, now)
-            os_data = data["os"]
-            machine.hostname = data["hostname"]
-            machine.os_name, machine.os_version = os_data["name"], os_data["version"]
-            machine.os_build, machine.os_arch = os_data["build"], os_data["arch"]
-            machine.persona = data["access_role"]
-            self._assign(machine, collaborator)
-            machine.updated_at = now
-            uow.repo.replace_identifiers(machine, found)
+                self._describe(machine, data, collaborator, now)
+            uow.repo.replace_identifiers(machine, found, new_machine=not reused)
             token, token_hash = new_secret_token()
             issued = uow.repo.add(MachineToken(machine_id=machine.id, token_hash=token_hash,
                                                created_at=now, expires_at=now + timedelta(days=self.db.settings.machine_token_ttl_days)))
@@ -180,6 +175,17 @@ class Service(ServiceBase):
             uow.commit()
             return contract.Enrolment().dump({"machine_id": machine.id, "token": token,
                                               "expires_at": issued.expires_at, "reused": reused})
+
+    @classmethod
+    def _describe(cls, machine: Machine, data: dict, collaborator: dict, now) -> None:
+        """What a registration says about the machine: name, OS, persona, its person."""
+        os_data = data["os"]
+        machine.hostname = data["hostname"]
+        machine.os_name, machine.os_version = os_data["name"], os_data["version"]
+        machine.os_build, machine.os_arch = os_data["build"], os_data["arch"]
+        machine.persona = data["access_role"]
+        cls._assign(machine, collaborator)
+        machine.updated_at = now
 
     @staticmethod
     def _assign(machine: Machine, user: dict) -> None:

@@ -187,12 +187,16 @@ class DevicesRepository(Repository):
             tuple_(MachineIdentifier.kind, MachineIdentifier.value).in_(sorted(found)))).first()
         return self.session.get(Machine, owner) if owner else None
 
-    def replace_identifiers(self, machine: Machine, found: set) -> None:
-        self.session.query(MachineIdentifier).filter(
-            MachineIdentifier.company_id == machine.company_id,
-            or_(MachineIdentifier.machine_id == machine.id,
-                tuple_(MachineIdentifier.kind, MachineIdentifier.value).in_(sorted(found) or [("", "")]))
-        ).delete(synchronize_session=False)
+    def replace_identifiers(self, machine: Machine, found: set, new_machine: bool = False) -> None:
+        """The machine owns exactly these identifiers in its company. A `new_machine` has
+        none yet, and none of `found` belongs to another (machine_matching found no owner in
+        this transaction): nothing to delete."""
+        if not new_machine:
+            self.session.query(MachineIdentifier).filter(
+                MachineIdentifier.company_id == machine.company_id,
+                or_(MachineIdentifier.machine_id == machine.id,
+                    tuple_(MachineIdentifier.kind, MachineIdentifier.value).in_(sorted(found) or [("", "")]))
+            ).delete(synchronize_session=False)
         for kind, value in sorted(found):
             self.session.add(MachineIdentifier(company_id=machine.company_id, kind=kind, value=value,
                                                machine_id=machine.id))
