@@ -5,9 +5,10 @@ processes with either codec understand each other — a test client, an older re
 - values orjson cannot write natively (datetime, date, time, Decimal, bytes, objects with
   `__json__`) get kombu's envelopes `{"__type__": ..., "__value__": ...}` from kombu's own
   encoder, and a body carrying an envelope is read by kombu's decoder, which opens them;
-- one difference: a UUID is written as its text (kombu wrapped it in an envelope and handed
-  the receiver a UUID object). Every receiver here parses ids from text (they come from
-  HTTP bodies too), tests/unit/test_wire.py holds the rest equal.
+- two differences: a UUID is written as its text (kombu wrapped it in an envelope and handed
+  the receiver a UUID object; every receiver here parses ids from text, they come from HTTP
+  bodies too), and a NaN or infinite float as null (the stdlib wrote `NaN`, which is not
+  JSON). tests/unit/test_wire.py holds the rest equal.
 Installed by importing this module (common.service_base and the gateway do)."""
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ def decode(data):
     text = data if isinstance(data, str) else bytes(data).decode("utf-8")
     if _ENVELOPE_MARK in text:
         return kombu_json.loads(text)
-    return orjson.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # what the stdlib reads and orjson does not (NaN, nesting past orjson's limit):
+        # kombu's decoder decides, raising for what is not JSON at all
+        return kombu_json.loads(text)
 
 
 registry.register("json", encode, decode, content_type="application/json", content_encoding="utf-8")

@@ -57,6 +57,17 @@ def test_what_orjson_refuses_is_left_to_kombus_json():
         wire.encode({"thing": object()})
 
 
+def test_what_orjson_cannot_read_is_left_to_kombus_json():
+    import json
+    import math
+    assert math.isnan(wire.decode(kombu_json.dumps({"cpu": float("nan")}))["cpu"])
+    assert wire.decode(wire.encode({"cpu": float("nan")})) == {"cpu": None}  # valid JSON: null
+    deep = json.dumps(json.loads("[" * 600 + "]" * 600))
+    assert wire.decode(deep) == json.loads(deep)
+    with pytest.raises(ValueError):
+        wire.decode(b"{not json")
+
+
 def test_kombu_uses_it_for_json():
     content_type, encoding, body = dumps({"a": [1, 2]}, serializer="json")
     assert (content_type, encoding) == ("application/json", "utf-8")
