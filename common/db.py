@@ -129,8 +129,9 @@ def ping_connections_idle_for(engine: Engine, seconds: float) -> None:
         if idle_since is None or time.monotonic() - idle_since < seconds:
             return
         try:
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
+            # the dialect's own ping, as pool_pre_ping's: psycopg's runs it in autocommit, a
+            # bare SELECT would leave a transaction open that a reader then cannot leave
+            engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:  # the pool replaces it with a fresh connection
             raise DisconnectionError(f"a pooled connection is dead: {exc.__class__.__name__}") from exc
 

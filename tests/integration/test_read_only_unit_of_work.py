@@ -10,6 +10,7 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import select
 
 from common.config import Settings
+import common.db
 from common.db import Store
 from services.tickets.storage import CompanySnapshot, TicketsRepository, metadata
 
@@ -55,3 +56,22 @@ def test_the_connection_is_transactional_again_after_a_reader(tickets):
         uow.session.flush()
     with tickets.unit_of_work(read_only=True) as uow:
         assert uow.session.get(CompanySnapshot, company) is None
+
+
+def test_a_connection_pinged_after_idling_serves_a_reader(private_database, monkeypatch):
+    """The idle ping (common.db.ping_connections_idle_for) must leave no transaction open
+    behind it: a reader then switches the connection to autocommit, which psycopg refuses
+    inside a transaction."""
+    monkeypatch.setattr(common.db, "PING_AFTER_IDLE_SECONDS", 0.0)  # every reuse pings
+    pinged = Store(Settings(database_url=private_database), "tickets", TicketsRepository, metadata)
+    try:
+        with pinged.unit_of_work() as uow:
+            uow.session.execute(select(CompanySnapshot)).all()
+        with pinged.unit_of_work(read_only=True) as uow:
+            uow.session.execute(select(CompanySnapshot)).all()
+            assert server_side_transaction(uow) == TransactionStatus.IDLE
+        with pinged.unit_of_work() as uow:
+            uow.session.execute(select(CompanySnapshot)).all()
+            assert server_side_transaction(uow) == TransactionStatus.INTRANS
+    finally:
+        pinged.engine.dispose()
