@@ -135,11 +135,16 @@ def test_port_bounds_inclusive(key):
         assert Settings.from_mapping({key: "65535"}).gateway_port == 65535
 
 
-@pytest.mark.parametrize("key", ["RPC_TIMEOUT_SECONDS", "SESSION_TTL_HOURS", "MAX_BODY_BYTES"])
+@pytest.mark.parametrize("key", ["RPC_TIMEOUT_SECONDS", "SESSION_TTL_HOURS", "MAX_BODY_BYTES", "max_workers"])
 @pytest.mark.parametrize("value", ["abc", "-1", "0"])
 def test_bad_positive_numbers(key, value):
     with pytest.raises(ConfigError, match=key):
         Settings.from_mapping({key: value})
+
+
+def test_the_database_pool_keeps_a_connection_per_worker_and_two_more():
+    assert Settings.from_mapping({}).db_pool_size == 12
+    assert Settings.from_mapping({"max_workers": "20"}).db_pool_size == 22
 
 
 @pytest.mark.parametrize("level", ["TRACE", "CRITICAL", "verbose", "1"])
