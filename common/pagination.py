@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 import orjson
 
@@ -45,3 +45,7 @@ def datetime_value(value) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError("naive datetime")
     return parsed
+
+
+def day_value(value) -> date:
+    return date.fromisoformat(text_value(value))

@@ -182,23 +182,40 @@ class UserMachines(StrictSchema):
                         metadata={"description": f"by hostname, at most {USER_MACHINES_MAX}"})
 
 
-class InventoryVersion(StrictSchema):
-    id = fields.Integer(required=True)
-    from_hash = fields.String(allow_none=True)
-    to_hash = fields.String(required=True)
-    created_at = fields.AwareDateTime(required=True)
-    size_bytes = fields.Integer(required=True)
-    changes = fields.Dict(required=True)
+class InventoryChangesQuery(PageQuery):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
 
-class InventoryVersions(StrictSchema):
-    items = fields.List(fields.Nested(InventoryVersion), required=True)
+class InventoryChangeKinds(StrictSchema):
+    added = fields.Dict(required=True, metadata={"description": "path -> value"})
+    removed = fields.Dict(required=True, metadata={"description": "path -> the value it had"})
+    changed = fields.Dict(required=True, metadata={"description": "path -> [old value, new value]"})
+
+
+class InventoryChange(StrictSchema):
+    version = fields.Integer(required=True, metadata={
+        "description": "the inventory's version this change produced; 1 is the first inventory"})
+    changed_at = fields.AwareDateTime(required=True, metadata={
+        "description": "when the agent sent the inventory that showed it (to the second)"})
+    initial = fields.Boolean(required=True, metadata={
+        "description": "the machine's first inventory: the document itself is the change"})
+    changes = fields.Nested(InventoryChangeKinds, required=True, metadata={
+        "description": "paths as `common.inventory.flatten` writes them, e.g. "
+                       "`software/packages[name=curl,arch=amd64]/version`; empty for the first inventory"})
+
+
+class InventoryChanges(StrictSchema):
+    items = fields.List(fields.Nested(InventoryChange), required=True,
+                        metadata={"description": "newest first"})
+    next_cursor = fields.String(allow_none=True, required=True)
 
 
 class CurrentInventory(StrictSchema):
     """The machine's current inventory as stored (canonical: volatile fields left out);
     all null until the agent has sent one."""
     hash = fields.String(allow_none=True, required=True)
+    version = fields.Integer(allow_none=True, required=True,
+                             metadata={"description": "the version of the last change record"})
     updated_at = fields.AwareDateTime(allow_none=True, required=True,
                                       metadata={"description": "when the inventory last changed"})
     document = fields.Dict(allow_none=True, required=True)

@@ -9,6 +9,8 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from services.devices.history import HourMetrics
+
 # --- identifiers -------------------------------------------------------------------------
 
 PLACEHOLDER_SERIALS = frozenset({
@@ -146,12 +148,10 @@ def fullest_disk(metrics: dict) -> float | None:
     return max((d["percent"] for d in metrics.get("disks") or []), default=None)
 
 
-def hourly_sample(machine_id, metrics: dict, measured_at: datetime) -> dict:
-    """One heartbeat's metrics as a `metrics_hourly` aggregate of one sample."""
+def one_sample(metrics: dict) -> HourMetrics:
+    """One heartbeat's metrics as an hour's aggregate of one sample."""
     cpu, memory = metrics.get("cpu_percent"), metrics.get("memory_percent")
-    return {"machine_id": machine_id, "hour": hour_of(measured_at), "samples": 1,
-            "cpu_avg": cpu, "cpu_max": cpu, "memory_avg": memory, "memory_max": memory,
-            "disk_max": fullest_disk(metrics)}
+    return HourMetrics(1, cpu, cpu, memory, memory, fullest_disk(metrics))
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

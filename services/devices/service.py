@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timedelta
+from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
 
 import orjson
 from marshmallow import ValidationError
@@ -22,18 +23,18 @@ from common.idempotency import IdempotencyContext, idempotent
 from common.inventory import canonical_form, diff_canonical
 from common.messaging import (HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, Verdict, batch_consumer,
                               first_delivery, subscribe)
-from common.pagination import decode_cursor, encode_cursor, text_value, uuid_value
+from common.pagination import day_value, decode_cursor, encode_cursor, text_value, uuid_value
 from common.service_base import ServiceBase, rpc
 from common.tokens import hash_token, new_secret_token
 from services.devices import domain, storage
-from services.devices.storage import (Alert, DevicesRepository, HeartbeatState, Inventory,
-                                      InventoryChange, Machine, MachineLink, MachineToken,
-                                      MetricsHourly, StateRow, UsbPolicy)
+from services.devices.history import (ChangeRecord, HistoryBatch, HourMetrics, day_of, day_start,
+                                      pack_metrics, unpack_changes, unpack_metrics)
+from services.devices.storage import (Alert, DevicesRepository, HeartbeatState, Inventory, Machine,
+                                      MachineDay, MachineLink, MachineToken, StateRow, UsbPolicy)
 
 log = logging.getLogger(__name__)
 ACCOUNTS_TIMEOUT_SECONDS = 10.0
 METRICS_RETENTION, ALERT_RETENTION = timedelta(days=90), timedelta(days=180)
-HOURLY_COLUMNS = ("hour", "samples", "cpu_avg", "cpu_max", "memory_avg", "memory_max", "disk_max")
 
 HEARTBEATS = Counter("chamados_heartbeats_total", "Heartbeats by outcome",
                      ["outcome"])  # accepted | late (counted, older than the current) | duplicate | dead_lettered
@@ -63,16 +64,17 @@ def user_ref(user_id, email, name):
     return None if user_id is None else {"id": user_id, "email": email, "name": name}
 
 
-def open_hour(state) -> dict | None:
-    """The hour still being folded in a machine's state row, as a `metrics_hourly` row;
+def open_hour(state) -> HourMetrics | None:
+    """The hour still being folded in a machine's state row (it starts at `state.agg_hour`);
     None when nothing was folded yet."""
     if state.agg_hour is None or not state.agg_samples:
         return None
-    return dict(machine_id=state.machine_id, hour=state.agg_hour, samples=state.agg_samples,
-                cpu_avg=state.agg_cpu_sum / state.agg_samples if state.agg_cpu_max is not None else None,
-                cpu_max=state.agg_cpu_max,
-                memory_avg=state.agg_memory_sum / state.agg_samples if state.agg_memory_max is not None else None,
-                memory_max=state.agg_memory_max, disk_max=state.agg_disk_max)
+    return HourMetrics(
+        samples=state.agg_samples,
+        cpu_avg=state.agg_cpu_sum / state.agg_samples if state.agg_cpu_max is not None else None,
+        cpu_max=state.agg_cpu_max,
+        memory_avg=state.agg_memory_sum / state.agg_samples if state.agg_memory_max is not None else None,
+        memory_max=state.agg_memory_max, disk_max=state.agg_disk_max)
 
 
 NUL_ESCAPE = b"\\u0000"  # JSON can carry NUL only escaped
@@ -115,7 +117,7 @@ once = idempotent(storage.idempotency_keys)
 
 class Service(ServiceBase):
     name = "devices"
-    churning_tables = ("heartbeat_state", "inventories", "metrics_hourly", "alerts", "usb_policies",
+    churning_tables = ("heartbeat_state", "inventories", "machine_days", "alerts", "usb_policies",
                        "machine_tokens", "outbox", "idempotency_keys")
     db = Database(repository=DevicesRepository, metadata=storage.metadata)
     accounts = RpcProxy("accounts")
@@ -265,15 +267,17 @@ class Service(ServiceBase):
                                                 if heartbeat.get("inventory") is not None})
             recent = {machine_id: domain.RecentHeartbeats(states[machine_id].recent_sent)
                       for machine_id in machine_ids}
+            history = HistoryBatch()  # ended hours and inventory changes, written once below
             came_online = []
             for delivery, heartbeat, machine_id in sorted(accepted, key=lambda a: a[1]["sent_at"]):
                 state, policy = states[machine_id], policies.get(machine_id)
                 role = domain.heartbeat_role(heartbeat["sent_at"], state.last_sent_at, recent[machine_id])
                 if role != domain.DUPLICATE:  # a redelivery or a re-sent copy changes nothing
                     recent[machine_id].add(heartbeat["sent_at"], now)
-                    self._count_heartbeat(uow, state, heartbeat, now)
+                    self._count_heartbeat(history, state, heartbeat, now)
                     if role == domain.APPLY:
-                        self._apply_heartbeat(uow, state, policy, inventories, heartbeat, delivery, now)
+                        self._apply_heartbeat(uow, history, state, policy, inventories, heartbeat,
+                                              delivery, now)
                     if not state.reported_online:
                         state.reported_online = True
                         came_online.append(machine_id)
@@ -282,6 +286,7 @@ class Service(ServiceBase):
             for machine_id, moments in recent.items():
                 states[machine_id].recent_sent = moments.packed()
             uow.repo.save_states(states.values())
+            uow.repo.write_history(history)
             for machine in uow.repo.machines(came_online).values():
                 uow.emit("machine_online", {"tenant_id": machine.tenant_id, "machine_id": machine.id,
                                             "company_id": machine.company_id})
@@ -299,7 +304,8 @@ class Service(ServiceBase):
         return {"need_inventory": state.need_inventory,
                 "usb_policy": policy.mode if policy and policy.status == "PENDING" else None}
 
-    def _count_heartbeat(self, uow, state: StateRow, heartbeat: dict, now: datetime) -> None:
+    def _count_heartbeat(self, history: HistoryBatch, state: StateRow, heartbeat: dict,
+                         now: datetime) -> None:
         """What every heartbeat of a machine does, late or not: it is counted, shows the
         machine alive now, and its metrics fold into the hour the agent measured them in
         (a replayed heartbeat belongs to its own hour, never in the future whatever the
@@ -309,18 +315,18 @@ class Service(ServiceBase):
         metrics = heartbeat["metrics"]
         measured_at = min(heartbeat["sent_at"], now)
         if state.agg_hour is not None and domain.hour_of(measured_at) < state.agg_hour:
-            uow.repo.add_hourly_metrics(domain.hourly_sample(state.machine_id, metrics, measured_at))
+            self._fold_ended_hour(history, state, domain.hour_of(measured_at), domain.one_sample(metrics))
         else:
-            self._fold_metrics(uow, state, metrics, measured_at)
+            self._fold_metrics(history, state, metrics, measured_at)
 
-    def _apply_heartbeat(self, uow, state: StateRow, policy: UsbPolicy | None, inventories: dict,
-                         heartbeat: dict, delivery, now: datetime) -> None:
+    def _apply_heartbeat(self, uow, history: HistoryBatch, state: StateRow, policy: UsbPolicy | None,
+                         inventories: dict, heartbeat: dict, delivery, now: datetime) -> None:
         """The machine's newest heartbeat: it becomes the machine's current state."""
         metrics = heartbeat["metrics"]
         state.last_sent_at = heartbeat["sent_at"]
         state.last_message_id = delivery.message_id
         state.last_metrics = orjson.dumps(metrics).decode()
-        self._apply_inventory(uow, state, inventories, heartbeat, now)
+        self._apply_inventory(uow, history, state, inventories, heartbeat, now)
         self._apply_alerts(uow, state, domain.posture_alerts(metrics), now)
         ack = heartbeat.get("usb_policy_ack")
         if policy is not None and ack and policy.status != "APPLIED" and ack["mode"] == policy.mode:
@@ -328,11 +334,15 @@ class Service(ServiceBase):
             self._apply_alerts(uow, state, {}, now, kinds=(domain.USB_POLICY_STALE,))
 
     @staticmethod
-    def _fold_metrics(uow, state: StateRow, metrics: dict, measured_at: datetime) -> None:
+    def _fold_metrics(history: HistoryBatch, state: StateRow, metrics: dict, measured_at: datetime) -> None:
         hour = domain.hour_of(measured_at)
-        if state.agg_hour != hour and (ended := open_hour(state)):
-            uow.repo.add_hourly_metrics(ended)
         if state.agg_hour != hour:
+            if ended := open_hour(state):
+                Service._fold_ended_hour(history, state, state.agg_hour, ended)
+            if state.agg_hour is not None and day_of(hour) != day_of(state.agg_hour) and state.day_metrics:
+                # the day is over: its hours go to its day row, once
+                history.add_hours(state.machine_id, day_of(state.agg_hour), unpack_metrics(state.day_metrics))
+                state.day_metrics = None
             state.agg_hour, state.agg_samples = hour, 0
             state.agg_cpu_sum = state.agg_memory_sum = 0.0
             state.agg_cpu_max = state.agg_memory_max = state.agg_disk_max = None
@@ -349,8 +359,20 @@ class Service(ServiceBase):
             state.agg_disk_max = max(disk, state.agg_disk_max or 0.0)
 
     @staticmethod
-    def _apply_inventory(uow, state: StateRow, inventories: dict, heartbeat: dict,
-                         now: datetime) -> None:
+    def _fold_ended_hour(history: HistoryBatch, state: StateRow, hour: datetime, metrics: HourMetrics) -> None:
+        """An hour before the current one: into the state row's day while it is the
+        current hour's day, else into its own day row."""
+        if state.agg_hour is not None and day_of(hour) == day_of(state.agg_hour):
+            hours = unpack_metrics(state.day_metrics)
+            slot = hour.astimezone(timezone.utc).hour
+            hours[slot] = hours[slot].merged(metrics) if slot in hours else metrics
+            state.day_metrics = pack_metrics(hours)
+        else:
+            history.add_hours(state.machine_id, day_of(hour), {hour.astimezone(timezone.utc).hour: metrics})
+
+    @staticmethod
+    def _apply_inventory(uow, history: HistoryBatch, state: StateRow, inventories: dict,
+                         heartbeat: dict, now: datetime) -> None:
         """Canonicalised once; the stored document is already canonical, so a change is
         diffed by flattening each side once; a first inventory is its own record."""
         inventory = heartbeat.get("inventory")
@@ -363,20 +385,19 @@ class Service(ServiceBase):
             return
         current = inventories.get(state.machine_id)
         if current is None:  # the first inventory: the document is the record, not its paths
-            changes = {"initial": True}
+            version, changes = 1, {}
         else:
-            changes = diff_canonical(orjson.loads(current.document), document)
-        record = orjson.dumps(changes).decode()
-        uow.session.add(InventoryChange(machine_id=state.machine_id, from_hash=state.inventory_hash,
-                                        to_hash=decision.new_hash, changes=record,
-                                        size_bytes=len(record), created_at=now))
+            version, changes = current.version + 1, diff_canonical(orjson.loads(current.document), document)
+        # dated when the agent saw it (a replayed spool keeps its days), never in the future
+        history.add_change(state.machine_id, ChangeRecord(version, min(heartbeat["sent_at"], now), changes))
         encoded = encoded.decode()
         if current is None:
             inventories[state.machine_id] = Inventory(machine_id=state.machine_id, hash=decision.new_hash,
-                                                      document=encoded, updated_at=now)
+                                                      document=encoded, updated_at=now, version=version)
             uow.session.add(inventories[state.machine_id])
         else:
-            current.hash, current.document, current.updated_at = decision.new_hash, encoded, now
+            current.hash, current.document, current.updated_at, current.version = \
+                decision.new_hash, encoded, now, version
         state.inventory_hash = decision.new_hash
 
     @staticmethod
@@ -437,22 +458,27 @@ class Service(ServiceBase):
 
     @rpc
     def apply_retention(self, now: str | None = None, dry_run: bool = False) -> dict:
-        """Hourly metrics go after 90 days, closed alerts after 180; machines, their current
-        inventory and its change history stay."""
+        """Hourly metrics go after 90 days (a whole day at a time: a day's hours are one
+        value), closed alerts after 180; machines, their current inventory and its change
+        history stay (a day row with changes loses only its metrics)."""
         now = datetime.fromisoformat(now) if now else utcnow()
-        policies = {
-            "metrics_hourly": (MetricsHourly, MetricsHourly.hour, now - METRICS_RETENTION, None),
-            "alerts": (Alert, Alert.closed_at, now - ALERT_RETENTION, Alert.closed_at.is_not(None)),
-        }
+        days, alerts = MachineDay.__table__, Alert.__table__
+        metrics_past = [days.c.day < day_of(now - METRICS_RETENTION), days.c.metrics.is_not(None)]
+        alerts_past = [alerts.c.closed_at < now - ALERT_RETENTION, alerts.c.closed_at.is_not(None)]
         kinds = {}
         with self.db.unit_of_work() as uow:
-            for kind, (model, column, cutoff, extra) in policies.items():
-                condition = [column < cutoff] + ([extra] if extra is not None else [])
-                count, oldest = uow.session.execute(
-                    select(func.count(), func.min(column)).select_from(model).where(*condition)).one()
-                if count and not dry_run:
-                    uow.session.execute(delete(model).where(*condition))
-                kinds[kind] = {"past_policy": count, "deleted": 0 if dry_run else count,
+            count, oldest = uow.session.execute(
+                select(func.count(), func.min(days.c.day)).where(*metrics_past)).one()
+            if count and not dry_run:
+                uow.session.execute(update(days).where(*metrics_past).values(metrics=None))
+                uow.session.execute(delete(days).where(days.c.metrics.is_(None), days.c.changes.is_(None)))
+            kinds["metrics_hourly"] = {"past_policy": count, "deleted": 0 if dry_run else count,
+                                       "oldest": day_start(oldest).isoformat() if oldest else None}
+            count, oldest = uow.session.execute(
+                select(func.count(), func.min(alerts.c.closed_at)).where(*alerts_past)).one()
+            if count and not dry_run:
+                uow.session.execute(delete(alerts).where(*alerts_past))
+            kinds["alerts"] = {"past_policy": count, "deleted": 0 if dry_run else count,
                                "oldest": oldest.isoformat() if oldest else None}
             if not dry_run and any(k["past_policy"] for k in kinds.values()):
                 uow.commit()
@@ -570,15 +596,30 @@ class Service(ServiceBase):
                               for machine, seen in rows]}
 
     @rpc
-    def inventory_versions(self, actor: dict, machine_id: str) -> dict:
+    def inventory_changes(self, actor: dict, machine_id: str, query: dict) -> dict:
+        """The machine's inventory change records, newest first, a page at a time: what was
+        added, removed (with its old value) and changed (old and new) at each version."""
         actor = Actor(actor)
-        with self.db.unit_of_work() as uow:
+        data = load(contract.InventoryChangesQuery, query)
+        before = decode_cursor(data["cursor"], day_value, int)
+        limit = data["limit"]
+        with self.db.unit_of_work(read_only=True) as uow:
             machine = self._machine(uow, actor, machine_id)
-            changes = uow.session.scalars(select(InventoryChange).where(
-                InventoryChange.machine_id == machine.id).order_by(InventoryChange.id.desc()).limit(200))
-            return {"items": [contract.InventoryVersion().dump({
-                "id": c.id, "from_hash": c.from_hash, "to_hash": c.to_hash, "created_at": c.created_at,
-                "size_bytes": c.size_bytes, "changes": orjson.loads(c.changes)}) for c in changes]}
+            records = []
+            # each day row with changes holds at least one: limit + 1 rows fill a page
+            for day, packed in uow.repo.change_days(machine.id, until=before[0] if before else None,
+                                                    limit=limit + 1):
+                records.extend(record for record in reversed(unpack_changes(packed, day))
+                               if before is None or record.version < before[1])
+                if len(records) > limit:
+                    break
+            page = records[:limit]
+            cursor = encode_cursor([day_of(page[-1].changed_at).isoformat(), page[-1].version]) \
+                if len(records) > limit else None
+            return {"items": [contract.InventoryChange().dump({
+                "version": record.version, "changed_at": record.changed_at, "initial": record.initial,
+                "changes": {kind: record.changes.get(kind, {}) for kind in ("added", "removed", "changed")}})
+                for record in page], "next_cursor": cursor}
 
     @rpc
     def current_inventory(self, actor: dict, machine_id: str) -> dict:
@@ -588,29 +629,37 @@ class Service(ServiceBase):
             machine = self._machine(uow, actor, machine_id)
             stored = uow.session.get(Inventory, machine.id)
             return contract.CurrentInventory().dump({
-                "hash": stored.hash if stored else None,
+                "hash": stored.hash if stored else None, "version": stored.version if stored else None,
                 "updated_at": stored.updated_at if stored else None,
                 "document": orjson.loads(stored.document) if stored else None})
 
     @rpc
     def machine_metrics(self, actor: dict, machine_id: str, query: dict) -> dict:
         """Hourly CPU, memory and fullest disk for the last `hours` hours, oldest first: the
-        ended hours from `metrics_hourly`, the current one so far from the state row (the
-        two never hold the same hour: the state row only moves on to later hours)."""
+        ended days from the machine's day rows, the current day's ended hours and the current
+        hour so far from the state row (no hour is in two places: the state row hands a day
+        over only when it moves on to a later one)."""
         actor = Actor(actor)
         hours = load(contract.MetricsQuery, query)["hours"]
         since = domain.hour_of(utcnow()) - timedelta(hours=hours - 1)
-        with self.db.unit_of_work() as uow:
+        with self.db.unit_of_work(read_only=True) as uow:
             machine = self._machine(uow, actor, machine_id)
-            rows = [{column: getattr(row, column) for column in HOURLY_COLUMNS}
-                    for row in uow.session.scalars(select(MetricsHourly).where(
-                        MetricsHourly.machine_id == machine.id, MetricsHourly.hour >= since))]
+            found = [(day_start(day) + timedelta(hours=hour), metrics)
+                     for day, packed in uow.repo.metric_days(machine.id, since=day_of(since))
+                     for hour, metrics in unpack_metrics(packed).items()]
             state = uow.session.get(HeartbeatState, machine.id)
-            current = open_hour(state) if state else None
-            if current and current["hour"] >= since:
-                rows.append(current)
-            rows.sort(key=lambda row: row["hour"])
-            return contract.MachineMetrics().dump({"hours": hours, "since": since, "items": rows})
+            if state is not None and state.agg_hour is not None:  # its day so far, and its hour
+                today = day_start(day_of(state.agg_hour))
+                found += [(today + timedelta(hours=hour), metrics)
+                          for hour, metrics in unpack_metrics(state.day_metrics).items()]
+                if current := open_hour(state):
+                    found.append((state.agg_hour, current))
+            merged: dict[datetime, HourMetrics] = {}
+            for hour, metrics in found:  # one hour in two places only around an upgrade
+                if hour >= since:
+                    merged[hour] = merged[hour].merged(metrics) if hour in merged else metrics
+            items = [{"hour": hour, **asdict(merged[hour])} for hour in sorted(merged)]
+            return contract.MachineMetrics().dump({"hours": hours, "since": since, "items": items})
 
     @rpc
     @once

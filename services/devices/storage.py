@@ -1,24 +1,26 @@
 """Devices tables and repository (schema `devices`).
 
 Growth follows change: a heartbeat updates its machine's `heartbeat_state` row in place;
-the inventory document exists once per machine (`inventories`, replaced when it changes)
-and history is `inventory_changes`, one compact diff per change; metrics history is one
-`metrics_hourly` row per machine and hour, folded in the state row until the hour ends.
+the inventory document exists once per machine (`inventories`, replaced when it changes);
+history is one `machine_days` row per machine and day holding that day's hourly metrics and
+inventory changes, packed (services/devices/history.py); the current day's metrics are
+folded in the state row (the current hour, and the day's ended hours) until the day ends.
 """
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from types import SimpleNamespace
 
-from sqlalchemy import (BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String,
-                        Text, bindparam, case, or_, select, text, tuple_, update)
+from sqlalchemy import (BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, LargeBinary, String,
+                        Text, bindparam, or_, select, text, tuple_, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from common.db import Repository, UTCDateTime, escape_like, new_metadata, upsert_insert, utcnow
+from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
 from common.idempotency import idempotency_table
 from common.messaging import inbox_table
 from common.outbox import outbox_table
+from services.devices.history import HistoryBatch, merge_day
 
 OPEN_ONLY = text("closed_at IS NULL")
 
@@ -101,6 +103,9 @@ class HeartbeatState(Base):
     agg_memory_sum: Mapped[float] = mapped_column(Float, default=0.0)
     agg_memory_max: Mapped[float | None] = mapped_column(Float)
     agg_disk_max: Mapped[float | None] = mapped_column(Float)
+    # the ended hours of agg_hour's day, packed (history.py): written to machine_days once,
+    # when the day ends, so a day row is not rewritten every hour
+    day_metrics: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class StateRow(SimpleNamespace):
@@ -115,31 +120,19 @@ class Inventory(Base):
     hash: Mapped[str] = mapped_column(String(64))
     document: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # the number of the last change record (1: the first inventory)
+    version: Mapped[int] = mapped_column(Integer, default=1)
 
 
-class InventoryChange(Base):
-    __tablename__ = "inventory_changes"
-    __table_args__ = (Index("ix_inventory_changes_machine", "machine_id", "id"),)
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
-    machine_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("machines.id"))
-    from_hash: Mapped[str | None] = mapped_column(String(64))
-    to_hash: Mapped[str] = mapped_column(String(64))
-    changes: Mapped[str] = mapped_column(Text)
-    size_bytes: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+class MachineDay(Base):
+    """A machine's day: its hourly metrics and its inventory changes, packed (history.py).
+    Written at most once per heartbeat batch, when an hour ends or the inventory changes."""
 
-
-class MetricsHourly(Base):
-    __tablename__ = "metrics_hourly"
+    __tablename__ = "machine_days"
     machine_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("machines.id"), primary_key=True)
-    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
-    samples: Mapped[int] = mapped_column(Integer)
-    cpu_avg: Mapped[float | None] = mapped_column(Float)
-    cpu_max: Mapped[float | None] = mapped_column(Float)
-    memory_avg: Mapped[float | None] = mapped_column(Float)
-    memory_max: Mapped[float | None] = mapped_column(Float)
-    disk_max: Mapped[float | None] = mapped_column(Float)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    metrics: Mapped[bytes | None] = mapped_column(LargeBinary)
+    changes: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class Alert(Base):
@@ -248,31 +241,49 @@ class DevicesRepository(Repository):
                                           **{name: getattr(state, name) for name in columns}}
                                          for state in states])
 
-    def add_hourly_metrics(self, row: dict) -> None:
-        """Fold one machine-hour's aggregate into `metrics_hourly`, adding to what is already
-        there (late heartbeats of that hour may have arrived before or after)."""
-        table = MetricsHourly.__table__
-        statement = upsert_insert(self.session, table).values(**row)
-        new, old = statement.excluded, table.c
-        samples = old.samples + new.samples
+    def write_history(self, batch: HistoryBatch) -> None:
+        """Fold a batch's additions into the machines' day rows: the rows it touches are
+        read (locked) in one query and written back in one statement each for new and
+        existing rows. The callers hold the machines' state rows locked, so no other
+        transaction writes these days meanwhile."""
+        if not batch:
+            return
+        table = MachineDay.__table__
+        keys = sorted(batch.days)
+        stored = {(row.machine_id, row.day): row for row in self.session.execute(
+            select(table).where(tuple_(table.c.machine_id, table.c.day).in_(keys)).with_for_update())}
+        inserts, updates = [], []
+        for key in keys:
+            machine_id, day = key
+            row = stored.get(key)
+            metrics, changes = merge_day(row.metrics if row else None, row.changes if row else None,
+                                         day, batch.days[key])
+            if row is None:
+                inserts.append({"machine_id": machine_id, "day": day, "metrics": metrics, "changes": changes})
+            else:
+                updates.append({"key_machine_id": machine_id, "key_day": day, "metrics": metrics,
+                                "changes": changes})
+        if inserts:
+            self.session.execute(table.insert(), inserts)
+        if updates:
+            self.session.execute(update(table).where(
+                table.c.machine_id == bindparam("key_machine_id"), table.c.day == bindparam("key_day"))
+                .values(metrics=bindparam("metrics"), changes=bindparam("changes")), updates)
 
-        def weighted(column):
-            return case((getattr(old, column).is_(None), getattr(new, column)),
-                        (getattr(new, column).is_(None), getattr(old, column)),
-                        else_=(getattr(old, column) * old.samples + getattr(new, column) * new.samples)
-                        / samples)
+    def change_days(self, machine_id, until: date | None, limit: int):
+        """(day, packed changes) of a machine's days with changes, newest first."""
+        table = MachineDay.__table__
+        query = select(table.c.day, table.c.changes).where(table.c.machine_id == machine_id,
+                                                          table.c.changes.is_not(None))
+        if until is not None:
+            query = query.where(table.c.day <= until)
+        return self.session.execute(query.order_by(table.c.day.desc()).limit(limit)).all()
 
-        def greatest(column):
-            return case((getattr(old, column).is_(None), getattr(new, column)),
-                        (getattr(new, column).is_(None), getattr(old, column)),
-                        (getattr(new, column) > getattr(old, column), getattr(new, column)),
-                        else_=getattr(old, column))
-
-        self.session.execute(statement.on_conflict_do_update(
-            index_elements=[table.c.machine_id, table.c.hour],
-            set_={"samples": samples, "cpu_avg": weighted("cpu_avg"), "memory_avg": weighted("memory_avg"),
-                  "cpu_max": greatest("cpu_max"), "memory_max": greatest("memory_max"),
-                  "disk_max": greatest("disk_max")}))
+    def metric_days(self, machine_id, since: date):
+        """(day, packed metrics) of a machine's days from `since` on."""
+        table = MachineDay.__table__
+        return self.session.execute(select(table.c.day, table.c.metrics).where(
+            table.c.machine_id == machine_id, table.c.day >= since, table.c.metrics.is_not(None))).all()
 
     def inventories(self, machine_ids) -> dict:
         if not machine_ids:

@@ -553,11 +553,12 @@ class Service(ConsoleViews, DeadLetterRoutes):
     def get_machine(self, principal, machine_id):
         return self.call("devices", "get_machine", principal, machine_id)
 
-    @route("GET", "/api/admin/machines/<machine_id>/inventory/versions",
-           summary="The machine's inventory change records, newest first", tag="devices",
-           roles=STAFF, response=fleet.InventoryVersions)
-    def inventory_versions(self, principal, machine_id):
-        return self.call("devices", "inventory_versions", principal, machine_id)
+    @route("GET", "/api/admin/machines/<machine_id>/inventory/changes",
+           summary="The machine's inventory change history, newest first: added, removed and "
+                   "changed paths with their old and new values", tag="devices", roles=STAFF,
+           query=fleet.InventoryChangesQuery, response=fleet.InventoryChanges)
+    def inventory_changes(self, principal, machine_id, query):
+        return self.call("devices", "inventory_changes", principal, machine_id, query)
 
     @route("GET", "/api/admin/machines/<machine_id>/inventory",
            summary="The machine's current inventory (canonical), its hash and when it last changed",

@@ -3,7 +3,7 @@ full-then-hash-only heartbeats, the server's need_inventory, the HTTP route, a r
 token, a wrong provisioning code, and heartbeats spooled while the broker is unreachable and
 replayed once it is back (each exactly once, original message ids, in order).
 
-What arrived is checked twice: in PostgreSQL (devices.heartbeat_state, inventory_changes)
+What arrived is checked twice: in PostgreSQL (devices.heartbeat_state, machine_days)
 and on a "tap" queue bound to the heartbeat exchange, which receives a copy of every message
 the broker took (a direct exchange delivers to every queue bound with the key)."""
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sqlalchemy import create_engine, text
 
 from common.config import ROOT
 from common.contracts.devices import HEARTBEAT_EXCHANGE, HEARTBEAT_ROUTING_KEY
+from tests.support.history import change_records
 
 pytestmark = pytest.mark.e2e
 
@@ -93,10 +94,7 @@ def server_view(engine, machine_id: str) -> tuple[int, str | None, list]:
         row = connection.execute(text(
             "SELECT heartbeats, inventory_hash FROM devices.heartbeat_state WHERE machine_id = :m"),
             {"m": machine_id}).one()
-        changes = connection.execute(text(
-            "SELECT from_hash, to_hash FROM devices.inventory_changes WHERE machine_id = :m ORDER BY id"),
-            {"m": machine_id}).all()
-    return row[0], row[1], changes
+    return row[0], row[1], change_records(engine, [machine_id])[machine_id]
 
 
 def wait_for_heartbeats(engine, machine_id: str, count: int, timeout: float = 15.0):
@@ -122,7 +120,7 @@ def test_register_heartbeats_need_inventory_http_and_revocation(system, tenant, 
     assert all("the server has this inventory" in o.stdout for o in outputs), [o.stdout for o in outputs]
 
     heartbeats, stored_hash, changes = wait_for_heartbeats(engine, machine_id, 3)
-    assert heartbeats == 3 and len(changes) == 1 and changes[0][0] is None
+    assert heartbeats == 3 and [(record.version, record.initial) for record in changes] == [(1, True)]
     published = tap.messages(token)
     assert len(published) == 3
     assert "inventory" in published[0][1] and all("inventory" not in body for _, body in published[1:])
@@ -140,8 +138,9 @@ def test_register_heartbeats_need_inventory_http_and_revocation(system, tenant, 
     resent = agent(state_dir, "heartbeat", *PATIENT)
     assert resent.returncode == 0 and "full inventory (the server asked for it)" in resent.stdout, resent.stdout
     heartbeats, stored_hash, changes = wait_for_heartbeats(engine, machine_id, 5)
-    assert heartbeats == 5 and len(changes) == 2
-    assert changes[1] == ("0" * 64, stored_hash)
+    # the same document again: a new version with nothing added, removed or changed
+    assert heartbeats == 5 and [record.version for record in changes] == [1, 2]
+    assert not changes[1].initial and not any(changes[1].changes.values())
     published = tap.messages(token)
     assert ["inventory" in body for _, body in published] == [False, True]
 

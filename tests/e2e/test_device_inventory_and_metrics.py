@@ -22,7 +22,8 @@ def test_current_inventory_is_the_last_one_sent(tenant, anonymous):
     admin = tenant.admin
     _, enrolled = enrol(anonymous, tenant.company())
     machine_id, token = enrolled["machine_id"], enrolled["token"]
-    assert inventory_of(admin, machine_id) == {"hash": None, "updated_at": None, "document": None}
+    assert inventory_of(admin, machine_id) == {"hash": None, "version": None, "updated_at": None,
+                                               "document": None}
 
     first = sample_inventory(20)
     before = datetime.now(timezone.utc)
@@ -42,6 +43,7 @@ def test_current_inventory_is_the_last_one_sent(tenant, anonymous):
     beat_and_wait(anonymous, admin, token, machine_id, inventory=second)
     replaced = inventory_of(admin, machine_id)
     assert replaced["hash"] == inventory_hash(second) != stored["hash"]
+    assert (stored["version"], replaced["version"]) == (1, 2)
     assert replaced["document"]["hardware"]["model"] == "OptiPlex 7010"
     assert parse(replaced["updated_at"]) >= changed_at
 

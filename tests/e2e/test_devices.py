@@ -6,6 +6,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import orjson
 from kombu import Connection, Queue
 from nameko.standalone.events import get_event_exchange
 
@@ -121,10 +122,14 @@ def beat_and_wait(anonymous, admin, token, machine_id, **kwargs) -> tuple[dict, 
     return answer, processed(admin, machine_id, marker)
 
 
-def versions(admin: Client, machine_id: str) -> list[dict]:
-    response = admin.get(f"/api/admin/machines/{machine_id}/inventory/versions")
+def versions(admin: Client, machine_id: str, **query) -> list[dict]:
+    return change_page(admin, machine_id, **query)["items"]
+
+
+def change_page(admin: Client, machine_id: str, **query) -> dict:
+    response = admin.get(f"/api/admin/machines/{machine_id}/inventory/changes", params=query)
     assert response.status_code == 200, response.text
-    return response.json()["items"]
+    return response.json()
 
 
 def users(admin: Client, kind: str) -> list[dict]:
@@ -368,7 +373,8 @@ def test_inventory_versions_grow_with_changes_only(tenant, anonymous):
     beat_and_wait(anonymous, admin, token, machine_id, inventory=inventory)
     initial = versions(admin, machine_id)
     assert len(initial) == 1, initial
-    assert initial[0]["to_hash"] == first_hash and initial[0]["from_hash"] is None
+    assert (initial[0]["version"], initial[0]["initial"]) == (1, True), initial
+    assert initial[0]["changes"] == {"added": {}, "removed": {}, "changed": {}}
 
     # the same inventory: keys and lists in another order, volatile fields changed
     same = shuffled(inventory)
@@ -394,13 +400,21 @@ def test_inventory_versions_grow_with_changes_only(tenant, anonymous):
     records = versions(admin, machine_id)
     assert len(records) == 2, records
     newest = records[0]
-    assert (newest["from_hash"], newest["to_hash"]) == (first_hash, second_hash)
-    assert newest["size_bytes"] < 1024, newest
+    assert (newest["version"], newest["initial"]) == (2, False), newest
+    assert len(orjson.dumps(newest["changes"])) < 1024, newest
+    assert admin.get(f"/api/admin/machines/{machine_id}/inventory").json()["version"] == 2
     changes = newest["changes"]
     touched = list(changes.get("changed", {})) + list(changes.get("added", {})) + list(changes.get("removed", []))
     assert touched and all("package-123" in path for path in touched), changes
     assert any(path.endswith("version") for path in changes.get("changed", {})), changes
     assert ["1.123.0", "1.123.1"] in list(changes["changed"].values()), changes
+
+    # a page at a time, newest first, without skipping or repeating
+    first_page = change_page(admin, machine_id, limit=1)
+    assert [item["version"] for item in first_page["items"]] == [2] and first_page["next_cursor"]
+    last_page = change_page(admin, machine_id, limit=1, cursor=first_page["next_cursor"])
+    assert [item["version"] for item in last_page["items"]] == [1] and last_page["next_cursor"] is None
+    error(admin.get(f"/api/admin/machines/{machine_id}/inventory/changes", params={"cursor": "bm9wZQ"}), 422)
 
 
 def test_posture_alert_opens_once_and_closes(tenant, anonymous):
@@ -545,7 +559,7 @@ def test_machine_list_filters_and_tenant_isolation(system, rpc, tenant, anonymou
     assert machine_ids(other.admin) == set()
     assert error(other.admin.get(f"/api/admin/machines/{alpha['machine_id']}"), 404)["code"] == \
         "machine_not_found"
-    error(other.admin.get(f"/api/admin/machines/{alpha['machine_id']}/inventory/versions"), 404)
+    error(other.admin.get(f"/api/admin/machines/{alpha['machine_id']}/inventory/changes"), 404)
     error(other.admin.post(f"/api/admin/machines/{alpha['machine_id']}/reset-agent", json={}), 404)
     error(other.admin.request("PUT", f"/api/admin/machines/{alpha['machine_id']}/usb-policy",
                               json={"mode": "BLOCK"}), 404)

@@ -8,12 +8,14 @@ import random
 import re
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
 import requests
 from sqlalchemy import create_engine, text
 
+from services.devices.history import ChangeRecord, HourMetrics, day_start, pack_changes, pack_metrics
 from tests.harness import CRON_SECRET, Client, eventually, new_tenant
 from tests.harness import fetch_ticket as get
 from tests.harness import ticket_timeline as timeline
@@ -215,12 +217,15 @@ def test_retention_sweep_dry_run_counts_then_deletes_only_old_rows(system, tenan
     admin = tenant.admin
     machine_id = register_machine(anonymous, tenant.company())["machine_id"]
 
-    # hourly metrics 100 and 10 days old
-    hours = sql(system, "SELECT date_trunc('hour', now() - interval '100 days'), "
-                        "date_trunc('hour', now() - interval '10 days')")[0]
-    for hour in hours:
-        sql(system, "INSERT INTO devices.metrics_hourly (machine_id, hour, samples, cpu_avg, cpu_max) "
-                    "VALUES (:machine, :hour, 60, 10.0, 20.0)", 1, machine=machine_id, hour=hour)
+    # days of hourly metrics 100 and 10 days old; the old one also holds an inventory change
+    # (change history is kept forever: that day row loses only its metrics)
+    dated = tuple(sql(system, "SELECT (now() - interval '100 days')::date, (now() - interval '10 days')::date")[0])
+    change = ChangeRecord(1, day_start(dated[0]) + timedelta(hours=9), {})
+    for day in dated:
+        sql(system, "INSERT INTO devices.machine_days (machine_id, day, metrics, changes) "
+                    "VALUES (:machine, :day, :metrics, :changes)", 1, machine=machine_id, day=day,
+            metrics=pack_metrics({9: HourMetrics(60, 10.0, 20.0)}),
+            changes=pack_changes([change], day) if day == dated[0] else None)
     # closed alerts, closed 200 and 10 days ago
     old_alert, recent_alert = str(uuid.uuid4()), str(uuid.uuid4())
     for alert_id, days in ((old_alert, 200), (recent_alert, 10)):
@@ -241,18 +246,18 @@ def test_retention_sweep_dry_run_counts_then_deletes_only_old_rows(system, tenan
     sql(system, "UPDATE tickets.report_exports SET created_at = now() - interval '1 day' WHERE id = :id",
         1, id=recent_export)
 
-    def metric_hours() -> set:
-        return {row[0] for row in sql(system, "SELECT hour FROM devices.metrics_hourly WHERE machine_id = :m",
-                                      m=machine_id)}
+    def metric_days() -> set:
+        return {row[0] for row in sql(system, "SELECT day FROM devices.machine_days "
+                                              "WHERE machine_id = :m AND metrics IS NOT NULL", m=machine_id)}
 
     def our_rows() -> tuple:
-        return (metric_hours(), present(system, "devices.alerts", "id", (old_alert, recent_alert)),
+        return (metric_days(), present(system, "devices.alerts", "id", (old_alert, recent_alert)),
                 present(system, "tickets.report_exports", "id", (old_export, recent_export)))
 
-    everything = (set(hours), {old_alert, recent_alert}, {old_export, recent_export})
+    everything = (set(dated), {old_alert, recent_alert}, {old_export, recent_export})
     assert our_rows() == everything
     totals = {table: sql(system, f"SELECT count(*) FROM {table}")[0][0]
-              for table in ("devices.metrics_hourly", "devices.alerts", "tickets.report_exports")}
+              for table in ("devices.machine_days", "devices.alerts", "tickets.report_exports")}
 
     # dry run: counted, nothing deleted
     dry = cron(anonymous, "retention-sweep", dry_run="true")
@@ -280,14 +285,17 @@ def test_retention_sweep_dry_run_counts_then_deletes_only_old_rows(system, tenan
         summary = swept[target]["kinds"][kind]
         assert swept[target]["dry_run"] is False
         assert summary["deleted"] >= 1 and summary["deleted"] == summary["past_policy"], (kind, summary)
-    assert our_rows() == ({hours[1]}, {recent_alert}, {recent_export})
+    assert our_rows() == ({dated[1]}, {recent_alert}, {recent_export})
+    assert [row[0] for row in sql(system, "SELECT changes FROM devices.machine_days WHERE machine_id = :m "
+                                          "AND day = :day", m=machine_id, day=dated[0])] == \
+        [pack_changes([change], dated[0])]
     assert not files[old_export].exists() and files[recent_export].exists()
     assert error(admin.get(f"/api/reports/exports/{old_export}"), 404)["code"] == "export_not_found"
     assert export_of(admin, recent_export)["status"] == "DONE"
 
     # a second sweep finds nothing of ours past policy, and still keeps the recent rows
     ran(anonymous, "retention-sweep")
-    assert our_rows() == ({hours[1]}, {recent_alert}, {recent_export})
+    assert our_rows() == ({dated[1]}, {recent_alert}, {recent_export})
 
 
 # --- report exports ---------------------------------------------------------------------
@@ -451,7 +459,7 @@ def test_storage_maintenance_vacuums_the_tables_that_churn(system, anonymous):
     rewritten rows would pile up; the job reclaims them in every service with a database."""
     results = ran(anonymous, "storage-maintenance")
     assert set(results["devices.maintain_storage"]["vacuumed"]) >= {"heartbeat_state", "inventories",
-                                                                    "metrics_hourly", "outbox",
+                                                                    "machine_days", "outbox",
                                                                     "idempotency_keys"}
     assert results["tickets.maintain_storage"]["vacuumed"] == ["outbox", "idempotency_keys"]
     assert results["accounts.maintain_storage"]["vacuumed"] == ["outbox", "sign_in_throttle",

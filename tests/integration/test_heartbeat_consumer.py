@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 
 from common.inventory import inventory_hash
 from tests.harness import Client, dead_letters, eventually
+from tests.support.history import change_records
 
 EXCHANGE = Exchange("devices.heartbeats", type="direct", durable=True)
 ROUTING_KEY = "heartbeat"
@@ -71,12 +72,11 @@ def heartbeat_states(engine, machine_ids) -> dict:
     return {str(row.machine_id): row for row in rows}
 
 
-def change_rows(engine, machine_ids) -> list[tuple]:
+def inventory_versions(engine, machine_ids) -> dict:
     with engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(text(
-            "SELECT id, machine_id, from_hash, to_hash, size_bytes, created_at "
-            "FROM devices.inventory_changes WHERE machine_id = ANY(:ids) ORDER BY id"),
-            {"ids": [uuid.UUID(m) for m in machine_ids]}).all()]
+        return {str(row.machine_id): row.version for row in connection.execute(text(
+            "SELECT machine_id, version FROM devices.inventories WHERE machine_id = ANY(:ids)"),
+            {"ids": [uuid.UUID(m) for m in machine_ids]})}
 
 
 def heartbeats_counted(system, outcome: str) -> float:
@@ -144,15 +144,15 @@ def test_a_thousand_heartbeats_write_only_what_changed_and_redelivery_changes_no
             assert state.heartbeats == PER_MACHINE
             assert state.inventory_hash == final_hashes[machine_id]
             assert state.need_inventory is False
-        changes = change_rows(engine, machine_ids)
-        assert len(changes) == MACHINES + MACHINES * CHANGED_PER_MACHINE, len(changes)
-        assert sum(1 for row in changes if row[2] is None) == MACHINES  # one initial record each
+        changes = change_records(engine, machine_ids)
+        versions = inventory_versions(engine, machine_ids)
         for machine_id in machine_ids:
-            chain = [row for row in changes if str(row[1]) == machine_id]
-            assert len(chain) == 1 + CHANGED_PER_MACHINE
-            assert all(later[2] == earlier[3] for earlier, later in zip(chain, chain[1:])), chain
-            assert chain[-1][3] == final_hashes[machine_id]
-            assert all(row[4] < 1024 for row in chain[1:]), chain  # a one-package change is small
+            chain = changes[machine_id]
+            # one initial record, then one per change, numbered without gaps
+            assert [record.version for record in chain] == list(range(1, 2 + CHANGED_PER_MACHINE)), chain
+            assert chain[0].initial and chain[0].changes == {} and not any(r.initial for r in chain[1:])
+            assert versions[machine_id] == len(chain)
+            assert all(len(orjson.dumps(r.changes)) < 1024 for r in chain[1:]), chain  # a one-package change is small
         print(f"1000 heartbeats applied in {elapsed:.1f}s")
 
         # the broker redelivers everything: same bodies, same message ids
@@ -165,7 +165,7 @@ def test_a_thousand_heartbeats_write_only_what_changed_and_redelivery_changes_no
             sentinel["machine_id"]].heartbeats == 1, timeout=30)
 
         assert heartbeat_states(engine, machine_ids) == states  # not even last_seen_at moved
-        assert change_rows(engine, machine_ids) == changes
+        assert change_records(engine, machine_ids) == changes
         assert heartbeats_counted(system, "duplicate") - duplicates_before == len(messages)
     finally:
         engine.dispose()

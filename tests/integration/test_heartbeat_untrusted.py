@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, text
 
 from common.inventory import inventory_hash
 from tests.harness import Client, dead_letters, eventually
+from tests.support.history import hourly_metrics
 from tests.integration.test_heartbeat_consumer import (enrol, heartbeat_message, heartbeat_states,
                                                         heartbeats_counted, publish_all)
 
@@ -115,15 +116,12 @@ def test_late_heartbeats_count_once_without_rolling_the_machine_back(system, ten
         with engine.connect() as connection:
             metrics = connection.execute(text(
                 "SELECT last_metrics FROM devices.heartbeat_state WHERE machine_id = :m"), {"m": machine_id}).scalar()
-            hourly = connection.execute(text(
-                "SELECT hour, samples, cpu_avg, cpu_max FROM devices.metrics_hourly WHERE machine_id = :m"),
-                {"m": machine_id}).all()
         assert orjson.loads(metrics)["cpu_percent"] == 30.0
         late_hour = (now - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
-        folded = {row.hour: row for row in hourly}
+        hourly = hourly_metrics(engine, machine_id)
         # both late ones fell in their own hour (two hours if the second crossed it)
-        assert sum(row.samples for row in hourly) == 2, hourly
-        assert late_hour in folded and max(row.cpu_max for row in hourly) == 20.0, hourly
+        assert sum(hour.samples for hour in hourly.values()) == 2, hourly
+        assert late_hour in hourly and max(hour.cpu_max for hour in hourly.values()) == 20.0, hourly
 
         # every copy, in any order, changes nothing
         publish_all(system.amqp_uri, list(reversed(late)) + [newest])

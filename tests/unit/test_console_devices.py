@@ -101,7 +101,7 @@ def test_a_long_list_starts_folded():
 
 
 def test_a_change_record_reads_as_path_old_new_added_removed():
-    record = {"created_at": "2026-11-30T12:00:00+00:00", "to_hash": "b" * 64, "changes": {
+    record = {"changed_at": "2026-11-30T12:00:00+00:00", "version": 4, "initial": False, "changes": {
         "changed": {"software/packages[name=7zip]/version": ["23.01", "24.08"]},
         "added": {"hardware/asset_tag": "PAT-1", "disks[name=sdb]/size_bytes": 2048},
         "removed": {"hardware/swap_bytes": 0}}}
@@ -115,8 +115,10 @@ def test_a_change_record_reads_as_path_old_new_added_removed():
 
 
 def test_a_first_inventory_and_a_huge_change_stay_short():
-    assert readable_changes({"created_at": "x", "to_hash": "a", "changes": {"initial": True}}) == \
-        {"created_at": "x", "to_hash": "a", "initial": True, "kinds": []}
+    empty = {"added": {}, "removed": {}, "changed": {}}
+    assert readable_changes({"changed_at": "x", "version": 1, "initial": True, "changes": empty}) == \
+        {"changed_at": "x", "version": 1, "initial": True, "kinds": []}
     many = {f"software/packages[name=p{index}]/version": "1" for index in range(CHANGES_SHOWN + 7)}
-    (group,) = readable_changes({"created_at": "x", "to_hash": "a", "changes": {"added": many}})["kinds"]
+    (group,) = readable_changes({"changed_at": "x", "version": 2, "initial": False,
+                                 "changes": {**empty, "added": many}})["kinds"]
     assert len(group["lines"]) == CHANGES_SHOWN and group["more"] == 7

@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from services.devices import domain
+from services.devices.history import HourMetrics
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 
@@ -177,10 +178,9 @@ def test_a_sent_at_applied_twice_stays_known_until_both_are_forgotten():
     assert NOW not in recent
 
 
-def test_an_hourly_sample_of_one_heartbeat():
-    row = domain.hourly_sample("m", {"cpu_percent": 12.5, "memory_percent": None,
-                                     "disks": [{"mount": "/", "percent": 40.0}, {"mount": "/d", "percent": 91.0}]},
-                               NOW.replace(minute=42))
-    assert row == {"machine_id": "m", "hour": NOW, "samples": 1, "cpu_avg": 12.5, "cpu_max": 12.5,
-                   "memory_avg": None, "memory_max": None, "disk_max": 91.0}
+def test_one_heartbeat_is_an_hour_of_one_sample():
+    sample = domain.one_sample({"cpu_percent": 12.5, "memory_percent": None,
+                                "disks": [{"mount": "/", "percent": 40.0}, {"mount": "/d", "percent": 91.0}]})
+    assert sample == HourMetrics(samples=1, cpu_avg=12.5, cpu_max=12.5, memory_avg=None, memory_max=None,
+                                 disk_max=91.0)
 

@@ -435,6 +435,9 @@ MESSAGES = {
     "devices.changes": "Histórico de alterações do inventário",
     "devices.changes_none": "Nenhuma alteração registrada.",
     "devices.change_initial": "Primeiro inventário recebido.",
+    "devices.change_version": "Versão {version}",
+    "devices.changes_older": "Mostrando as {count} alterações mais recentes; as anteriores estão na API "
+                             "(/api/admin/machines/…/inventory/changes).",
     "devices.change.changed": "Alterado",
     "devices.change.added": "Adicionado",
     "devices.change.removed": "Removido",

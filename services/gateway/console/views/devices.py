@@ -20,6 +20,7 @@ LIST_PAGE_SIZE = 50
 LIST_FILTERS = ("empresa", "empresa_busca", "q", "status")
 CHART_HOURS = (24, 168)  # the periods offered: a day, a week
 CHART_SERIES = (("cpu", "cpu_avg"), ("memory", "memory_avg"))
+CHANGES_LISTED = 50  # the newest records on the page; the API pages through the rest
 CHANGES_SHOWN = 40  # per kind and record: a reinstalled machine's software can change hundreds of paths
 TABLE_ROWS_SHOWN = 1000  # an inventory's longest list (installed packages) stays readable
 SHORT_TABLE_ROWS = 20
@@ -79,7 +80,8 @@ class DeviceViews:
             inventory=lambda: attempt(
                 lambda: self.operation("machine_inventory", principal, machine_id=machine_id)),
             versions=lambda: attempt(
-                lambda: self.operation("inventory_versions", principal, machine_id=machine_id)["items"]),
+                lambda: self.operation("inventory_changes", principal, machine_id=machine_id,
+                                       query={"limit": CHANGES_LISTED})),
             metrics=lambda: attempt(
                 lambda: self.operation("machine_metrics", principal, machine_id=machine_id,
                                        query={"hours": hours})))
@@ -92,7 +94,8 @@ class DeviceViews:
             company=company, company_error=company_error,
             inventory=inventory, inventory_error=inventory_error,
             sections=inventory_sections(inventory["document"]) if inventory and inventory["document"] else [],
-            versions=[readable_changes(version) for version in versions or []], versions_error=versions_error,
+            versions=[readable_changes(version) for version in (versions or {}).get("items", [])],
+            versions_more=bool(versions and versions["next_cursor"]), versions_error=versions_error,
             metrics=metrics, metrics_error=metrics_error,
             chart=hourly_chart(metrics) if metrics and metrics["items"] else None,
             chart_hours=CHART_HOURS, alerts=[alert_view(alert) for alert in machine["open_alerts"]],
@@ -295,8 +298,8 @@ def readable_changes(version: dict) -> dict:
     """An inventory change record as lines to read: path, old value → new value, added,
     removed; each kind capped (with how many more there are)."""
     changes = version["changes"]
-    view = {"created_at": version["created_at"], "to_hash": version["to_hash"],
-            "initial": bool(changes.get("initial")), "kinds": []}
+    view = {"changed_at": version["changed_at"], "version": version["version"],
+            "initial": version["initial"], "kinds": []}
     for kind in ("changed", "added", "removed"):
         found = changes.get(kind) or {}
         lines = []

@@ -1,0 +1,91 @@
+"""The migration to `machine_days` carries a fleet's existing history over: every
+machine-hour of metrics and every inventory change record, numbered in the order they were
+written, on PostgreSQL and on SQLite; its downgrade brings the rows back."""
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+from alembic import command
+from sqlalchemy import text
+
+from common.config import Settings
+from common.db import create_service_engine
+from common.migrate import alembic_config, ensure_schema
+from services.devices.history import HourMetrics, day_start, unpack_changes, unpack_metrics
+
+BEFORE, MIGRATION = "d8f2b4a6c0e3", "e4a6c8b0d2f4"
+NOON = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+
+
+def migrate(settings: Settings, revision: str, downgrade: bool = False) -> None:
+    engine = create_service_engine(settings, "devices")
+    try:
+        with engine.begin() as connection:
+            (command.downgrade if downgrade else command.upgrade)(alembic_config("devices", connection), revision)
+    finally:
+        engine.dispose()
+
+
+def rows(settings: Settings, statement: str, **params) -> list:
+    engine = create_service_engine(settings, "devices")
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(text(statement), params)
+            return result.all() if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request, tmp_path):
+    if request.param == "sqlite":
+        yield Settings(var_dir=tmp_path)
+        return
+    postgres = request.getfixturevalue("postgres")
+    name, url = postgres.create_database()
+    yield Settings(database_url=url)
+    postgres.drop_database(name)
+
+
+def test_metrics_and_changes_are_carried_over_and_back(settings):
+    ensure_schema(settings, "devices")
+    migrate(settings, BEFORE)
+    machine = uuid.uuid4()
+    key = machine.hex if settings.is_sqlite else str(machine)  # how each stores a Uuid column
+    rows(settings, "INSERT INTO machines (id, tenant_id, company_id, hostname, os_name, os_version, os_build, "
+                   "os_arch, persona, machine_user_id, created_at, updated_at) VALUES (:id, :t, :c, 'ws-1', "
+                   "'Ubuntu', '', '', '', 'collaborator', :u, :now, :now)",
+         id=key, t=key, c=key, u=key, now=NOON)
+    rows(settings, "INSERT INTO inventories (machine_id, hash, document, updated_at) VALUES (:m, :h, '{}', :now)",
+         m=key, h="c" * 64, now=NOON)
+    hours = [NOON - timedelta(hours=13), NOON - timedelta(hours=1), NOON]  # two days, two hours on one
+    for index, hour in enumerate(hours):
+        rows(settings, "INSERT INTO metrics_hourly (machine_id, hour, samples, cpu_avg, cpu_max, memory_avg, "
+                       "memory_max, disk_max) VALUES (:m, :hour, :samples, 10.5, 20.0, NULL, NULL, 71.2)",
+             m=key, hour=hour, samples=index + 1)
+    upgrade_record = {"added": {}, "removed": {}, "changed": {"software/packages[name=curl]/version": ["7", "8"]}}
+    for moment, changes in ((NOON - timedelta(days=1), {"initial": True}), (NOON, upgrade_record),
+                            (NOON + timedelta(minutes=5), upgrade_record)):
+        record = orjson.dumps(changes).decode()
+        rows(settings, "INSERT INTO inventory_changes (machine_id, from_hash, to_hash, changes, size_bytes, "
+                       "created_at) VALUES (:m, NULL, :h, :c, :size, :at)",
+             m=key, h="c" * 64, c=record, size=len(record), at=moment)
+
+    migrate(settings, MIGRATION)
+    days = {row.day if not isinstance(row.day, str) else datetime.fromisoformat(row.day).date(): row
+            for row in rows(settings, "SELECT day, metrics, changes FROM machine_days")}
+    metrics = {day_start(day) + timedelta(hours=hour): value
+               for day, row in days.items() for hour, value in unpack_metrics(row.metrics).items()}
+    assert metrics == {hour: HourMetrics(index + 1, 10.5, 20.0, None, None, 71.2)
+                       for index, hour in enumerate(hours)}
+    records = [record for day in sorted(days) for record in unpack_changes(days[day].changes, day)]
+    assert [(record.version, record.changed_at, record.changes) for record in records] == [
+        (1, NOON - timedelta(days=1), {}), (2, NOON, upgrade_record), (3, NOON + timedelta(minutes=5), upgrade_record)]
+    assert [row.version for row in rows(settings, "SELECT version FROM inventories")] == [3]
+
+    migrate(settings, BEFORE, downgrade=True)
+    assert len(rows(settings, "SELECT hour FROM metrics_hourly")) == 3
+    assert [orjson.loads(row.changes) for row in rows(
+        settings, "SELECT changes FROM inventory_changes ORDER BY created_at")] == \
+        [{"initial": True}, upgrade_record, upgrade_record]
