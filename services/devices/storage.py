@@ -9,12 +9,14 @@ folded in the state row (the current hour, and the day's ended hours) until the 
 from __future__ import annotations
 
 import uuid
+import zlib
 from datetime import date, datetime
 from types import SimpleNamespace
 
 from sqlalchemy import (BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, LargeBinary, String,
                         Text, bindparam, or_, select, text, tuple_, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from common.db import Repository, UTCDateTime, escape_like, new_metadata, utcnow
 from common.idempotency import idempotency_table
@@ -112,13 +114,45 @@ class StateRow(SimpleNamespace):
     """A `heartbeat_state` row read for the heartbeat path: attributes, no ORM tracking."""
 
 
+DEFLATED_TEXT_FORMAT = 1
+
+
+def deflate_text(value: str) -> bytes:
+    """Format 1: one format byte, then zlib (level 6) of the UTF-8 text. A 92 KB inventory
+    takes ~10 KB, against ~15 KB by PostgreSQL's own TOAST compression (pglz) and ~16.5 KB
+    by lz4; ~1 ms to write, a fraction of that to read."""
+    return bytes([DEFLATED_TEXT_FORMAT]) + zlib.compress(value.encode(), 6)
+
+
+def inflate_text(value: bytes | str) -> str:
+    if isinstance(value, str):  # SQLite keeps a value's own type: text written before the change
+        return value
+    value = bytes(value)
+    if value[:1] == bytes([DEFLATED_TEXT_FORMAT]):
+        return zlib.decompress(value[1:]).decode()
+    return value.decode()  # text stored as bytes by the migration, before it deflates it
+
+
+class DeflatedText(TypeDecorator):
+    """Text stored compressed (bytea): for large documents read and written whole."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else deflate_text(value)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else inflate_text(value)
+
+
 class Inventory(Base):
-    """The machine's current inventory, canonical JSON, one row per machine."""
+    """The machine's current inventory, canonical JSON (stored deflated), one row per machine."""
 
     __tablename__ = "inventories"
     machine_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("machines.id"), primary_key=True)
     hash: Mapped[str] = mapped_column(String(64))
-    document: Mapped[str] = mapped_column(Text)
+    document: Mapped[str] = mapped_column(DeflatedText)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # the number of the last change record (1: the first inventory)
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -1,6 +1,7 @@
-"""The migration to `machine_days` carries a fleet's existing history over: every
-machine-hour of metrics and every inventory change record, numbered in the order they were
-written, on PostgreSQL and on SQLite; its downgrade brings the rows back."""
+"""Devices migrations that move data, on PostgreSQL and on SQLite, there and back: the one
+to `machine_days` carries a fleet's existing history over (every machine-hour of metrics and
+every inventory change record, numbered in the order they were written); the next stores
+the current inventories deflated."""
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -13,8 +14,9 @@ from common.config import Settings
 from common.db import create_service_engine
 from common.migrate import alembic_config, ensure_schema
 from services.devices.history import HourMetrics, day_start, unpack_changes, unpack_metrics
+from services.devices.storage import inflate_text
 
-BEFORE, MIGRATION = "d8f2b4a6c0e3", "e4a6c8b0d2f4"
+BEFORE, MIGRATION, DEFLATED = "d8f2b4a6c0e3", "e4a6c8b0d2f4", "f6b8d0e2a4c6"
 NOON = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
 
 
@@ -48,15 +50,20 @@ def settings(request, tmp_path):
     postgres.drop_database(name)
 
 
-def test_metrics_and_changes_are_carried_over_and_back(settings):
-    ensure_schema(settings, "devices")
-    migrate(settings, BEFORE)
+def add_machine(settings: Settings) -> str:
     machine = uuid.uuid4()
     key = machine.hex if settings.is_sqlite else str(machine)  # how each stores a Uuid column
     rows(settings, "INSERT INTO machines (id, tenant_id, company_id, hostname, os_name, os_version, os_build, "
                    "os_arch, persona, machine_user_id, created_at, updated_at) VALUES (:id, :t, :c, 'ws-1', "
                    "'Ubuntu', '', '', '', 'collaborator', :u, :now, :now)",
          id=key, t=key, c=key, u=key, now=NOON)
+    return key
+
+
+def test_metrics_and_changes_are_carried_over_and_back(settings):
+    ensure_schema(settings, "devices")
+    migrate(settings, BEFORE)
+    key = add_machine(settings)
     rows(settings, "INSERT INTO inventories (machine_id, hash, document, updated_at) VALUES (:m, :h, '{}', :now)",
          m=key, h="c" * 64, now=NOON)
     hours = [NOON - timedelta(hours=13), NOON - timedelta(hours=1), NOON]  # two days, two hours on one
@@ -89,3 +96,26 @@ def test_metrics_and_changes_are_carried_over_and_back(settings):
     assert [orjson.loads(row.changes) for row in rows(
         settings, "SELECT changes FROM inventory_changes ORDER BY created_at")] == \
         [{"initial": True}, upgrade_record, upgrade_record]
+
+
+def test_current_inventories_are_deflated_and_back(settings):
+    ensure_schema(settings, "devices")
+    migrate(settings, MIGRATION)
+    documents = {}
+    for size in (0, 3, 600):
+        document = orjson.dumps({"software": {"packages": [{"name": f"p{n}", "version": "1.0"} for n in range(size)]},
+                                 "hostname": "ws-ç"}).decode()
+        key = add_machine(settings)
+        rows(settings, "INSERT INTO inventories (machine_id, hash, document, updated_at, version) "
+                       "VALUES (:m, :h, :d, :now, 1)", m=key, h="c" * 64, d=document, now=NOON)
+        documents[document] = key
+
+    migrate(settings, DEFLATED)
+    stored = [bytes(row.document) for row in rows(settings, "SELECT document FROM inventories")]
+    assert len(stored) == 3 and all(value[:1] == b"\x01" for value in stored)
+    assert sorted(inflate_text(value) for value in stored) == sorted(documents)
+    big = max(stored, key=len)
+    assert len(big) < len(max(documents, key=len)) / 4, len(big)  # 600 packages: mostly repetition
+
+    migrate(settings, MIGRATION, downgrade=True)
+    assert sorted(row.document for row in rows(settings, "SELECT document FROM inventories")) == sorted(documents)
