@@ -396,16 +396,16 @@ class CpuMeter:
         return {name: round(100 * seconds / wall, 1) for name, seconds in used.items()}
 
 
-def saturated(cpu: dict, cpus: int, rate: float | None = None) -> str:
+def saturated(cpu: dict, cpus: int, rate: float | None = None, per: str = "request") -> str:
     """The resource that limits a run, from CpuMeter.percent: every core busy, or the busiest
-    single-threaded process near one full core; with the run's `rate` (per second), the
-    busiest part's CPU milliseconds per request."""
+    single-threaded process near one full core; with the run's `rate` (`per`s a second), the
+    busiest part's CPU milliseconds per one."""
     parts = {name: value for name, value in cpu.items() if name != "machine"}
     busiest = max(parts, key=parts.get) if parts else None
     machine = cpu.get("machine", 0.0)
     found = f"{busiest} at {parts[busiest]:.0f} % of a core" if busiest else "no process measured"
     if busiest and rate:
-        found += f", {10 * parts[busiest] / rate:.1f} ms of CPU per request"
+        found += f", {10 * parts[busiest] / rate:.2f} ms of CPU per {per}"
     if machine >= 0.9 * 100 * cpus:
         return f"the machine's {cpus} cores ({machine:.0f} % of {100 * cpus} %); busiest: {found}"
     if busiest and parts[busiest] >= 70:
@@ -413,6 +413,13 @@ def saturated(cpu: dict, cpus: int, rate: float | None = None) -> str:
         # below 100 % (measured: 70-83 % for the tickets process while it limited every route)
         return f"{found}: its one thread is the limit (machine {machine:.0f} % of {100 * cpus} %)"
     return f"nothing saturated: busiest {found}, machine {machine:.0f} % of {100 * cpus} % (latency-bound)"
+
+
+def mean_percent(readings: list[dict]) -> dict:
+    """CpuMeter.percent readings of several runs, part by part, averaged."""
+    parts = {name for reading in readings for name in reading}
+    return {name: round(sum(r.get(name, 0.0) for r in readings) / len(readings), 1) for name in sorted(parts)} \
+        if readings else {}
 
 
 def counters(url: str, metric: str, label: str) -> dict:

@@ -6,10 +6,12 @@ import subprocess
 import sys
 import time
 
+from sqlalchemy.engine import make_url
+
 from common.config import ROOT
 from common.contracts.devices import HEARTBEAT_QUEUE
 
-from bench.core import PeakRss, counters, log, watch_drain
+from bench.core import CpuMeter, PeakRss, counters, log, watch_drain
 from bench.fleet import applied_count, queue_ready
 from bench.raw_consumer import ensure_schema
 
@@ -46,6 +48,9 @@ def devices_drain(stack, expected: int, *, replicas: int = 1, stall_seconds: flo
         if index == 0 and replicas == 1:
             sampler = PeakRss(process.pid, kill_above=rss_kill_above)
             sampler.start()
+    # CPU of each part while the queue drains (the consumers' start-up, ~1 s, included)
+    meter = CpuMeter({key: process.pid for key, process in processes}, make_url(stack.dsn).database)
+    cpu_before = meter.reading()
     try:
         def alive():
             return all(p.poll() is None for _, p in processes)
@@ -57,6 +62,7 @@ def devices_drain(stack, expected: int, *, replicas: int = 1, stall_seconds: flo
                             alive=alive, stall_seconds=stall_seconds, deadline_seconds=deadline_seconds,
                             settle=settle if settle_when_empty else None)
         summary = drain.summary()
+        summary["cpu_percent"] = CpuMeter.percent(cpu_before, meter.reading())
         summary["outcomes"] = outcome_counters(urls)
         summary["queue_ready_after"] = queue_ready(stack.amqp_uri)
         if sampler is not None:
