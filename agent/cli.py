@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -40,6 +41,7 @@ from common.inventory import inventory_hash
 
 log = logging.getLogger("chamados-agent")
 UNANSWERED_BEFORE_HTTP_CHECK = 3
+MIN_INTERVAL = 60.0  # seconds; shorter only with --debug-interval
 # CLI flag for each registration field, so a validation error names what the user typed
 REGISTRATION_FLAGS = {"provisioning_code": "--code", "collaborator": "--email/--name",
                       "access_role": "--access-role"}
@@ -138,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"seconds to wait for the server's answer over AMQP (default {REPLY_TIMEOUT:g})")
         if name == "run":
             sub.add_argument("--interval", type=interval_seconds, default=300.0,
-                             help="seconds between heartbeats, jittered ±10%% (default 300)")
+                             help=f"seconds between heartbeats, jittered ±10%% (default 300; at least "
+                                  f"{MIN_INTERVAL:g} unless --debug-interval)")
+            sub.add_argument("--debug-interval", action="store_true",
+                             help="allow an interval under a minute (testing only: a fleet at that pace "
+                                  "loads the server for nothing)")
             sub.add_argument("--count", type=positive_int, help="stop after this many heartbeats")
             sub.set_defaults(handler=cmd_run)
         else:
@@ -209,6 +215,10 @@ def cmd_register(args) -> int:
                       token_expires_at=enrolment["expires_at"], registered_at=now,
                       amqp_uri=args.amqp or (previous.amqp_uri if previous else None),
                       hostname=payload["hostname"], need_inventory=True)
+        if enrolment["reused"] and enrolment["inventory_hash"]:
+            # the server kept this machine's inventory: the first heartbeat sends only the hash
+            # if it is still the same (full_inventory_due compares it with the current one)
+            state.inventory_hash, state.need_inventory, state.last_full_at = enrolment["inventory_hash"], False, now
         discarded = 0
         if previous is not None:
             state.last_sent_at = previous.last_sent_at  # sent_at stays monotonic across re-registration
@@ -361,6 +371,9 @@ def next_wait(interval: float, summary: dict | None) -> float:
 
 
 def cmd_run(args) -> int:
+    if args.interval < MIN_INTERVAL and not args.debug_interval:
+        raise UsageError(f"--interval {args.interval:g} is under {MIN_INTERVAL:g} seconds: give "
+                         f"--debug-interval to allow it (testing only)")
     store = StateStore(args.state_dir)
     store.require()  # fail now, not after the first interval
     stop = threading.Event()
@@ -481,6 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chamados-agent: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`chamados-agent status | head`): nothing left to say; stdout
+        # is pointed at /dev/null so that flushing it at exit cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
 
 
 if __name__ == "__main__":

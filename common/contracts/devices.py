@@ -23,6 +23,10 @@ INVENTORY_MAX_VALUES = 50_000
 # its current state must not be taken from the future (late heartbeats are fine)
 HEARTBEAT_MAX_AHEAD = timedelta(minutes=10)
 USB_MODES = ("ALLOW", "BLOCK", "READ_ONLY")
+# what an agent may say it does beyond heartbeats; a name the server does not know yet (a newer
+# agent's) is accepted and ignored
+AGENT_CAPABILITIES = ("usb_policy",)
+CAPABILITY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 PERSONAS = ("collaborator", "manager")
 MACHINE_STATUSES = ("online", "stale", "offline")
 SHA256_HEX = validate.Regexp(r"^[0-9a-f]{64}$", error="a lower-case SHA-256 hex digest")
@@ -105,6 +109,11 @@ class Registration(StrictSchema):
                                  validate=validate.Length(max=32))
     collaborator = fields.Nested(Collaborator, required=True)
     access_role = fields.String(load_default="collaborator", validate=validate.OneOf(PERSONAS))
+    capabilities = fields.List(
+        fields.String(validate=validate.Regexp(CAPABILITY_NAME, error="a capability is a short snake_case name")),
+        load_default=list, validate=validate.Length(max=16), metadata={
+            "description": "what the agent does beyond heartbeats: `usb_policy` if it applies USB policies "
+                           "(the agent shipped here does not); unknown names are ignored"})
 
 
 class Enrolment(StrictSchema):
@@ -112,6 +121,9 @@ class Enrolment(StrictSchema):
     token = fields.String(required=True)
     expires_at = fields.AwareDateTime(required=True)
     reused = fields.Boolean(required=True)
+    inventory_hash = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "a recognised machine's current inventory hash on the server (null when it has "
+                       "none): an agent whose inventory still has this hash need not send it again"})
 
 
 class MachineQuery(PageQuery):
@@ -160,6 +172,9 @@ class Machine(MachineSummary):
     inventory_hash = fields.String(allow_none=True)
     open_alerts = fields.List(fields.Nested(Alert), required=True)
     usb_policy = fields.Nested(UsbPolicy, allow_none=True)
+    usb_policy_supported = fields.Boolean(required=True, metadata={
+        "description": "whether the machine's agent said, when it registered, that it applies USB policies; "
+                       "a policy for a machine whose agent does not is refused (409 usb_policy_unsupported)"})
     created_at = fields.AwareDateTime(required=True)
 
 

@@ -175,8 +175,10 @@ class Service(ServiceBase):
                                             "company_id": company_id, "hostname": machine.hostname,
                                             "reused": reused})
             uow.commit()
+            held = uow.session.get(HeartbeatState, machine.id).inventory_hash if reused else None
             return contract.Enrolment().dump({"machine_id": machine.id, "token": token,
-                                              "expires_at": issued.expires_at, "reused": reused})
+                                              "expires_at": issued.expires_at, "reused": reused,
+                                              "inventory_hash": held})
 
     @classmethod
     def _describe(cls, machine: Machine, data: dict, collaborator: dict, now) -> None:
@@ -186,6 +188,7 @@ class Service(ServiceBase):
         machine.os_name, machine.os_version = os_data["name"], os_data["version"]
         machine.os_build, machine.os_arch = os_data["build"], os_data["arch"]
         machine.persona = data["access_role"]
+        machine.usb_policy_supported = "usb_policy" in data["capabilities"]
         cls._assign(machine, collaborator)
         machine.updated_at = now
 
@@ -562,7 +565,7 @@ class Service(ServiceBase):
         view = self._summary(machine, seen, now, thresholds)  # status and bucket: one `now`
         view.update(contract.Machine(only=(
             "os", "persona", "machine_user_id", "linked_users", "health_bucket", "last_metrics",
-            "inventory_hash", "open_alerts", "usb_policy", "created_at")).dump({
+            "inventory_hash", "open_alerts", "usb_policy", "usb_policy_supported", "created_at")).dump({
                 "os": {"name": machine.os_name, "version": machine.os_version,
                        "build": machine.os_build, "arch": machine.os_arch},
                 "persona": machine.persona, "machine_user_id": machine.machine_user_id,
@@ -573,7 +576,8 @@ class Service(ServiceBase):
                 "inventory_hash": state.inventory_hash if state else None,
                 "open_alerts": [{"id": a.id, "kind": a.kind, "opened_at": a.opened_at,
                                  "details": orjson.loads(a.details)} for a in uow.repo.open_alerts(machine.id)],
-                "usb_policy": policy, "created_at": machine.created_at}))
+                "usb_policy": policy, "usb_policy_supported": machine.usb_policy_supported,
+                "created_at": machine.created_at}))
         return view
 
     @rpc
@@ -685,6 +689,9 @@ class Service(ServiceBase):
         now = utcnow()
         with self.db.unit_of_work() as uow:
             machine = self._machine(uow, actor, machine_id)
+            if not machine.usb_policy_supported:  # it would only wait, then go STALE with an alert
+                raise Conflict("this machine's agent does not apply USB policies (it did not say it "
+                               "does when it registered)", code="usb_policy_unsupported")
             policy = uow.session.get(UsbPolicy, machine.id) or uow.repo.add(
                 UsbPolicy(machine_id=machine.id, mode=data["mode"], status="PENDING", requested_at=now))
             policy.mode, policy.status, policy.requested_at = data["mode"], "PENDING", now

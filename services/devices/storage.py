@@ -50,6 +50,8 @@ class Machine(Base):
     os_build: Mapped[str] = mapped_column(String(100), default="")
     os_arch: Mapped[str] = mapped_column(String(32), default="")
     persona: Mapped[str] = mapped_column(String(20), default="collaborator")
+    # the agent said at registration that it applies USB policies (contracts AGENT_CAPABILITIES)
+    usb_policy_supported: Mapped[bool] = mapped_column(Boolean, default=False)
     assigned_user_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     assigned_user_email: Mapped[str | None] = mapped_column(String(254))
     assigned_user_name: Mapped[str | None] = mapped_column(String(200))

@@ -241,7 +241,37 @@ def test_reset_agent_asks_first_and_revokes_the_token(page, browser, system, adm
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_token", refused.text
 
 
-def test_a_usb_policy_is_pending_until_the_agent_applies_it(page, system, admin_api, machine):
+def test_the_shipped_agent_s_machine_says_it_does_not_apply_usb_policies(page, admin_api, machine):
+    open_device(page, machine)
+    usb = page.locator("section[aria-labelledby=usb]")
+    expect(usb.locator(".chip")).to_have_text("Não suportado por este agente")
+    expect(usb.get_by_role("button", name="Pedir política")).to_have_count(0)
+    assert machine_view(admin_api, machine["id"])["usb_policy_supported"] is False
+    refused = admin_api.request("PUT", f"/api/admin/machines/{machine['id']}/usb-policy", json={"mode": "BLOCK"})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "usb_policy_unsupported", refused.text
+
+
+@pytest.fixture
+def usb_capable_machine(system, admin_api) -> dict:
+    """A machine whose agent (not the shipped one) said it applies USB policies, registered
+    and heartbeating through the API as such an agent would."""
+    company = new_company(admin_api, "usb")
+    hostname = f"usb-{uuid.uuid4().hex[:6]}"
+    registered = requests.post(f"{system.base_url}/api/machines/register", timeout=10, json={
+        "provisioning_code": company["provisioning_code"], "hostname": hostname,
+        "os": {"name": "Windows 11 Pro", "version": "11", "build": "26100", "arch": "AMD64"},
+        "mac_addresses": ["3c:52:82:" + ":".join(uuid.uuid4().hex[i:i + 2] for i in (0, 2, 4))],
+        "serial_numbers": [f"SN{uuid.uuid4().hex[:10].upper()}"], "capabilities": ["usb_policy"],
+        "collaborator": {"email": f"usb-{uuid.uuid4().hex[:8]}@console.test", "name": "Uma Pessoa"}})
+    assert registered.status_code == 201, registered.text
+    enrolment = registered.json()
+    assert http_heartbeat(system, enrolment["token"]).status_code == 202
+    wait_for(lambda: machine_view(admin_api, enrolment["machine_id"])["last_seen_at"], "the first heartbeat")
+    return {"id": enrolment["machine_id"], "token": enrolment["token"], "hostname": hostname}
+
+
+def test_a_usb_policy_is_pending_until_the_agent_applies_it(page, system, admin_api, usb_capable_machine):
+    machine = usb_capable_machine
     open_device(page, machine)
     usb = page.locator("section[aria-labelledby=usb]")
     expect(usb).to_contain_text("Nenhuma política pedida")

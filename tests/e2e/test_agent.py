@@ -179,6 +179,10 @@ def test_register_heartbeats_need_inventory_http_and_revocation(system, tenant, 
     assert back.returncode == 0, back.stdout + back.stderr
     assert "after 2 spooled heartbeat(s)" in back.stdout
     assert wait_for_heartbeats(engine, machine_id, 9)[0] == 9
+    # the server still held this machine's inventory: registering again did not make the
+    # agent send all of it again
+    live = tap.messages(again["token"])[-1][1]
+    assert "inventory" not in live and live["inventory_hash"] == server_view(engine, machine_id)[1], live
 
 
 def test_wrong_provisioning_code_is_a_clear_error(system, tmp_path):
@@ -196,7 +200,7 @@ def test_heartbeats_spooled_while_the_broker_is_unreachable_arrive_once_in_order
     machine_id, token = state["machine_id"], state["token"]
 
     # `run` against a closed port: three heartbeats, all spooled, none lost
-    offline = agent(state_dir, "run", "--interval", "1", "--count", "3", "--amqp", CLOSED_BROKER)
+    offline = agent(state_dir, "run", "--interval", "1", "--debug-interval", "--count", "3", "--amqp", CLOSED_BROKER)
     assert offline.returncode == 0, offline.stdout + offline.stderr
     assert "broker unreachable at amqp://guest:***@127.0.0.1:1/" in offline.stderr
     assert "heartbeat spooled — 3 waiting" in offline.stderr

@@ -443,9 +443,23 @@ def test_posture_alert_opens_once_and_closes(tenant, anonymous):
     assert len(reopened) == 1 and reopened[0]["id"] != opened[0]["id"]
 
 
+def test_usb_policy_is_refused_for_an_agent_that_does_not_apply_it(tenant, anonymous):
+    admin = tenant.admin
+    _, plain = enrol(anonymous, tenant.company())  # as the shipped agent registers
+    _, newer = enrol(anonymous, tenant.company(), capabilities=["usb_policy", "some_future_thing"])
+    assert detail(admin, plain["machine_id"])["usb_policy_supported"] is False
+    assert detail(admin, newer["machine_id"])["usb_policy_supported"] is True  # unknown names ignored
+    refused = admin.request("PUT", f"/api/admin/machines/{plain['machine_id']}/usb-policy", json={"mode": "BLOCK"})
+    assert error(refused, 409)["code"] == "usb_policy_unsupported"
+    assert detail(admin, plain["machine_id"])["usb_policy"] is None
+    for bad in (["USB"], ["x" * 40], "usb_policy", [1], ["usb_policy"] * 17):
+        assert error(anonymous.post("/api/machines/register", json=registration(tenant.company(), capabilities=bad)),
+                     422)["code"] == "validation_failed", bad
+
+
 def test_usb_policy_pending_applied_and_stale(tenant, anonymous, rpc):
     admin = tenant.admin
-    _, enrolled = enrol(anonymous, tenant.company())
+    _, enrolled = enrol(anonymous, tenant.company(), capabilities=["usb_policy"])
     machine_id, token = enrolled["machine_id"], enrolled["token"]
     beat_and_wait(anonymous, admin, token, machine_id)
 

@@ -11,7 +11,8 @@ import random
 import stat
 import subprocess
 import sys
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -23,6 +24,7 @@ from agent.spool import Spool
 from agent.state import (FULL_INVENTORY_EVERY, State, StateStore, full_inventory_due, jittered,
                          next_sent_at, parse_time, utcnow)
 from common import inventory as shared
+from common.inventory import inventory_hash
 from common.config import ROOT
 from common.contracts.devices import Heartbeat
 
@@ -457,3 +459,34 @@ def test_run_keeps_going_while_spooling_and_stops_on_a_rejected_token(tmp_path, 
     err = capsys.readouterr().err
     assert "spooled — 1 waiting" in err and "register again" in err and "Traceback" not in err
     assert __import__("signal").getsignal(__import__("signal").SIGTERM) == handler  # restored
+
+
+def test_run_refuses_an_interval_under_a_minute_unless_asked_for_debugging(tmp_path, capsys):
+    assert cli.main(["run", "--interval", "10", "--state-dir", str(tmp_path)]) == 2
+    assert "--debug-interval" in capsys.readouterr().err
+    # allowed with the flag: it goes on to the next check (nothing registered here)
+    assert cli.main(["run", "--interval", "10", "--debug-interval", "--state-dir", str(tmp_path)]) == 3
+
+
+def test_status_into_a_pipe_closed_early_ends_quietly(tmp_path):
+    """`chamados-agent status | head`: the reader may be gone before the agent writes."""
+    StateStore(tmp_path).save(make_state())
+    process = subprocess.Popen([sys.executable, "-m", "agent.cli", "status", "--state-dir", str(tmp_path)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader leaves before the first line
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and b"Traceback" not in err, err.decode()
+
+
+def test_re_registration_of_a_known_machine_keeps_the_servers_inventory_hash(monkeypatch, tmp_path):
+    held = inventory_hash(collect.inventory())
+    monkeypatch.setattr(cli, "register", lambda gateway, payload: {
+        "machine_id": str(uuid.uuid4()), "token": "t0ken", "expires_at": "2027-01-01T00:00:00+00:00",
+        "reused": True, "inventory_hash": held})
+    assert cli.main(["register", "--gateway", "http://127.0.0.1:1", "--code", "c", "--email", "a@b.co",
+                     "--name", "Ana", "--state-dir", str(tmp_path)]) == 0
+    state = StateStore(tmp_path).load()
+    assert (state.inventory_hash, state.need_inventory) == (held, False)
+    # what the next heartbeat decides: the hash only, as long as the inventory is the same
+    assert full_inventory_due(state, held, datetime.now(timezone.utc)) is None
+    assert full_inventory_due(state, "f" * 64, datetime.now(timezone.utc)) == "the inventory changed"

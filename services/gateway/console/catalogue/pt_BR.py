@@ -109,6 +109,7 @@ MESSAGES = {
     "error.export_file_missing": "O arquivo da exportação não existe mais.",
     "error.assignee_not_staff": "Só a equipe pode ser responsável por um chamado.",
     "error.already_assigned": "O chamado já tem este responsável.",
+    "error.usb_policy_unsupported": "O agente desta máquina não aplica políticas USB.",
     "error.service_unavailable": "Um serviço não respondeu. Tente de novo em instantes.",
     "error.too_many_requests": "Muitas tentativas seguidas. Aguarde um pouco e tente de novo.",
     "error.dead_letter_not_found": "Mensagem parada não encontrada (já reenviada ou descartada?).",
@@ -444,6 +445,9 @@ MESSAGES = {
     "devices.change_more": "… e mais {count}.",
     "devices.usb": "Política USB",
     "devices.usb_none": "Nenhuma política pedida: vale a configuração da própria máquina.",
+    "devices.usb_unsupported": "Não suportado por este agente",
+    "devices.usb_unsupported_hint": "O agente desta máquina não aplica políticas USB (o agente distribuído "
+                                    "com o Chamados ainda não aplica): vale a configuração da própria máquina.",
     "devices.usb_mode": "Modo",
     "devices.usb_mode.ALLOW": "Permitir",
     "devices.usb_mode.BLOCK": "Bloquear",
