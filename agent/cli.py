@@ -213,7 +213,8 @@ def cmd_register(args) -> int:
         now = utcnow().isoformat()
         state = State(gateway=args.gateway, machine_id=enrolment["machine_id"], token=enrolment["token"],
                       token_expires_at=enrolment["expires_at"], registered_at=now,
-                      amqp_uri=args.amqp or (previous.amqp_uri if previous else None),
+                      # what the user gave, else the broker the server names for agents
+                      amqp_uri=args.amqp or enrolment["amqp_uri"] or (previous.amqp_uri if previous else None),
                       hostname=payload["hostname"], need_inventory=True)
         if enrolment["reused"] and enrolment["inventory_hash"]:
             # the server kept this machine's inventory: the first heartbeat sends only the hash

@@ -86,7 +86,7 @@ class NoHardwareIdentifier(AgentError):
 
 def register(gateway: str, payload: dict) -> dict:
     """POST /api/machines/register; the validated Enrolment (machine_id, token, expires_at,
-    reused, inventory_hash) as JSON-ready values."""
+    reused, inventory_hash, amqp_uri) as JSON-ready values."""
     url = f"{gateway}/api/machines/register"
     try:
         response = requests.post(url, json=payload, timeout=HTTP_TIMEOUT, allow_redirects=False)
@@ -100,10 +100,12 @@ def register(gateway: str, payload: dict) -> dict:
         token = enrolment["token"]
         if not token or len(token) > 256 or any(c.isspace() or ord(c) < 32 for c in token):
             raise AgentError("the gateway returned an unusable machine token")
-        held = enrolment.get("inventory_hash")
+        held, broker = enrolment.get("inventory_hash"), enrolment.get("amqp_uri")
         return {"machine_id": str(enrolment["machine_id"]), "token": token,
                 "expires_at": enrolment["expires_at"].isoformat(), "reused": enrolment["reused"],
-                "inventory_hash": held if isinstance(held, str) and len(held) == 64 else None}
+                "inventory_hash": held if isinstance(held, str) and len(held) == 64 else None,
+                "amqp_uri": broker if isinstance(broker, str) and urlsplit(broker).scheme in ("amqp", "amqps")
+                else None}
     code, message, details = error_of(response)
     if response.status_code == 401:
         if code == "invalid_provisioning_code":

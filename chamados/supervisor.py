@@ -279,6 +279,12 @@ def prepare(settings: Settings) -> None:
     say("migrations: every service at head")
     declare_bus(settings.amqp_uri)
     say("bus: exchanges, subscription and dead-letter queues declared")
+    from common.broker_users import ensure_agent_user
+
+    agent_user = ensure_agent_user(settings)
+    say(f"bus: agents' user {agent_user!r} may publish heartbeats and read its own answers, nothing else"
+        if agent_user else "bus: no AGENT_AMQP_PASSWORD: agents' broker user not made (agents use HTTP "
+                           "or a URI you give them)")
 
 
 def up(settings: Settings) -> int:

@@ -42,6 +42,33 @@ def load_config(path: Path | str | None = None) -> dict:
     return config
 
 
+AGENT_PASSWORD_MIN_LENGTH = 16
+
+
+def _agent_broker_access(config, amqp_uri: str) -> tuple[str, str | None, str | None]:
+    """AGENT_AMQP_USER / _PASSWORD / _URI: never the services' own broker account, which may
+    do anything on the vhost; the URI's user is the agents' user."""
+    user = _text(config, "AGENT_AMQP_USER", "chamados-agent")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", user):
+        raise ConfigError(f"AGENT_AMQP_USER must be 1-64 letters, digits, '.', '_' or '-', got {user!r}")
+    services_user = unquote(urlsplit(amqp_uri).username or "guest")
+    if user == services_user:
+        raise ConfigError(f"AGENT_AMQP_USER must not be the services' broker user ({services_user!r}): "
+                          "agents get a user that can only publish heartbeats")
+    password = _text(config, "AGENT_AMQP_PASSWORD")
+    if password is not None and len(password) < AGENT_PASSWORD_MIN_LENGTH:
+        raise ConfigError(f"AGENT_AMQP_PASSWORD must be at least {AGENT_PASSWORD_MIN_LENGTH} characters")
+    uri = _text(config, "AGENT_AMQP_URI")
+    if uri is not None:
+        parts = urlsplit(uri)
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            raise ConfigError(f"AGENT_AMQP_URI must be an amqp:// or amqps:// URI with a host, got {uri!r}")
+        if unquote(parts.username or "") != user:
+            raise ConfigError(f"AGENT_AMQP_URI must log in as AGENT_AMQP_USER ({user!r}), "
+                              "never with the services' broker account")
+    return user, password, uri
+
+
 def _text(mapping, key, default=None):
     value = mapping.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -160,6 +187,11 @@ class Settings:
     machine_stale_seconds: int = 1800
     usb_policy_ttl_minutes: int = 60
     rabbit_management_url: str | None = None  # None: the broker's host, port 15672
+    # agents' own broker user (common/broker_users.py): made by `chamados migrate` when it has
+    # a password; the URI agents are told at registration (the broker as they reach it)
+    agent_amqp_user: str = "chamados-agent"
+    agent_amqp_password: str | None = None
+    agent_amqp_uri: str | None = None
     heartbeat_queue_max_age_seconds: int = 120
     console_https: bool = False  # the console is served over HTTPS: cookies get `Secure`
     # sign-in throttling (services/accounts/throttle.py): failures per account and per
@@ -195,6 +227,7 @@ class Settings:
         management_url = _text(config, "RABBIT_MANAGEMENT_URL")
         if management_url and urlsplit(management_url).scheme not in ("http", "https"):
             raise ConfigError(f"RABBIT_MANAGEMENT_URL must be an http(s):// URL, got {management_url!r}")
+        agent_user, agent_password, agent_uri = _agent_broker_access(config, amqp_uri)
         online = _positive(config, "MACHINE_ONLINE_SECONDS", 300)
         stale = _positive(config, "MACHINE_STALE_SECONDS", 1800)
         if stale <= online:
@@ -232,6 +265,9 @@ class Settings:
             usb_policy_ttl_minutes=_positive(config, "USB_POLICY_TTL_MINUTES", 60),
             admin_password=_text(config, "CHAMADOS_ADMIN_PASSWORD"),
             rabbit_management_url=management_url,
+            agent_amqp_user=agent_user,
+            agent_amqp_password=agent_password,
+            agent_amqp_uri=agent_uri,
             heartbeat_queue_max_age_seconds=_positive(config, "HEARTBEAT_QUEUE_MAX_AGE_SECONDS", 120),
             console_https=_flag(config, "CONSOLE_HTTPS", False),
             sign_in_account_failures=_positive(config, "SIGN_IN_ACCOUNT_FAILURES", 5),

@@ -124,6 +124,9 @@ class Enrolment(StrictSchema):
     inventory_hash = fields.String(load_default=None, allow_none=True, metadata={
         "description": "a recognised machine's current inventory hash on the server (null when it has "
                        "none): an agent whose inventory still has this hash need not send it again"})
+    amqp_uri = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "the broker URI agents publish heartbeats with (AGENT_AMQP_URI: a user that may "
+                       "only publish heartbeats and read its own answers); null: use HTTP"})
 
 
 class MachineQuery(PageQuery):

@@ -178,7 +178,8 @@ class Service(ServiceBase):
             held = uow.session.get(HeartbeatState, machine.id).inventory_hash if reused else None
             return contract.Enrolment().dump({"machine_id": machine.id, "token": token,
                                               "expires_at": issued.expires_at, "reused": reused,
-                                              "inventory_hash": held})
+                                              "inventory_hash": held,
+                                              "amqp_uri": self.db.settings.agent_amqp_uri})
 
     @classmethod
     def _describe(cls, machine: Machine, data: dict, collaborator: dict, now) -> None:

@@ -350,6 +350,13 @@ def test_registration_answers(monkeypatch):
                       "expires_at": "2030-01-01T00:00:00Z", "reused": False})
     with pytest.raises(AgentError, match="unusable machine token"):
         transport.register("http://gw", {})
+    good = {"machine_id": "5b7c2d4e-0000-4000-8000-000000000001", "token": "t0ken",
+            "expires_at": "2030-01-01T00:00:00Z", "reused": False}
+    answer_with(201, {**good, "amqp_uri": "amqp://chamados-agent:pw@broker:5672/", "inventory_hash": "x"})
+    assert {key: transport.register("http://gw", {})[key] for key in ("amqp_uri", "inventory_hash")} == {
+        "amqp_uri": "amqp://chamados-agent:pw@broker:5672/", "inventory_hash": None}  # not a SHA-256
+    answer_with(201, {**good, "amqp_uri": "http://not-a-broker/"})
+    assert transport.register("http://gw", {})["amqp_uri"] is None
 
 
 def test_uris_are_shown_without_their_password():
@@ -482,11 +489,12 @@ def test_re_registration_of_a_known_machine_keeps_the_servers_inventory_hash(mon
     held = inventory_hash(collect.inventory())
     monkeypatch.setattr(cli, "register", lambda gateway, payload: {
         "machine_id": str(uuid.uuid4()), "token": "t0ken", "expires_at": "2027-01-01T00:00:00+00:00",
-        "reused": True, "inventory_hash": held})
+        "reused": True, "inventory_hash": held, "amqp_uri": "amqp://chamados-agent:pw@broker.example:5672/"})
     assert cli.main(["register", "--gateway", "http://127.0.0.1:1", "--code", "c", "--email", "a@b.co",
                      "--name", "Ana", "--state-dir", str(tmp_path)]) == 0
     state = StateStore(tmp_path).load()
     assert (state.inventory_hash, state.need_inventory) == (held, False)
+    assert state.amqp_uri == "amqp://chamados-agent:pw@broker.example:5672/"  # the broker the server names
     # what the next heartbeat decides: the hash only, as long as the inventory is the same
     assert full_inventory_due(state, held, datetime.now(timezone.utc)) is None
     assert full_inventory_due(state, "f" * 64, datetime.now(timezone.utc)) == "the inventory changed"

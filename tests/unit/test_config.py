@@ -257,3 +257,31 @@ def test_load_config_of_an_empty_file_is_an_empty_mapping(clean_env, tmp_path):
     path = tmp_path / "empty.yml"
     path.write_text("")
     assert load_config(path) == {}
+
+
+# --- the agents' broker access -------------------------------------------------------------
+
+def test_agent_broker_access_defaults_to_no_user_and_http():
+    settings = Settings.from_mapping({})
+    assert (settings.agent_amqp_user, settings.agent_amqp_password, settings.agent_amqp_uri) == \
+        ("chamados-agent", None, None)
+
+
+def test_agent_broker_access_when_given():
+    settings = Settings.from_mapping({"AGENT_AMQP_PASSWORD": "a-long-enough-secret",
+                                      "AGENT_AMQP_URI": "amqps://chamados-agent:a-long-enough-secret@broker.example/"})
+    assert settings.agent_amqp_uri.startswith("amqps://chamados-agent:")
+
+
+@pytest.mark.parametrize("mapping, key", [
+    ({"AGENT_AMQP_USER": "guest"}, "AGENT_AMQP_USER"),  # the services' own account
+    ({"AMQP_URI": "amqp://svc:pw@h/", "AGENT_AMQP_USER": "svc"}, "AGENT_AMQP_USER"),
+    ({"AGENT_AMQP_USER": "bad user"}, "AGENT_AMQP_USER"),
+    ({"AGENT_AMQP_PASSWORD": "short"}, "AGENT_AMQP_PASSWORD"),
+    ({"AGENT_AMQP_URI": "http://broker/"}, "AGENT_AMQP_URI"),
+    ({"AGENT_AMQP_URI": "amqp://guest:guest@broker/"}, "AGENT_AMQP_URI"),  # not the agents' user
+    ({"AGENT_AMQP_URI": "amqp:///vhost"}, "AGENT_AMQP_URI"),
+])
+def test_bad_agent_broker_access(mapping, key):
+    with pytest.raises(ConfigError, match=key):
+        Settings.from_mapping(mapping)

@@ -1,0 +1,78 @@
+"""The agents' broker user (common/broker_users.py), made as `chamados migrate` makes it, on a
+vhost of the test's own: it can publish heartbeats and read answers on a queue of its own,
+and is refused everything else — consuming the heartbeat queue, publishing anywhere else,
+declaring named queues, reaching another vhost."""
+import uuid
+from urllib.parse import quote
+
+import pika
+import pytest
+import requests
+from pika.exceptions import ChannelClosedByBroker, ProbableAccessDeniedError
+
+from common.broker_users import ensure_agent_user
+from common.config import Settings
+from common.contracts.devices import HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE
+from common.messaging import declare_bus
+from tests.harness import MANAGEMENT_API, RABBIT_AUTH, RabbitVhost
+
+
+@pytest.fixture
+def agent_access():
+    vhost = RabbitVhost.create()
+    user, password = f"chamados-agent-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    settings = Settings.from_mapping({"AMQP_URI": vhost.amqp_uri, "RABBIT_MANAGEMENT_URL": MANAGEMENT_API,
+                                      "AGENT_AMQP_USER": user, "AGENT_AMQP_PASSWORD": password})
+    try:
+        declare_bus(vhost.amqp_uri)  # the heartbeat exchange and queue, as the services declare them
+        assert ensure_agent_user(settings) == user
+        assert ensure_agent_user(settings) == user  # again (every `chamados migrate`): no error
+        uri = vhost.amqp_uri.replace("guest:guest@", f"{quote(user)}:{password}@")
+        yield uri, vhost
+    finally:
+        requests.delete(f"{MANAGEMENT_API}/users/{quote(user, safe='')}", auth=RABBIT_AUTH, timeout=10)
+        vhost.delete()
+
+
+def channel(uri: str):
+    connection = pika.BlockingConnection(pika.URLParameters(uri))
+    opened = connection.channel()
+    opened.confirm_delivery()
+    return connection, opened
+
+
+def refused(action) -> int:
+    """The AMQP reply code the broker closed the channel with (403: access refused)."""
+    with pytest.raises(ChannelClosedByBroker) as closed:
+        action()
+    return closed.value.reply_code
+
+
+def test_the_agents_user_may_publish_heartbeats_and_nothing_else(agent_access):
+    uri, vhost = agent_access
+    connection, ch = channel(uri)
+    try:
+        # publishing to the heartbeat exchange is allowed (a key nothing is bound to: this test's
+        # message is confirmed and dropped, it never reaches a consumer)
+        ch.basic_publish(HEARTBEAT_EXCHANGE, "nowhere", b"{}")
+        # an answer queue of its own: server-named, exclusive
+        answers = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        assert answers.startswith("amq.gen-")
+        ch.basic_consume(answers, lambda *args: None, auto_ack=True)
+        assert refused(lambda: ch.basic_get(HEARTBEAT_QUEUE)) == 403  # nor read heartbeats
+        connection.close()
+
+        for action in (lambda c: c.basic_publish("", HEARTBEAT_QUEUE, b"{}"),  # default exchange
+                       lambda c: c.basic_publish("amq.topic", "anything", b"{}"),  # a built-in exchange
+                       lambda c: c.queue_declare("agent-owned-queue"),
+                       lambda c: c.exchange_declare("agent-exchange", "fanout"),
+                       lambda c: c.queue_purge(HEARTBEAT_QUEUE)):
+            connection, ch = channel(uri)
+            assert refused(lambda: action(ch)) == 403
+            connection.close()
+    finally:
+        if connection.is_open:
+            connection.close()
+    other_vhost = uri.rsplit("/", 1)[0] + "/%2F"
+    with pytest.raises(ProbableAccessDeniedError):
+        pika.BlockingConnection(pika.URLParameters(other_vhost))
