@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 from marshmallow import ValidationError
 
-from agent import collect
+from agent import collect, service_install
 from agent.errors import (OK, AgentError, CredentialsRejected, NotRegistered, Unavailable,
                           UsageError)
 from agent.spool import Spool
@@ -155,6 +155,28 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="registration, last successful heartbeat, spool depth")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(handler=cmd_status)
+
+    install = commands.add_parser("install-service", parents=[common],
+                                  help="run the agent as a systemd service (Linux, as root; register first "
+                                       f"with --state-dir {service_install.STATE_DIR})")
+    install.add_argument("--user", default=service_install.SERVICE_USER,
+                         help=f"the unprivileged user it runs as, made if missing (default {service_install.SERVICE_USER})")
+    install.add_argument("--interval", type=interval_seconds, default=300.0,
+                         help=f"seconds between heartbeats (default 300; at least {MIN_INTERVAL:g})")
+    transport = install.add_mutually_exclusive_group()
+    transport.add_argument("--amqp", type=amqp_uri, help="the broker URI to use instead of the registered one")
+    transport.add_argument("--http", action="store_true", help="heartbeats over the gateway's route")
+    install.add_argument("--no-start", action="store_true", help="enable nothing, start nothing: only install")
+    install.add_argument("--root", default="/", help="write the unit under this directory and print the "
+                         "commands instead of running them (nothing on this system is changed)")
+    install.set_defaults(handler=cmd_install_service)
+    remove = commands.add_parser("uninstall-service", parents=[common],
+                                 help="stop and remove the systemd service (the registration stays unless --purge)")
+    remove.add_argument("--user", default=service_install.SERVICE_USER)
+    remove.add_argument("--purge", action="store_true",
+                        help=f"also delete {service_install.STATE_DIR} (token, spool) and the user")
+    remove.add_argument("--root", default="/", help="as for install-service")
+    remove.set_defaults(handler=service_install.uninstall)
     return parser
 
 
@@ -405,6 +427,17 @@ def cmd_run(args) -> int:
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
     return OK
+
+
+# --- as a service ---------------------------------------------------------------------
+
+def cmd_install_service(args) -> int:
+    """The service's state is always STATE_DIR (under --root for a dry run): register there
+    first, as root (`register --state-dir /var/lib/chamados-agent`)."""
+    if args.interval < MIN_INTERVAL:
+        raise UsageError(f"--interval {args.interval:g} is under {MIN_INTERVAL:g} seconds: a service runs for real")
+    state_dir = Path(args.root) / service_install.STATE_DIR.relative_to("/")
+    return service_install.install(args, state_dir / "state.json")
 
 
 # --- status --------------------------------------------------------------------------

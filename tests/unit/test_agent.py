@@ -498,3 +498,34 @@ def test_re_registration_of_a_known_machine_keeps_the_servers_inventory_hash(mon
     # what the next heartbeat decides: the hash only, as long as the inventory is the same
     assert full_inventory_due(state, held, datetime.now(timezone.utc)) is None
     assert full_inventory_due(state, "f" * 64, datetime.now(timezone.utc)) == "the inventory changed"
+
+
+# --- as a systemd service ----------------------------------------------------------------
+
+def test_install_service_under_a_root_writes_the_unit_and_changes_nothing_else(tmp_path, capsys):
+    root = tmp_path / "image"
+    assert cli.main(["install-service", "--root", str(root)]) == 3  # nothing registered there yet
+    assert "register first" in capsys.readouterr().err
+    StateStore(root / "var/lib/chamados-agent").save(make_state())
+    assert cli.main(["install-service", "--root", str(root), "--http", "--interval", "600"]) == 0
+    unit = (root / "etc/systemd/system/chamados-agent.service").read_text()
+    assert "User=chamados-agent\n" in unit and "Restart=on-failure\n" in unit
+    assert "StateDirectory=chamados-agent\n" in unit and "StateDirectoryMode=0700\n" in unit
+    assert "NoNewPrivileges=true\n" in unit and "WantedBy=multi-user.target\n" in unit
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.split("=", 1)[1].startswith("/")  # never found through a PATH
+    assert exec_start.endswith("run --state-dir /var/lib/chamados-agent --interval 600 --http")
+    printed = capsys.readouterr().out
+    assert "would run: useradd --system" in printed and "would run: systemctl enable --now" in printed
+
+    assert cli.main(["uninstall-service", "--root", str(root), "--purge"]) == 0
+    assert not (root / "etc/systemd/system/chamados-agent.service").exists()
+    assert "would run: userdel chamados-agent" in capsys.readouterr().out
+
+
+def test_install_service_refuses_a_test_interval_and_a_non_root_user(tmp_path, capsys):
+    assert cli.main(["install-service", "--root", str(tmp_path), "--interval", "10"]) == 2
+    assert "under 60 seconds" in capsys.readouterr().err
+    if os.geteuid() != 0:
+        assert cli.main(["install-service"]) == 2
+        assert "as root" in capsys.readouterr().err
