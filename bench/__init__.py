@@ -14,4 +14,4 @@ asks to report without a goal. A bench that stalls or crashes reports it (`"fail
 `"error"`) instead of hanging: every wait has a deadline.
 """
 
-BENCHES = ("drain", "http", "replicas", "memory", "growth", "console", "api")
+BENCHES = ("drain", "http", "replicas", "memory", "growth", "console", "api", "software")

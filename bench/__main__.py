@@ -21,7 +21,7 @@ from bench.core import RESULTS_DIR, code_fingerprint, commit_id, environment, lo
 
 MODULES = {"drain": "bench.drain", "http": "bench.gateway_http", "replicas": "bench.replicas",
            "memory": "bench.memory", "growth": "bench.growth", "console": "bench.console",
-           "api": "bench.api"}
+           "api": "bench.api", "software": "bench.software"}
 
 
 def describe() -> str:

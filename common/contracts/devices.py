@@ -228,6 +228,44 @@ class InventoryChanges(StrictSchema):
     next_cursor = fields.String(allow_none=True, required=True)
 
 
+class SoftwareQuery(PageQuery):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200), metadata={
+        "description": "the package's name, exactly as the inventory lists it (e.g. `firefox`)"})
+    version = fields.String(load_default=None, validate=validate.Length(min=1, max=200),
+                            metadata={"description": "only this version"})
+    version_lt = fields.String(load_default=None, validate=validate.Length(min=1, max=200), metadata={
+        "description": "only versions older than this one (Debian's order: `1.2.10` > `1.2.9`, "
+                       "`1.0~rc1` < `1.0`, an `epoch:` first)"})
+    company_id = fields.UUID(load_default=None)
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+
+SOFTWARE_VERSIONS_COUNTED = 100  # the newest matching versions whose machines are counted
+
+
+class SoftwareVersionCount(StrictSchema):
+    version = fields.String(required=True)
+    machines = fields.Integer(required=True)
+
+
+class SoftwareMachine(StrictSchema):
+    machine_id = fields.UUID(required=True)
+    hostname = fields.String(required=True)
+    company_id = fields.UUID(required=True)
+    version = fields.String(required=True)
+
+
+class SoftwareSearch(StrictSchema):
+    name = fields.String(required=True)
+    versions = fields.List(fields.Nested(SoftwareVersionCount), required=True, metadata={
+        "description": "each matching version with how many of the tenant's machines (of the company, "
+                       "if given) have it, newest first (the 100 newest); on the first page only (empty "
+                       "with a cursor)"})
+    items = fields.List(fields.Nested(SoftwareMachine), required=True,
+                        metadata={"description": "the machines, by hostname, a page at a time"})
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
 class CurrentInventory(StrictSchema):
     """The machine's current inventory as stored (canonical: volatile fields left out);
     all null until the agent has sent one."""

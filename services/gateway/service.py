@@ -541,6 +541,13 @@ class Service(ConsoleViews, DeadLetterRoutes):
     def list_machines(self, principal, query):
         return self.call("devices", "list_machines", principal, query)
 
+    @route("GET", "/api/admin/software",
+           summary="Which machines have a package, at which versions (e.g. name=firefox&version_lt=128): "
+                   "from the fleet's software index", tag="devices", roles=STAFF,
+           query=fleet.SoftwareQuery, response=fleet.SoftwareSearch)
+    def search_software(self, principal, query):
+        return self.call("devices", "search_software", principal, query)
+
     @route("GET", "/api/admin/users/<user_id>/machines",
            summary="Machines the user is assigned to or linked with", tag="devices", roles=STAFF,
            response=fleet.UserMachines)

@@ -670,3 +670,54 @@ def test_a_provisioning_code_never_creates_staff(tenant, anonymous):
     assert detail["persona"] == "manager"
     person = next(u for u in users(tenant.admin, "people") if u["email"] == email)
     assert person["role"] == "collaborator" and not person["has_password"]
+
+
+# --- the fleet's software index ---------------------------------------------------------------
+
+def software(admin: Client, **query) -> dict:
+    response = admin.get("/api/admin/software", params=query)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_software_search_answers_which_machines_have_a_package_at_which_versions(system, rpc, tenant, anonymous):
+    admin = tenant.admin
+    name = f"browser-{uuid.uuid4().hex[:6]}"  # a package only this test's machines have
+    first_company, second_company = tenant.company(), tenant.company()
+    machines = []
+    for company, version in ((first_company, "119.0.1"), (first_company, "120.0"), (second_company, "1:9.0")):
+        _, enrolled = enrol(anonymous, company)
+        inventory = sample_inventory(5)
+        inventory["software"]["packages"].append({"name": name, "version": version})
+        beat_and_wait(anonymous, admin, enrolled["token"], enrolled["machine_id"], inventory=inventory)
+        machines.append((enrolled, inventory))
+
+    found = software(admin, name=name)
+    assert [(v["version"], v["machines"]) for v in found["versions"]] == [("1:9.0", 1), ("120.0", 1), ("119.0.1", 1)]
+    assert {item["machine_id"] for item in found["items"]} == {m["machine_id"] for m, _ in machines}
+    older = software(admin, name=name, version_lt="120.0")  # 1:9.0 has an epoch: newer than any 120
+    assert [item["version"] for item in older["items"]] == ["119.0.1"]
+    assert [item["version"] for item in software(admin, name=name, company_id=second_company["id"])["items"]] == ["1:9.0"]
+    assert software(admin, name=name, version="120.0")["versions"] == [{"version": "120.0", "machines": 1}]
+    assert software(admin, name=f"{name}-nobody-has") == {"name": f"{name}-nobody-has", "versions": [], "items": [],
+                                                        "next_cursor": None}
+
+    # an upgrade moves the machine to its new version; pages never skip or repeat
+    (enrolled, inventory) = machines[0]
+    next(p for p in inventory["software"]["packages"] if p["name"] == name)["version"] = "121.0"
+    beat_and_wait(anonymous, admin, enrolled["token"], enrolled["machine_id"], inventory=inventory)
+    assert [(v["version"], v["machines"]) for v in software(admin, name=name, version_lt="121")["versions"]] == [
+        ("120.0", 1)]
+    first = software(admin, name=name, limit=2)
+    rest = software(admin, name=name, limit=2, cursor=first["next_cursor"])
+    assert len(first["items"]) == 2 and len(rest["items"]) == 1 and rest["next_cursor"] is None
+    assert rest["versions"] == []  # counted on the first page
+    assert {i["machine_id"] for i in first["items"] + rest["items"]} == {m["machine_id"] for m, _ in machines}
+
+    # another tenant sees none of it; staff only; bad queries are 422
+    assert software(new_tenant(system, rpc).admin, name=name)["items"] == []
+    _, collaborator = tenant.person("collaborator")
+    assert error(collaborator.get("/api/admin/software", params={"name": name}), 403)["code"] == "forbidden_role"
+    for bad in ({}, {"name": ""}, {"name": name, "limit": 0}, {"name": name, "company_id": "x"},
+                {"name": name, "cursor": "bm9wZQ"}, {"name": "x" * 201}):
+        assert error(admin.get("/api/admin/software", params=bad), 422)["code"] == "validation_failed", bad

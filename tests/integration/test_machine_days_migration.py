@@ -14,7 +14,7 @@ from common.config import Settings
 from common.db import create_service_engine
 from common.migrate import alembic_config, ensure_schema
 from services.devices.history import HourMetrics, day_start, unpack_changes, unpack_metrics
-from services.devices.storage import inflate_text
+from services.devices.storage import deflate_text, inflate_text
 
 BEFORE, MIGRATION, DEFLATED = "d8f2b4a6c0e3", "e4a6c8b0d2f4", "f6b8d0e2a4c6"
 NOON = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
@@ -119,3 +119,19 @@ def test_current_inventories_are_deflated_and_back(settings):
 
     migrate(settings, MIGRATION, downgrade=True)
     assert sorted(row.document for row in rows(settings, "SELECT document FROM inventories")) == sorted(documents)
+
+
+def test_the_software_index_is_filled_from_the_current_inventories(settings):
+    ensure_schema(settings, "devices")
+    migrate(settings, "a3c5e7f9b1d3")  # the current inventories, deflated, before the index
+    key = add_machine(settings)
+    document = orjson.dumps({"software": {"packages": [{"name": "curl", "version": "8.5.0"},
+                                                       {"name": "vim", "version": "2:9.1"}]}}).decode()
+    rows(settings, "INSERT INTO inventories (machine_id, hash, document, updated_at, version) "
+                   "VALUES (:m, :h, :d, :now, 1)", m=key, h="c" * 64, d=deflate_text(document), now=NOON)
+    migrate(settings, "b5d7f9a1c3e5")
+    names = {row.id: (row.name, row.version) for row in rows(settings, "SELECT id, name, version FROM software_versions")}
+    (held,) = rows(settings, "SELECT version_ids FROM machine_software")
+    ids = held.version_ids if isinstance(held.version_ids, list) else orjson.loads(held.version_ids)
+    assert sorted(names[i] for i in ids) == [("curl", "8.5.0"), ("vim", "2:9.1")]
+    migrate(settings, "a3c5e7f9b1d3", downgrade=True)
