@@ -22,7 +22,10 @@ sampled machine's `recent_sent` to its 4,096-entry cap (64 KB, rewritten every b
 entries at a real 5-minute cadence), and rewrite its 92 KB inventory dozens of times
 between two vacuums — so their dead TOAST pages swing the schema by more than the history
 adds, and a slope of the whole schema would multiply that swing by 1,000 / the sample size
-and by 90 days. What they gained is reported per sampled machine
+and by 90 days. `software_versions` holds each (package, version) the fleet has had once: it
+grows with the versions published, shared by the fleet's machines (the sample's upgrades are
+each a version of its own, so its growth here is reported, not projected per machine). What
+the other tables gained is reported per sampled machine
 (`state_tables_growth_per_sampled_machine`, as-is and live), and the whole schema's slope
 beside it (`schema_growth_per_machine_per_day`), so nothing is hidden.
 
@@ -186,6 +189,11 @@ def run(params: dict, reps: int, workdir) -> dict:
             target("schema_growth_per_machine_per_day", None, None, schema_per_machine_day, "bytes"),
             target("state_tables_growth_per_sampled_machine", None, None, state_growth, "bytes"),
             target("state_tables_live_growth_per_sampled_machine", None, None, state_growth_live, "bytes"),
+            # the software index's dictionary grows with the distinct versions the fleet has
+            # seen, not per machine: here every sampled upgrade is a version no other machine has
+            target("software_versions_growth", None, None, (vacuumed.get("software_versions", {}).get("total", 0)
+                                                            - enrolled.get("software_versions", {}).get("total", 0)),
+                   "bytes"),
             target(f"projected_live_rows_{p['project_machines']}_machines_{p['project_days']}_days",
                    None, None, projected_live / MB if projected_live is not None else None, "MB"),
             target("history_live_growth_per_machine_per_day", None, None, live_per_machine_day, "bytes"),

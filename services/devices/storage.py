@@ -14,7 +14,7 @@ from datetime import date, datetime
 from types import SimpleNamespace
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, LargeBinary, String,
-                        Text, UniqueConstraint, bindparam, or_, select, text, tuple_, update)
+                        Text, UniqueConstraint, any_, bindparam, or_, select, text, tuple_, update)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import TextClause
@@ -364,22 +364,29 @@ class DevicesRepository(Repository):
         add the same one at the same moment: the unique constraint keeps one)."""
         table = SoftwareVersion.__table__
         known: dict = {}
+        postgresql = self.session.bind.dialect.name == "postgresql"
 
         def look_up(wanted):
-            for start in range(0, len(wanted), LOOKUP_CHUNK):
-                chunk = wanted[start:start + LOOKUP_CHUNK]
-                for row in self.session.execute(select(table.c.id, table.c.name, table.c.version).where(
-                        tuple_(table.c.name, table.c.version).in_(chunk))):
-                    known[(row.name, row.version)] = row.id
+            # by name (one array parameter, the unique index): a (name, version) IN list of
+            # ~700 pairs was a 700-way OR, ~50 ms a batch; the few other versions of those
+            # names that come along are dropped here
+            names = sorted({name for name, _ in wanted})
+            for start in range(0, len(names), LOOKUP_CHUNK):
+                chunk = names[start:start + LOOKUP_CHUNK]
+                condition = table.c.name == any_(bindparam("names", chunk, type_=ARRAY(String))) if postgresql \
+                    else table.c.name.in_(chunk)
+                for row in self.session.execute(select(table.c.id, table.c.name, table.c.version).where(condition)):
+                    if (row.name, row.version) in wanted:
+                        known[(row.name, row.version)] = row.id
 
-        look_up(sorted(pairs))
+        look_up(pairs)
         missing = sorted(pairs - known.keys())
         if missing:
             statement = upsert_insert(self.session, table)
             self.session.execute(statement.on_conflict_do_nothing(), [
                 {"name": name, "version": version, "version_key": version_key(version)}
                 for name, version in missing])
-            look_up(missing)
+            look_up(set(missing))
         return known
 
     def software_versions(self, name: str, exact: str | None, older_than_key: bytes | None) -> dict:
