@@ -178,6 +178,20 @@ def unpack_changes(packed: bytes | None, day: date) -> list[ChangeRecord]:
             for version, second, changes in rows]
 
 
+def newest_changes(day_rows, before: tuple | None, limit: int) -> tuple[list[ChangeRecord], bool]:
+    """A page of change records, newest first, from (day, packed changes) rows newest first,
+    after the cursor (day, version) of the previous page: (page, whether more follow). The
+    cursor's own day may have nothing left, so a caller reads limit + 2 day rows (every
+    other row with changes holds at least one record)."""
+    records: list[ChangeRecord] = []
+    for day, packed in day_rows:
+        records.extend(record for record in reversed(unpack_changes(packed, day))
+                       if before is None or record.version < before[1])
+        if len(records) > limit:
+            break
+    return records[:limit], len(records) > limit
+
+
 # a batch's additions -------------------------------------------------------------------------
 
 @dataclass

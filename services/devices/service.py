@@ -28,7 +28,7 @@ from common.service_base import ServiceBase, rpc
 from common.tokens import hash_token, new_secret_token
 from services.devices import domain, storage
 from services.devices.history import (ChangeRecord, HistoryBatch, HourMetrics, day_of, day_start,
-                                      pack_metrics, unpack_changes, unpack_metrics)
+                                      newest_changes, pack_metrics, unpack_metrics)
 from services.devices.software import packages, version_key
 from services.devices.storage import (Alert, DevicesRepository, HeartbeatState, Inventory, Machine,
                                       MachineDay, MachineLink, MachineToken, StateRow, UsbPolicy)
@@ -617,17 +617,9 @@ class Service(ServiceBase):
         limit = data["limit"]
         with self.db.unit_of_work(read_only=True) as uow:
             machine = self._machine(uow, actor, machine_id)
-            records = []
-            # each day row with changes holds at least one: limit + 1 rows fill a page
-            for day, packed in uow.repo.change_days(machine.id, until=before[0] if before else None,
-                                                    limit=limit + 1):
-                records.extend(record for record in reversed(unpack_changes(packed, day))
-                               if before is None or record.version < before[1])
-                if len(records) > limit:
-                    break
-            page = records[:limit]
-            cursor = encode_cursor([day_of(page[-1].changed_at).isoformat(), page[-1].version]) \
-                if len(records) > limit else None
+            page, more = newest_changes(uow.repo.change_days(machine.id, until=before[0] if before else None,
+                                                             limit=limit + 2), before, limit)
+            cursor = encode_cursor([day_of(page[-1].changed_at).isoformat(), page[-1].version]) if more else None
             return {"items": [contract.InventoryChange().dump({
                 "version": record.version, "changed_at": record.changed_at, "initial": record.initial,
                 "changes": {kind: record.changes.get(kind, {}) for kind in ("added", "removed", "changed")}})

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.devices.history import (HOURS, ChangeRecord, HistoryBatch, HistoryFormatError, HourMetrics,
+from services.devices.history import (HOURS, ChangeRecord, HistoryBatch, HistoryFormatError, HourMetrics, day_start,
+                                      newest_changes,
                                       merge_day, pack_changes, pack_metrics, unpack_changes, unpack_metrics)
 
 DAY = date(2026, 12, 4)
@@ -85,3 +86,22 @@ def test_metrics_this_code_did_not_write_are_refused(value):
 def test_changes_this_code_did_not_write_are_refused(value):
     with pytest.raises(HistoryFormatError):
         unpack_changes(value, DAY)
+
+
+def test_pages_of_changes_run_across_days_without_skipping_or_repeating():
+    """Each day's records newest first, days newest first; a page may end on a day's last
+    record, and the next one must still find the older days."""
+    by_day = {DAY - timedelta(days=offset): versions for offset, versions in ((0, [5]), (1, [4]), (2, [2, 3]), (5, [1]))}
+    rows = [(day, pack_changes([ChangeRecord(v, day_start(day) + timedelta(hours=v), {}) for v in versions], day))
+            for day, versions in sorted(by_day.items(), reverse=True)]
+    for limit in (1, 2, 3, 10):
+        seen, before = [], None
+        while True:
+            until = before[0] if before else None
+            page, more = newest_changes([row for row in rows if until is None or row[0] <= until][:limit + 2],
+                                        before, limit)
+            seen += [record.version for record in page]
+            if not more:
+                break
+            before = (page[-1].changed_at.date(), page[-1].version)
+        assert seen == [5, 4, 3, 2, 1], (limit, seen)
