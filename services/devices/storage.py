@@ -28,7 +28,7 @@ from services.devices.history import HistoryBatch, merge_day
 from services.devices.software import version_key
 
 OPEN_ONLY = text("closed_at IS NULL")
-LOOKUP_CHUNK = 1000  # (name, version) pairs per lookup statement
+LOOKUP_CHUNK = 1000  # package names per lookup statement
 
 
 class Base(DeclarativeBase):
