@@ -23,18 +23,22 @@ _EPOCH = re.compile(r"^(\d+):(.*)$")
 def version_key(version: str) -> bytes:
     """Bytes that sort as `version` sorts (see the module's docstring): the epoch, then each
     (non-digit run, digit run) pair as its characters, an end mark and its number — an
-    absent run is empty, or 0 — and one more end mark, which is what a version that has
-    ended compares as against one that goes on (before `~`, after anything else)."""
+    absent run is empty, or 0 — and then one (empty, 0) pair and an end mark: what a version
+    that has ended compares as against one that goes on (before `~`, after anything else).
+    A version of zeros only is no pair at all (dpkg holds `0` equal to the empty string)."""
     epoch, rest = 0, version
     found = _EPOCH.match(version)
     if found:
         epoch, rest = int(found.group(1)), found.group(2)
+    if not rest.strip("0"):  # all zeros: one (empty, 0) pair, which is what the end compares as
+        rest = ""
     key = bytearray(_number(epoch))
     for text, digits in _PAIRS.findall(rest):
         if not text and not digits:
             continue
         key += b"".join(_character(c) for c in text) + _END + _number(int(digits or 0))
-    return bytes(key + _END)
+    # then the (empty, 0) pair every version goes on with, as far as comparing goes
+    return bytes(key + _END + _number(0) + _END)
 
 
 def _number(value: int) -> bytes:
