@@ -35,7 +35,7 @@ from agent.spool import Spool
 from agent.state import (State, StateStore, default_state_dir, full_inventory_due, jittered,
                          next_sent_at, parse_time, utcnow)
 from agent.transport import (REPLY_TIMEOUT, AmqpTransport, FlushResult, HttpTransport,
-                             NoHardwareIdentifier, flush, mask, register)
+                             NoHardwareIdentifier, amqp_uri_problem, flush, mask, register)
 from common.contracts import devices as contract
 from common.inventory import inventory_hash
 
@@ -67,14 +67,9 @@ def gateway_url(value: str) -> str:
 
 def amqp_uri(value: str) -> str:
     value = value.strip()
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a valid URI ({exc})") from None
-    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-        raise argparse.ArgumentTypeError("must be an amqp:// or amqps:// URI with a host, "
-                                         "e.g. amqp://user:password@broker:5672/")
+    problem = amqp_uri_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return value
 
 

@@ -28,6 +28,19 @@ CONNECT_TIMEOUT = 5.0
 
 # --- small helpers ---------------------------------------------------------------------
 
+def amqp_uri_problem(value: str) -> str | None:
+    """Why `value` is not a broker URI the agent can use (one typed after --amqp, or the one
+    the server names at registration), or None."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018
+    except ValueError as exc:
+        return f"not a valid URI ({exc})"
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        return "must be an amqp:// or amqps:// URI with a host, e.g. amqp://user:password@broker:5672/"
+    return None
+
+
 def mask(uri: str) -> str:
     """The URI without its password, for messages and `status`."""
     try:
@@ -104,8 +117,7 @@ def register(gateway: str, payload: dict) -> dict:
         return {"machine_id": str(enrolment["machine_id"]), "token": token,
                 "expires_at": enrolment["expires_at"].isoformat(), "reused": enrolment["reused"],
                 "inventory_hash": held if isinstance(held, str) and len(held) == 64 else None,
-                "amqp_uri": broker if isinstance(broker, str) and urlsplit(broker).scheme in ("amqp", "amqps")
-                else None}
+                "amqp_uri": broker if isinstance(broker, str) and amqp_uri_problem(broker) is None else None}
     code, message, details = error_of(response)
     if response.status_code == 401:
         if code == "invalid_provisioning_code":

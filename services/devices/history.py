@@ -95,6 +95,20 @@ class HourMetrics:
                            greatest(self.memory_max, other.memory_max), greatest(self.disk_max, other.disk_max))
 
 
+def fold_hours(into: dict, added: dict) -> dict:
+    """Each added hour merged into the one `into` already holds under the same key (an hour
+    of the day, or its start), or put there; `into`, changed."""
+    for key, metrics in added.items():
+        into[key] = into[key].merged(metrics) if key in into else metrics
+    return into
+
+
+def hour_starts(day: date, packed: bytes | None) -> dict[datetime, HourMetrics]:
+    """A day's packed metrics by the start of each hour (UTC)."""
+    start = day_start(day)
+    return {start + timedelta(hours=hour): metrics for hour, metrics in unpack_metrics(packed).items()}
+
+
 def _tenths(value: float | None) -> int:
     if value is None:
         return NOT_MEASURED
@@ -214,10 +228,7 @@ class HistoryBatch:
         return self.days.setdefault((machine_id, day_of(moment)), DayAdditions({}, []))
 
     def add_hours(self, machine_id, day: date, hours: dict[int, HourMetrics]) -> None:
-        additions = self.days.setdefault((machine_id, day), DayAdditions({}, []))
-        for hour, metrics in hours.items():
-            known = additions.hours.get(hour)
-            additions.hours[hour] = metrics if known is None else known.merged(metrics)
+        fold_hours(self.days.setdefault((machine_id, day), DayAdditions({}, [])).hours, hours)
 
     def add_change(self, machine_id, record: ChangeRecord) -> None:
         self._day(machine_id, record.changed_at).changes.append(record)
@@ -228,10 +239,7 @@ def merge_day(stored_metrics: bytes | None, stored_changes: bytes | None, day: d
     """A day row's values with a batch's additions folded in."""
     metrics, changes = stored_metrics, stored_changes
     if additions.hours:
-        hours = unpack_metrics(stored_metrics)
-        for hour, added in additions.hours.items():
-            hours[hour] = added if hour not in hours else hours[hour].merged(added)
-        metrics = pack_metrics(hours)
+        metrics = pack_metrics(fold_hours(unpack_metrics(stored_metrics), additions.hours))
     if additions.changes:
         records = unpack_changes(stored_changes, day) + additions.changes
         records.sort(key=lambda record: record.version)

@@ -27,8 +27,8 @@ from common.pagination import day_value, decode_cursor, encode_cursor, text_valu
 from common.service_base import ServiceBase, rpc
 from common.tokens import hash_token, new_secret_token
 from services.devices import domain, storage
-from services.devices.history import (ChangeRecord, HistoryBatch, HourMetrics, day_of, day_start,
-                                      newest_changes, pack_metrics, unpack_metrics)
+from services.devices.history import (ChangeRecord, HistoryBatch, HourMetrics, day_of, day_start, fold_hours,
+                                      hour_starts, newest_changes, pack_metrics, unpack_metrics)
 from services.devices.software import packages, version_key
 from services.devices.storage import (Alert, DevicesRepository, HeartbeatState, Inventory, Machine,
                                       MachineDay, MachineLink, MachineToken, StateRow, UsbPolicy)
@@ -372,13 +372,11 @@ class Service(ServiceBase):
     def _fold_ended_hour(history: HistoryBatch, state: StateRow, hour: datetime, metrics: HourMetrics) -> None:
         """An hour before the current one: into the state row's day while it is the
         current hour's day, else into its own day row."""
+        slot = {hour.astimezone(timezone.utc).hour: metrics}
         if state.agg_hour is not None and day_of(hour) == day_of(state.agg_hour):
-            hours = unpack_metrics(state.day_metrics)
-            slot = hour.astimezone(timezone.utc).hour
-            hours[slot] = hours[slot].merged(metrics) if slot in hours else metrics
-            state.day_metrics = pack_metrics(hours)
+            state.day_metrics = pack_metrics(fold_hours(unpack_metrics(state.day_metrics), slot))
         else:
-            history.add_hours(state.machine_id, day_of(hour), {hour.astimezone(timezone.utc).hour: metrics})
+            history.add_hours(state.machine_id, day_of(hour), slot)
 
     @staticmethod
     def _apply_inventory(uow, history: HistoryBatch, software: dict, state: StateRow, inventories: dict,
@@ -658,8 +656,7 @@ class Service(ServiceBase):
         return contract.SoftwareSearch().dump({
             "name": data["name"],
             # counted on the first page only: the next pages are the same search
-            "versions": sorted(({"version": versions[held], "machines": count} for held, count in counts.items()),
-                               key=lambda item: version_key(item["version"]), reverse=True),
+            "versions": [{"version": versions[held], "machines": counts[held]} for held in newest if held in counts],
             "items": [{"machine_id": machine_id, "hostname": hostname, "company_id": company_id,
                        "version": versions[held]} for machine_id, hostname, company_id, held in page],
             "next_cursor": encode_cursor([page[-1][1], str(page[-1][0])]) if more else None})
@@ -675,21 +672,15 @@ class Service(ServiceBase):
         since = domain.hour_of(utcnow()) - timedelta(hours=hours - 1)
         with self.db.unit_of_work(read_only=True) as uow:
             machine = self._machine(uow, actor, machine_id)
-            found = [(day_start(day) + timedelta(hours=hour), metrics)
-                     for day, packed in uow.repo.metric_days(machine.id, since=day_of(since))
-                     for hour, metrics in unpack_metrics(packed).items()]
+            found: dict[datetime, HourMetrics] = {}  # one hour in two places only around an upgrade
+            for day, packed in uow.repo.metric_days(machine.id, since=day_of(since)):
+                fold_hours(found, hour_starts(day, packed))
             state = uow.session.get(HeartbeatState, machine.id)
             if state is not None and state.agg_hour is not None:  # its day so far, and its hour
-                today = day_start(day_of(state.agg_hour))
-                found += [(today + timedelta(hours=hour), metrics)
-                          for hour, metrics in unpack_metrics(state.day_metrics).items()]
+                fold_hours(found, hour_starts(day_of(state.agg_hour), state.day_metrics))
                 if current := open_hour(state):
-                    found.append((state.agg_hour, current))
-            merged: dict[datetime, HourMetrics] = {}
-            for hour, metrics in found:  # one hour in two places only around an upgrade
-                if hour >= since:
-                    merged[hour] = merged[hour].merged(metrics) if hour in merged else metrics
-            items = [{"hour": hour, **asdict(merged[hour])} for hour in sorted(merged)]
+                    fold_hours(found, {state.agg_hour: current})
+            items = [{"hour": hour, **asdict(found[hour])} for hour in sorted(found) if hour >= since]
             return contract.MachineMetrics().dump({"hours": hours, "since": since, "items": items})
 
     @rpc

@@ -3,11 +3,10 @@ tests that check what a heartbeat wrote in PostgreSQL."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 from sqlalchemy import text
 
-from services.devices.history import ChangeRecord, HourMetrics, day_of, day_start, unpack_changes, unpack_metrics
+from services.devices.history import ChangeRecord, HourMetrics, day_of, hour_starts, unpack_changes
 
 
 def change_records(engine, machine_ids) -> dict[str, list[ChangeRecord]]:
@@ -32,15 +31,12 @@ def hourly_metrics(engine, machine_id, where: str = "both") -> dict:
             for row in connection.execute(text(
                     "SELECT day, metrics FROM devices.machine_days WHERE machine_id = :m AND metrics IS NOT NULL"),
                     machine):
-                found.update({day_start(row.day) + timedelta(hours=hour): metrics
-                              for hour, metrics in unpack_metrics(row.metrics).items()})
+                found.update(hour_starts(row.day, row.metrics))
         if where in ("state", "both"):
             state = connection.execute(text(
                 "SELECT agg_hour, day_metrics FROM devices.heartbeat_state WHERE machine_id = :m"), machine).first()
             if state is not None and state.day_metrics:
-                today = day_start(day_of(state.agg_hour))
-                found.update({today + timedelta(hours=hour): metrics
-                              for hour, metrics in unpack_metrics(state.day_metrics).items()})
+                found.update(hour_starts(day_of(state.agg_hour), state.day_metrics))
     return found
 
 

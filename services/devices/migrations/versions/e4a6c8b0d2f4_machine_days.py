@@ -13,15 +13,14 @@ Revises: d8f2b4a6c0e3
 Create Date: 2026-12-04 17:00:00
 """
 from collections import defaultdict
-from datetime import timedelta
 
 import orjson
 import sqlalchemy as sa
 from alembic import op
 
 from common.db import UTCDateTime
-from services.devices.history import (ChangeRecord, HourMetrics, day_of, day_start, pack_changes,
-                                      pack_metrics, unpack_changes, unpack_metrics)
+from services.devices.history import (ChangeRecord, HourMetrics, day_of, hour_starts, pack_changes,
+                                      pack_metrics, unpack_changes)
 
 revision = 'e4a6c8b0d2f4'
 down_revision = 'd8f2b4a6c0e3'
@@ -125,9 +124,8 @@ def downgrade() -> None:
             "SELECT d.machine_id, d.day, d.metrics, d.changes, i.hash FROM machine_days d "
             "LEFT JOIN inventories i ON i.machine_id = d.machine_id ORDER BY d.machine_id, d.day")
             .columns(machine_id=sa.Uuid(), day=sa.Date())):
-        for hour, metrics in unpack_metrics(row.metrics).items():
-            hourly.append({"machine_id": row.machine_id, "hour": day_start(row.day) + timedelta(hours=hour),
-                           **metrics.__dict__})
+        for hour, metrics in hour_starts(row.day, row.metrics).items():
+            hourly.append({"machine_id": row.machine_id, "hour": hour, **metrics.__dict__})
         for record in unpack_changes(row.changes, row.day):
             # the versions' own hashes were not kept: only the current one is known
             record_changes = record.changes or {"initial": True}
@@ -137,9 +135,8 @@ def downgrade() -> None:
     for row in bind.execute(sa.text(  # the current day's ended hours, kept in the state row
             "SELECT machine_id, agg_hour, day_metrics FROM heartbeat_state WHERE day_metrics IS NOT NULL")
             .columns(machine_id=sa.Uuid(), agg_hour=UTCDateTime())):
-        for hour, metrics in unpack_metrics(row.day_metrics).items():
-            hourly.append({"machine_id": row.machine_id,
-                           "hour": day_start(day_of(row.agg_hour)) + timedelta(hours=hour), **metrics.__dict__})
+        for hour, metrics in hour_starts(day_of(row.agg_hour), row.day_metrics).items():
+            hourly.append({"machine_id": row.machine_id, "hour": hour, **metrics.__dict__})
     if hourly:
         bind.execute(sa.table('metrics_hourly', *(sa.column(name, kind) for name, kind in (
             ('machine_id', sa.Uuid()), ('hour', UTCDateTime()), ('samples', sa.Integer()),
