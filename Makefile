@@ -4,7 +4,7 @@
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-$(INSTALLED): pyproject.toml constraints.txt scripts/venv.sh
+$(INSTALLED): pyproject.toml protocol/pyproject.toml agent/pyproject.toml constraints.txt scripts/venv.sh
 	@scripts/venv.sh
 
 up: $(INSTALLED)

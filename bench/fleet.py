@@ -1,6 +1,6 @@
 """A simulated fleet: machines and tokens written straight into the bench's database,
 realistic inventories (hardware, ~600 packages, disks, network: ~92 KB of JSON, the shape
-agent/collect.py sends), heartbeat bodies (~2 KB), and publishing them to the heartbeat
+agent/chamados_agent/collect.py sends), heartbeat bodies (~2 KB), and publishing them to the heartbeat
 exchange as agents do (persistent, `message_id`, token in header `authorization`)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pika
 
 from common.contracts.devices import (HEARTBEAT_EXCHANGE, HEARTBEAT_MAX_BYTES, HEARTBEAT_QUEUE,
                                       HEARTBEAT_ROUTING_KEY)
-from common.inventory import inventory_hash
+from chamados_protocol.inventory import inventory_hash
 from common.tokens import hash_token, new_secret_token
 
 from bench.core import BenchFailure

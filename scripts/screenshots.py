@@ -95,7 +95,7 @@ def register_device(system: System, company: dict, workdir: Path) -> str | None:
     env = {key: value for key, value in os.environ.items() if key not in ("AMQP_URI", "DATABASE_URL")}
 
     def agent(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "agent.cli", *args, "--state-dir", str(state_dir)],
+        return subprocess.run([sys.executable, "-m", "chamados_agent.cli", *args, "--state-dir", str(state_dir)],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
     registered = agent("register", "--gateway", system.base_url, "--code", company["provisioning_code"],

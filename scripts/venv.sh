@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv/ and install the pinned dependencies (re-run when pyproject.toml changes).
+# Create .venv/ and install the pinned dependencies (re-run when a pyproject.toml changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -13,6 +13,8 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip "setuptools<81" wheel
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+# three distributions: the server (the root), the protocol it shares with agents, and the agent
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt \
+    -e ./protocol -e ./agent -e ".[test]"
 touch .venv/.installed
 echo "venv: .venv ready"

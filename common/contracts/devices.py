@@ -1,132 +1,18 @@
-"""Contract of the devices service (RPC `devices`) and of the heartbeat on the bus.
+"""Contract of the devices service (RPC `devices`).
 
-Agents publish heartbeats as JSON to exchange `devices.heartbeats` (durable, direct, routing
-key `heartbeat`), persistent, with publisher confirms, a `message_id`, and the machine token
-in the header `authorization`. The gateway's HTTP heartbeat route publishes the same.
+The heartbeat on the bus and the registration body are the agents' contract too: they are
+defined once in `chamados_protocol.heartbeat` (the package the agent distribution shares with
+the server) and named here as well, so the server reads every devices schema from one module.
 """
-import re
-from datetime import datetime, timedelta, timezone
+from marshmallow import fields, validate
 
-from marshmallow import ValidationError, fields, validate, validates, validates_schema
+from chamados_protocol.heartbeat import (  # noqa: F401  (the agents' part of this contract)
+    AGENT_CAPABILITIES, HEARTBEAT_EXCHANGE, HEARTBEAT_MAX_BYTES, HEARTBEAT_QUEUE, HEARTBEAT_ROUTING_KEY,
+    HEARTBEAT_SCHEMA, INVENTORY_MAX_VALUES, PERSONAS, USB_MODES, Enrolment, Heartbeat, HeartbeatAnswer,
+    Registration, load_heartbeat)
+from common.contracts import PageQuery, StrictSchema, trimmed
 
-from common.contracts import PageQuery, StrictSchema, extent_problem, trimmed
-
-HEARTBEAT_EXCHANGE = "devices.heartbeats"
-HEARTBEAT_QUEUE = "devices.heartbeats"
-HEARTBEAT_ROUTING_KEY = "heartbeat"
-HEARTBEAT_MAX_BYTES = 1_048_576
-# an inventory is hardware, OS, disks, network and software lists: a few levels deep and a
-# few thousand values; these bounds leave room and keep every walk of it cheap and safe
-INVENTORY_MAX_DEPTH = 16
-INVENTORY_MAX_VALUES = 50_000
-# a heartbeat stamped further ahead than this is refused: the agent's clock is wrong, and
-# its current state must not be taken from the future (late heartbeats are fine)
-HEARTBEAT_MAX_AHEAD = timedelta(minutes=10)
-USB_MODES = ("ALLOW", "BLOCK", "READ_ONLY")
-# what an agent may say it does beyond heartbeats; a name the server does not know yet (a newer
-# agent's) is accepted and ignored
-AGENT_CAPABILITIES = ("usb_policy",)
-CAPABILITY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
-PERSONAS = ("collaborator", "manager")
 MACHINE_STATUSES = ("online", "stale", "offline")
-SHA256_HEX = validate.Regexp(r"^[0-9a-f]{64}$", error="a lower-case SHA-256 hex digest")
-PERCENT = validate.Range(min=0, max=100)
-MOUNT_MAX_LENGTH, DISKS_MAX = 256, 64
-
-
-class DiskUsage(StrictSchema):
-    mount = fields.String(required=True, validate=validate.Length(min=1, max=MOUNT_MAX_LENGTH))
-    percent = fields.Float(required=True, validate=PERCENT)
-
-
-class Metrics(StrictSchema):
-    cpu_percent = fields.Float(load_default=None, allow_none=True, validate=PERCENT)
-    memory_percent = fields.Float(load_default=None, allow_none=True, validate=PERCENT)
-    disks = fields.List(fields.Nested(DiskUsage), load_default=list, validate=validate.Length(max=DISKS_MAX))
-    uptime_seconds = fields.Integer(load_default=None, allow_none=True,
-                                    validate=validate.Range(min=0))
-
-
-class UsbPolicyAck(StrictSchema):
-    mode = fields.String(required=True, validate=validate.OneOf(USB_MODES))
-
-
-def inventory_extent(inventory: dict) -> None:
-    problem = extent_problem(inventory, INVENTORY_MAX_DEPTH, INVENTORY_MAX_VALUES)
-    if problem:
-        raise ValidationError(f"the inventory is {problem}")
-
-
-class Heartbeat(StrictSchema):
-    sent_at = fields.AwareDateTime(required=True)
-    metrics = fields.Nested(Metrics, load_default=dict)
-    inventory = fields.Dict(load_default=None, allow_none=True, validate=inventory_extent)
-    inventory_hash = fields.String(load_default=None, allow_none=True, validate=SHA256_HEX)
-    usb_policy_ack = fields.Nested(UsbPolicyAck, load_default=None, allow_none=True)
-
-    @validates("sent_at")
-    def not_ahead(self, value: datetime, **kwargs):
-        ahead = value - datetime.now(timezone.utc)
-        if ahead > HEARTBEAT_MAX_AHEAD:
-            raise ValidationError(f"sent_at is {int(ahead.total_seconds())} s in the future "
-                                  f"(at most {int(HEARTBEAT_MAX_AHEAD.total_seconds())} s): "
-                                  "set the machine's clock")
-
-    @validates_schema
-    def inventory_or_hash(self, data, **kwargs):
-        if data.get("inventory") is None and data.get("inventory_hash") is None:
-            raise ValidationError("send the inventory or its hash", "inventory_hash")
-
-
-class HeartbeatAnswer(StrictSchema):
-    need_inventory = fields.Boolean(required=True)
-    usb_policy = fields.String(allow_none=True, required=True,
-                               metadata={"description": "a USB mode waiting for the agent to apply it"})
-    error = fields.String(allow_none=True, metadata={
-        "description": "AMQP replies only: `invalid_token` when the heartbeat was refused"})
-    message = fields.String(allow_none=True)
-
-
-class OperatingSystem(StrictSchema):
-    name = trimmed(100, required=True)
-    version = fields.String(load_default="", validate=validate.Length(max=100))
-    build = fields.String(load_default="", validate=validate.Length(max=100))
-    arch = fields.String(load_default="", validate=validate.Length(max=32))
-
-
-class Collaborator(StrictSchema):
-    email = fields.Email(required=True, validate=validate.Length(max=254))
-    name = trimmed(200, required=True)
-
-
-class Registration(StrictSchema):
-    provisioning_code = fields.String(required=True, validate=validate.Length(min=1, max=128))
-    hostname = trimmed(255, required=True)
-    os = fields.Nested(OperatingSystem, required=True)
-    mac_addresses = fields.List(fields.String(validate=validate.Length(max=64)), load_default=list,
-                                validate=validate.Length(max=64))
-    serial_numbers = fields.List(fields.String(validate=validate.Length(max=128)), load_default=list,
-                                 validate=validate.Length(max=32))
-    collaborator = fields.Nested(Collaborator, required=True)
-    access_role = fields.String(load_default="collaborator", validate=validate.OneOf(PERSONAS))
-    capabilities = fields.List(
-        fields.String(validate=validate.Regexp(CAPABILITY_NAME, error="a capability is a short snake_case name")),
-        load_default=list, validate=validate.Length(max=16), metadata={
-            "description": "what the agent does beyond heartbeats: `usb_policy` if it applies USB policies "
-                           "(the agent shipped here does not); unknown names are ignored"})
-
-
-class Enrolment(StrictSchema):
-    machine_id = fields.UUID(required=True)
-    token = fields.String(required=True)
-    expires_at = fields.AwareDateTime(required=True)
-    reused = fields.Boolean(required=True)
-    inventory_hash = fields.String(load_default=None, allow_none=True, metadata={
-        "description": "a recognised machine's current inventory hash on the server (null when it has "
-                       "none): an agent whose inventory still has this hash need not send it again"})
-    amqp_uri = fields.String(load_default=None, allow_none=True, metadata={
-        "description": "the broker URI agents publish heartbeats with (AGENT_AMQP_URI: a user that may "
-                       "only publish heartbeats and read its own answers); null: use HTTP"})
 
 
 class MachineQuery(PageQuery):
@@ -218,7 +104,7 @@ class InventoryChange(StrictSchema):
     initial = fields.Boolean(required=True, metadata={
         "description": "the machine's first inventory: the document itself is the change"})
     changes = fields.Nested(InventoryChangeKinds, required=True, metadata={
-        "description": "paths as `common.inventory.flatten` writes them, e.g. "
+        "description": "paths as `chamados_protocol.inventory.flatten` writes them, e.g. "
                        "`software/packages[name=curl,arch=amd64]/version`; empty for the first inventory"})
 
 
@@ -320,92 +206,3 @@ class LinkCreate(StrictSchema):
 class LinkQuery(StrictSchema):
     machine_id = fields.UUID(required=True)
     user_id = fields.UUID(required=True)
-
-
-# --- the heartbeat's hot path ---------------------------------------------------------------
-# Thousands of heartbeats a second go through here; marshmallow builds and validates nested
-# objects one field at a time (25 disks cost more than everything else the consumer does).
-# `load_heartbeat` takes the common, well-formed shape directly and hands anything else to
-# the schema, which stays the single definition (and gives the error messages): a property
-# test keeps the two equal (tests/unit/test_heartbeat_fast_path.py).
-
-HEARTBEAT_SCHEMA = Heartbeat()
-_ISO_AWARE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})\Z")
-_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
-_METRIC_KEYS = frozenset(("cpu_percent", "memory_percent", "disks", "uptime_seconds"))
-_HEARTBEAT_KEYS = frozenset(("sent_at", "metrics", "inventory", "inventory_hash", "usb_policy_ack"))
-
-
-class _Unusual(Exception):
-    """Not the common shape: the schema decides."""
-
-
-def _percent(value, allow_none=True):
-    if value is None and allow_none:
-        return None
-    if type(value) not in (int, float) or not PERCENT.min <= value <= PERCENT.max:
-        raise _Unusual
-    return float(value)
-
-
-def _fast_metrics(metrics) -> dict:
-    if type(metrics) is not dict or not metrics.keys() <= _METRIC_KEYS:
-        raise _Unusual
-    disks = metrics.get("disks", [])
-    if type(disks) is not list or len(disks) > DISKS_MAX:
-        raise _Unusual
-    loaded_disks = []
-    for disk in disks:
-        if type(disk) is not dict or len(disk) != 2:
-            raise _Unusual
-        mount = disk.get("mount")
-        if type(mount) is not str or not 1 <= len(mount) <= MOUNT_MAX_LENGTH:
-            raise _Unusual
-        loaded_disks.append({"mount": mount, "percent": _percent(disk.get("percent"), allow_none=False)})
-    uptime = metrics.get("uptime_seconds")
-    if uptime is not None and (type(uptime) is not int or uptime < 0):
-        raise _Unusual
-    return {"cpu_percent": _percent(metrics.get("cpu_percent")),
-            "memory_percent": _percent(metrics.get("memory_percent")),
-            "disks": loaded_disks, "uptime_seconds": uptime}
-
-
-def _fast_heartbeat(body: dict) -> dict:
-    if not body.keys() <= _HEARTBEAT_KEYS:
-        raise _Unusual
-    sent_at = body.get("sent_at")
-    if type(sent_at) is not str or not _ISO_AWARE.match(sent_at):
-        raise _Unusual
-    try:
-        sent_at = datetime.fromisoformat(sent_at)
-    except ValueError:
-        raise _Unusual from None
-    if sent_at - datetime.now(timezone.utc) > HEARTBEAT_MAX_AHEAD:
-        raise _Unusual
-    loaded = {"sent_at": sent_at,
-              "metrics": _fast_metrics(body["metrics"]) if "metrics" in body else {}}
-    inventory, digest = body.get("inventory"), body.get("inventory_hash")
-    if inventory is not None and (type(inventory) is not dict or extent_problem(
-            inventory, INVENTORY_MAX_DEPTH, INVENTORY_MAX_VALUES)):
-        raise _Unusual
-    if digest is not None and (type(digest) is not str or not _SHA256.match(digest)):
-        raise _Unusual
-    if inventory is None and digest is None:
-        raise _Unusual
-    ack = body.get("usb_policy_ack")
-    if ack is not None and (type(ack) is not dict or ack.keys() != {"mode"} or ack["mode"] not in USB_MODES):
-        raise _Unusual
-    loaded.update(inventory=dict(inventory) if inventory is not None else None, inventory_hash=digest,
-                  usb_policy_ack=dict(ack) if ack is not None else None)
-    return loaded
-
-
-def load_heartbeat(body: dict) -> dict:
-    """`Heartbeat().load(body)`, quickly for the usual shape; ValidationError otherwise."""
-    try:
-        return _fast_heartbeat(body)
-    except _Unusual:
-        return HEARTBEAT_SCHEMA.load(body)
-
-
-Heartbeat.fast_load = staticmethod(load_heartbeat)  # `contracts.load` (the gateway) uses it too

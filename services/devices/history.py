@@ -14,7 +14,7 @@ little-endian word per present hour, in hour order: the sample count in the low 
 "not measured").
 
 Changes: the day's inventory change records in version order, each
-`[version, second of the day, changes]` with `changes` as `common.inventory.diff` writes
+`[version, second of the day, changes]` with `changes` as `chamados_protocol.inventory.diff` writes
 it ({"added", "removed", "changed"}, or {} for a machine's first inventory). Format 1: one
 format byte, then the records' JSON deflated (raw, level 9) with CHANGES_DICTIONARY as the
 preset dictionary: a day's few hundred bytes of records compress together, and the
@@ -41,8 +41,8 @@ MAX_SAMPLES = (1 << SAMPLE_BITS) - 1
 _SLOT = struct.Struct("<Q")
 _VALUES = ("cpu_avg", "cpu_max", "memory_avg", "memory_max", "disk_max")  # in this order above the count
 # Part of changes format 1: never edit it (records written with it could not be read); a
-# better dictionary is a new format number. The vocabulary of agent/collect.py's inventory
-# paths and common.inventory's records, the most frequent last (deflate reaches it cheapest).
+# better dictionary is a new format number. The vocabulary of agent/chamados_agent/collect.py's inventory
+# paths and chamados_protocol.inventory's records, the most frequent last (deflate reaches it cheapest).
 CHANGES_DICTIONARY = (
     b'"hardware/serial_numbers[0]"network[name=wlp2s0]/ipv4[0]"partitions[mount=/]/total_bytes'
     b'"disks[name=sda]/size_bytes"os/version"os/build"os/kernel"hostname"'

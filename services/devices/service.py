@@ -20,7 +20,7 @@ from common.contracts import load, parse_id, paths_with_nul
 from common.db import Database, utcnow
 from common.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from common.idempotency import IdempotencyContext, idempotent
-from common.inventory import canonical_form, diff_canonical
+from chamados_protocol.inventory import canonical_form, diff_canonical
 from common.messaging import (HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, Verdict, batch_consumer,
                               first_delivery, subscribe)
 from common.pagination import day_value, decode_cursor, encode_cursor, text_value, uuid_value

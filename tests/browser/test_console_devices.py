@@ -25,7 +25,7 @@ PROCESSED_TIMEOUT = 15.0
 def run_agent(system, state_dir, *args) -> subprocess.CompletedProcess:
     """The agent CLI as a desktop runs it: no server-side settings in its environment."""
     env = {key: value for key, value in system.env.items() if key not in ("AMQP_URI", "DATABASE_URL")}
-    done = subprocess.run([sys.executable, "-m", "agent.cli", *args, "--state-dir", str(state_dir)],
+    done = subprocess.run([sys.executable, "-m", "chamados_agent.cli", *args, "--state-dir", str(state_dir)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return done

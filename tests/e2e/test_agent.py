@@ -35,7 +35,7 @@ PATIENT = ("--reply-timeout", "20")  # the answer normally comes in well under a
 
 def agent(state_dir, *args, timeout=60) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key not in ("AMQP_URI", "DATABASE_URL")}
-    done = subprocess.run([sys.executable, "-m", "agent.cli", *args, "--state-dir", str(state_dir)],
+    done = subprocess.run([sys.executable, "-m", "chamados_agent.cli", *args, "--state-dir", str(state_dir)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert TRACEBACK not in done.stderr, done.stderr  # expected conditions never show one
     return done

@@ -1107,7 +1107,7 @@ def test_a_heartbeat_of_exactly_the_limit_is_refused_or_processed_never_dropped(
     service will then dead-letter: it answers 413, or 422 for an inventory past the
     contract's bounds (a megabyte of tiny packages holds more values than any machine
     has), or the inventory arrives."""
-    from common.inventory import inventory_hash
+    from chamados_protocol.inventory import inventory_hash
 
     enrolment = register(world.tenant)
     data, body = sized_heartbeat(world.max_body, packages)

@@ -3,7 +3,7 @@
 staff of the machine's tenant only."""
 from datetime import datetime, timedelta, timezone
 
-from common.inventory import canonical_form, inventory_hash
+from chamados_protocol.inventory import canonical_form, inventory_hash
 from tests.e2e.test_devices import (beat, beat_and_wait, enrol, error, parse, sample_inventory)
 from tests.harness import eventually
 

@@ -10,7 +10,7 @@ import orjson
 from kombu import Connection, Queue
 from nameko.standalone.events import get_event_exchange
 
-from common.inventory import inventory_hash
+from chamados_protocol.inventory import inventory_hash
 from tests.harness import Client, eventually, new_tenant
 
 WINDOWS = {"name": "Windows 11 Pro", "version": "11", "build": "26100", "arch": "x86_64"}

@@ -4,7 +4,7 @@
 It publishes `per_machine` heartbeats for each machine of the plan, in rounds (one heartbeat
 per machine, in a shuffled order each round, as independent agents would), at `rate`
 messages per second, with pika and publisher confirms (persistent, mandatory), the
-way the agent does (agent/transport.py). A heartbeat counts as sent only once the broker
+way the agent does (agent/chamados_agent/transport.py). A heartbeat counts as sent only once the broker
 confirmed it. On a lost connection it reconnects with backoff and publishes the unconfirmed
 message again with the SAME body and message_id: when the broker had routed it before the
 connection died, the consumer sees a genuine duplicate it must absorb.
@@ -30,7 +30,7 @@ import orjson
 import pika
 
 from common.contracts.devices import HEARTBEAT_EXCHANGE, HEARTBEAT_ROUTING_KEY
-from common.inventory import inventory_hash
+from chamados_protocol.inventory import inventory_hash
 
 DEEP_LEVELS = 900
 POISON_KINDS = ("int_authorization", "bytes_authorization", "list_authorization",

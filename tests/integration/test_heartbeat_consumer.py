@@ -12,7 +12,7 @@ import requests
 from kombu import Connection, Exchange, Queue
 from sqlalchemy import create_engine, text
 
-from common.inventory import inventory_hash
+from chamados_protocol.inventory import inventory_hash
 from tests.harness import Client, dead_letters, eventually
 from tests.support.history import change_records
 

@@ -8,7 +8,7 @@ import orjson
 import requests
 from sqlalchemy import create_engine, text
 
-from common.inventory import inventory_hash
+from chamados_protocol.inventory import inventory_hash
 from tests.harness import Client, dead_letters, eventually
 from tests.support.history import hourly_metrics
 from tests.integration.test_heartbeat_consumer import (enrol, heartbeat_message, heartbeat_states,

@@ -18,13 +18,13 @@ import orjson
 import pytest
 import requests
 
-from agent import cli, collect, transport
-from agent.errors import AgentError, CredentialsRejected, MessageRejected, Unavailable
-from agent.spool import Spool
-from agent.state import (FULL_INVENTORY_EVERY, State, StateStore, full_inventory_due, jittered,
+from chamados_agent import cli, collect, transport
+from chamados_agent.errors import AgentError, CredentialsRejected, MessageRejected, Unavailable
+from chamados_agent.spool import Spool
+from chamados_agent.state import (FULL_INVENTORY_EVERY, State, StateStore, full_inventory_due, jittered,
                          next_sent_at, parse_time, utcnow)
-from common import inventory as shared
-from common.inventory import inventory_hash
+from chamados_protocol import inventory as shared
+from chamados_protocol.inventory import inventory_hash
 from common.config import ROOT
 from common.contracts.devices import Heartbeat
 
@@ -402,18 +402,19 @@ def test_state_dir_is_accepted_before_the_command(tmp_path, capsys):
 
 
 def test_the_agent_does_not_load_the_server_side():
-    """It ships to desktops: nameko, SQLAlchemy, kombu, eventlet or a service package would
-    be dead weight there, and a sign the dependency rule was broken."""
-    probe = ("import sys, agent.cli, agent.transport, agent.collect; "
+    """It ships to desktops: nameko, SQLAlchemy, kombu, eventlet or any server package would
+    be dead weight there, and a sign the dependency rule was broken (the agent shares only
+    chamados_protocol with the server; tests/e2e/test_agent_wheel.py installs it alone)."""
+    probe = ("import sys, chamados_agent.cli, chamados_agent.transport, chamados_agent.collect; "
              "print('\\n'.join(sorted(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     loaded = set(done.stdout.split())
+    assert "chamados_protocol.heartbeat" in loaded  # the probe saw the agent's imports
     forbidden = {name for name in loaded if name.split(".")[0] in
-                 {"nameko", "sqlalchemy", "kombu", "eventlet", "psycopg", "werkzeug", "services", "amqp"}}
+                 {"nameko", "sqlalchemy", "kombu", "eventlet", "psycopg", "werkzeug", "amqp",
+                  "chamados", "common", "services"}}
     assert not forbidden
-    assert {name for name in loaded if name.startswith("common.")} <= {
-        "common.contracts", "common.contracts.devices", "common.inventory"}
 
 
 # --- the run loop ----------------------------------------------------------------------
@@ -478,7 +479,7 @@ def test_run_refuses_an_interval_under_a_minute_unless_asked_for_debugging(tmp_p
 def test_status_into_a_pipe_closed_early_ends_quietly(tmp_path):
     """`chamados-agent status | head`: the reader may be gone before the agent writes."""
     StateStore(tmp_path).save(make_state())
-    process = subprocess.Popen([sys.executable, "-m", "agent.cli", "status", "--state-dir", str(tmp_path)],
+    process = subprocess.Popen([sys.executable, "-m", "chamados_agent.cli", "status", "--state-dir", str(tmp_path)],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()  # the reader leaves before the first line
     _, err = process.communicate(timeout=60)

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from common.contracts.devices import HEARTBEAT_SCHEMA, load_heartbeat
+from chamados_protocol import heartbeat
+from chamados_protocol.heartbeat import HEARTBEAT_SCHEMA, load_heartbeat
 
 NOW = datetime.now(timezone.utc)
 anything = st.none() | st.booleans() | st.integers(-5, 200) | st.floats(-1, 101, allow_nan=False) | st.text(max_size=3)
@@ -53,11 +54,9 @@ def test_the_fast_path_and_the_schema_agree_on_any_body(body):
 
 
 def test_the_usual_heartbeat_takes_the_fast_path():
-    from common.contracts import devices
-
     body = {"sent_at": NOW.isoformat(), "inventory_hash": "a" * 64,
             "metrics": {"cpu_percent": 3, "disks": [{"mount": "/", "percent": 10}]}}
-    assert devices._fast_heartbeat(body) == HEARTBEAT_SCHEMA.load(body)
+    assert heartbeat._fast_heartbeat(body) == HEARTBEAT_SCHEMA.load(body)
 
 
 @pytest.mark.parametrize("body", [{"sent_at": NOW.isoformat()}, {"inventory_hash": "a" * 64}, {}])
@@ -84,6 +83,4 @@ good_bodies = st.fixed_dictionaries(
 @settings(max_examples=400, deadline=None)
 @given(good_bodies)
 def test_well_formed_heartbeats_load_the_same_on_the_fast_path(body):
-    from common.contracts import devices
-
-    assert devices._fast_heartbeat(body) == HEARTBEAT_SCHEMA.load(body)
+    assert heartbeat._fast_heartbeat(body) == HEARTBEAT_SCHEMA.load(body)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import orjson
 
-from common.inventory import (canonical_bytes, canonical_form, diff, diff_canonical, flatten,
+from chamados_protocol.inventory import (canonical_bytes, canonical_form, diff, diff_canonical, flatten,
                               inventory_hash)
 
 INVENTORY = {
@@ -139,7 +139,7 @@ documents = st.recursive(
 @settings(max_examples=500, deadline=None)
 @given(st.dictionaries(plain_keys, documents, max_size=4), st.dictionaries(plain_keys, documents, max_size=4))
 def test_the_walking_diff_equals_the_flattened_definition(before, after):
-    from common.inventory import canonical
+    from chamados_protocol.inventory import canonical
 
     before, after = canonical(before), canonical(after)
     assert diff_canonical(before, after) == flat_diff(before, after)

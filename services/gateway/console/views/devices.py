@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from common.contracts.devices import MACHINE_STATUSES, PERSONAS, USB_MODES
 from common.errors import Conflict, ValidationFailed
-from common.inventory import IDENTITY_KEYS
+from chamados_protocol.inventory import IDENTITY_KEYS
 from common.rpc import together
 from services.gateway.console import catalogue, charts
 from services.gateway.console.formatting import LOCAL_ZONE, parse_time, size

@@ -1,7 +1,7 @@
 """Talking to the server: registration over HTTP, heartbeats over AMQP (pika, persistent,
 publisher confirms, mandatory) or the gateway's HTTP route, and the spool replay.
 
-Every answer that crosses in is validated against common.contracts.devices before it is
+Every answer that crosses in is validated against chamados_protocol.heartbeat before it is
 believed; extra fields are ignored (the API may add fields, API.md).
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ import orjson
 import requests
 from marshmallow import EXCLUDE, ValidationError
 
-from agent.errors import AgentError, CredentialsRejected, MessageRejected, Unavailable
-from agent.spool import Spool
-from common.contracts import devices as contract
+from chamados_agent.errors import AgentError, CredentialsRejected, MessageRejected, Unavailable
+from chamados_agent.spool import Spool
+from chamados_protocol import heartbeat as contract
 
 log = logging.getLogger("chamados-agent")
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.errors import AgentError, UsageError
+from chamados_agent.errors import AgentError, UsageError
 
 SERVICE_NAME = "chamados-agent.service"
 UNIT_DIR = Path("etc/systemd/system")
@@ -57,14 +57,14 @@ WantedBy=multi-user.target
 def agent_executable() -> list[str]:
     """How the unit starts this very agent, by absolute path (a unit must not depend on a
     PATH): the `chamados-agent` script beside this Python (its venv), else the one on the
-    PATH, else this Python with `-m agent.cli`."""
+    PATH, else this Python with `-m chamados_agent.cli`."""
     beside = Path(sys.executable).parent / "chamados-agent"
     if beside.is_file():
         return [str(beside.absolute())]
     found = shutil.which("chamados-agent")
     if found:
         return [str(Path(found).absolute())]
-    return [str(Path(sys.executable).absolute()), "-m", "agent.cli"]
+    return [str(Path(sys.executable).absolute()), "-m", "chamados_agent.cli"]
 
 
 def _require_linux_root(root: Path) -> bool:

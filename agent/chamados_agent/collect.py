@@ -2,7 +2,7 @@
 and metrics. Whatever cannot be read is left out, never guessed: an invented serial would
 merge two machines on the server, an invented version would mislead a technician.
 
-The inventory's canonical form and hash are common.inventory's: the server runs the same
+The inventory's canonical form and hash are chamados_protocol.inventory's: the server runs the same
 function, so both sides always agree on whether the inventory changed.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 import orjson
 import psutil
 
-from common.contracts.devices import HEARTBEAT_MAX_BYTES
-from common.inventory import inventory_hash  # noqa: F401  (the one shared hash, re-exported)
+from chamados_protocol.heartbeat import HEARTBEAT_MAX_BYTES
+from chamados_protocol.inventory import inventory_hash  # noqa: F401  (the one shared hash, re-exported)
 
 DMI = Path("/sys/class/dmi/id")
 SERIAL_FILES = ("product_serial", "board_serial", "chassis_serial")

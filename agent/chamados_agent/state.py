@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from agent.errors import AgentError, NotRegistered
+from chamados_agent.errors import AgentError, NotRegistered
 
 STATE_FILE = "state.json"
 LOCK_FILE = "agent.lock"

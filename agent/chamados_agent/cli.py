@@ -28,16 +28,16 @@ from urllib.parse import urlsplit
 import orjson
 from marshmallow import ValidationError
 
-from agent import collect, service_install
-from agent.errors import (OK, AgentError, CredentialsRejected, NotRegistered, Unavailable,
+from chamados_agent import collect, service_install
+from chamados_agent.errors import (OK, AgentError, CredentialsRejected, NotRegistered, Unavailable,
                           UsageError)
-from agent.spool import Spool
-from agent.state import (State, StateStore, default_state_dir, full_inventory_due, jittered,
+from chamados_agent.spool import Spool
+from chamados_agent.state import (State, StateStore, default_state_dir, full_inventory_due, jittered,
                          next_sent_at, parse_time, utcnow)
-from agent.transport import (REPLY_TIMEOUT, AmqpTransport, FlushResult, HttpTransport,
+from chamados_agent.transport import (REPLY_TIMEOUT, AmqpTransport, FlushResult, HttpTransport,
                              NoHardwareIdentifier, amqp_uri_problem, flush, mask, register)
-from common.contracts import devices as contract
-from common.inventory import inventory_hash
+from chamados_protocol import heartbeat as contract
+from chamados_protocol.inventory import inventory_hash
 
 log = logging.getLogger("chamados-agent")
 UNANSWERED_BEFORE_HTTP_CHECK = 3
