@@ -103,7 +103,8 @@ class Stack:
     def __init__(self, bench: str, workdir: Path, extra_env: dict | None = None):
         self.bench = bench
         self.workdir = Path(workdir)
-        self.extra_env = extra_env or {}
+        # what production pays for a password (the test systems' cheap argon2 would flatter sign-ins)
+        self.extra_env = {"PASSWORD_HASH_PROFILE": "rfc9106-low-memory", **(extra_env or {})}
         self.postgres = self.vhost = self.system = None
         self.database_name = self.database_url = None
         self._conn = None

@@ -45,6 +45,11 @@ def load_config(path: Path | str | None = None) -> dict:
 AGENT_PASSWORD_MIN_LENGTH = 16
 
 
+# argon2-cffi's parameter profiles by name (services/accounts/service.py maps them); the last
+# one costs microseconds instead of ~0.1 s of CPU: test systems sign in thousands of times
+PASSWORD_HASH_PROFILES = ("rfc9106-low-memory", "rfc9106-high-memory", "insecure-for-tests")
+
+
 def _agent_broker_access(config, amqp_uri: str) -> tuple[str, str | None, str | None]:
     """AGENT_AMQP_USER / _PASSWORD / _URI: never the services' own broker account, which may
     do anything on the vhost; the URI's user is the agents' user."""
@@ -117,6 +122,13 @@ def _flag(mapping, key, default: bool) -> bool:
 
 
 ORIGIN = re.compile(r"(https?)://([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:\d{1,5})?")
+
+
+def _choice(mapping, key, allowed: tuple[str, ...], default: str) -> str:
+    value = _text(mapping, key, default)
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def _origins(mapping, key) -> tuple[str, ...]:
@@ -204,6 +216,9 @@ class Settings:
     sign_in_lock_seconds: int = 30
     sign_in_max_lock_seconds: int = 900
     password_hash_slots: int = 1  # argon2 computations at once in the accounts process
+    # argon2's cost for new hashes (argon2-cffi's profiles; a stored hash carries its own, so
+    # a change never locks anyone out); the cheap one is for test systems only
+    password_hash_profile: str = "rfc9106-low-memory"
     trusted_proxies: tuple = ()  # addresses/networks whose X-Forwarded-For the gateway believes
     cors_allowed_origins: tuple = ()  # browser origins allowed to call /api/; empty: CORS off
 
@@ -277,6 +292,8 @@ class Settings:
             sign_in_lock_seconds=lock,
             sign_in_max_lock_seconds=max_lock,
             password_hash_slots=_positive(config, "PASSWORD_HASH_SLOTS", 1),
+            password_hash_profile=_choice(config, "PASSWORD_HASH_PROFILE", PASSWORD_HASH_PROFILES,
+                                          "rfc9106-low-memory"),
             trusted_proxies=_networks(config, "TRUSTED_PROXIES"),
             cors_allowed_origins=_origins(config, "CORS_ALLOWED_ORIGINS"),
         )

@@ -220,6 +220,9 @@ class System:
             # expected wrong passwords lock out the next ones (tests/e2e/test_sign_in_throttle.py
             # checks the limit on a system of its own)
             "SIGN_IN_ADDRESS_FAILURES": "1000000",
+            # argon2 at test cost: ~0.1 s of CPU per sign-in, thousands of times, starved the
+            # machine the three suites share (a sign-in once took over the 10 s deadline)
+            "PASSWORD_HASH_PROFILE": "insecure-for-tests",
             "SCHEDULER_JOBS": '{"chat-cleanup": {"enabled": false}, "offline-sweep": {"enabled": false}, '
                               '"usb-cleanup": {"enabled": false}, "storage-maintenance": {"enabled": false}}',
             **self.extra_env,

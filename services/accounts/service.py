@@ -8,7 +8,7 @@ import uuid
 from collections import deque
 from datetime import datetime, timedelta
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 import eventlet
 from eventlet import tpool
@@ -28,7 +28,11 @@ from services.accounts import domain, storage, throttle
 from services.accounts.storage import AccountsRepository, ApiSession, Company, Tenant, User
 
 log = logging.getLogger(__name__)
-hasher = PasswordHasher()
+# PASSWORD_HASH_PROFILE (common/config.py names them): the cost of new hashes; any stored
+# hash verifies whatever the setting, since it carries its own parameters
+HASHERS = {"rfc9106-low-memory": PasswordHasher.from_parameters(profiles.RFC_9106_LOW_MEMORY),
+           "rfc9106-high-memory": PasswordHasher.from_parameters(profiles.RFC_9106_HIGH_MEMORY),
+           "insecure-for-tests": PasswordHasher.from_parameters(profiles.CHEAPEST)}
 HASHING_NICENESS = 10  # argon2's threads yield the CPU to the hub's (Linux: nice is per thread)
 WAITING_PER_SLOT = 8  # sign-ins that may queue for argon2 per slot (~0.3 s each); beyond, 429 at once
 SIGN_IN_WAIT_SECONDS = 5.0  # a sign-in waits this long for a slot at most (the RPC deadline is 10 s)
@@ -60,9 +64,14 @@ class HashingSlots:
         self.slots = 0
         self.free = 0
         self.queue: deque[Event] = deque()
+        self.profile = "rfc9106-low-memory"
+        self._dummy_hashes: dict[str, str] = {}
 
-    def configure(self, slots: int) -> None:
-        """The number of slots (PASSWORD_HASH_SLOTS); a change applies as slots free up."""
+    def configure(self, settings) -> None:
+        """The number of slots (PASSWORD_HASH_SLOTS; a change applies as slots free up) and
+        the cost of new hashes (PASSWORD_HASH_PROFILE)."""
+        self.profile = settings.password_hash_profile
+        slots = settings.password_hash_slots
         if slots != self.slots:
             self.free += slots - self.slots
             self.slots = slots
@@ -72,11 +81,22 @@ class HashingSlots:
     def waiting(self) -> int:
         return len(self.queue)
 
+    @property
+    def hasher(self) -> PasswordHasher:
+        return HASHERS[self.profile]
+
+    @property
+    def dummy_hash(self) -> str:
+        """A hash of the current cost, verified for an unknown email: same time as a known one."""
+        if self.profile not in self._dummy_hashes:
+            self._dummy_hashes[self.profile] = tpool.execute(self.hasher.hash, "timing-equaliser")
+        return self._dummy_hashes[self.profile]
+
     def run(self, function, *args, refuse_when_busy: bool = False, before=None):
         """`function(*args)` in a slot; `before()`, when given, runs first once the slot is
         held (a sign-in looks at its locks again: they may have been set while it waited)."""
         if not self.slots:
-            self.configure(1)
+            self.free = self.slots = 1
         if refuse_when_busy and self.waiting >= WAITING_PER_SLOT * self.slots:
             raise self._busy()
         self._acquire(SIGN_IN_WAIT_SECONDS if refuse_when_busy else None)
@@ -126,17 +146,19 @@ class HashingSlots:
 hashing = HashingSlots()
 
 
-def hash_password(password: str) -> str:
+def hash_password(settings, password: str) -> str:
     domain.check_password(password)
-    return hashing.run(hasher.hash, password)  # argon2 is slow by design: off the hub
+    hashing.configure(settings)
+    return hashing.run(hashing.hasher.hash, password)  # argon2 is slow by design: off the hub
 
 
-def password_matches(password_hash: str | None, password: str, refuse_when_busy: bool = False,
+def password_matches(settings, password_hash: str | None, password: str, refuse_when_busy: bool = False,
                      before=None) -> bool:
     if password_hash is None:
         return False
+    hashing.configure(settings)
     try:
-        return hashing.run(hasher.verify, password_hash, password, refuse_when_busy=refuse_when_busy,
+        return hashing.run(hashing.hasher.verify, password_hash, password, refuse_when_busy=refuse_when_busy,
                            before=before)
     except (VerificationError, InvalidHashError):
         return False
@@ -231,7 +253,7 @@ class Service(ServiceBase):
         user = uow.repo.add(User(tenant_id=tenant.id, email=email.strip(),
                                  email_normalized=domain.normalize_email(email),
                                  name="Administrator", role="admin",
-                                 password_hash=hash_password(password)))
+                                 password_hash=hash_password(self.db.settings, password)))
         uow.emit("user_created", user_event(user))
         return user
 
@@ -252,7 +274,7 @@ class Service(ServiceBase):
         answer is 429 `too_many_requests`, a right password included, and no argon2 runs."""
         data = load(contract.SignIn, credentials)
         settings = self.db.settings
-        hashing.configure(settings.password_hash_slots)
+        hashing.configure(settings)
         policy = throttle.Policy.from_settings(settings)
         email = domain.normalize_email(data["email"])
         address_key = throttle.address_key(client_address)
@@ -271,11 +293,11 @@ class Service(ServiceBase):
                     self._refuse_while_locked(check, limits, utcnow())
 
             user = next((u for u in candidates
-                         if password_matches(u.password_hash, data["password"], refuse_when_busy=True,
+                         if password_matches(settings, u.password_hash, data["password"], refuse_when_busy=True,
                                              before=still_unlocked)), None)
             if user is None:
                 if not candidates:  # same cost whether or not the email exists
-                    password_matches(DUMMY_HASH, data["password"], refuse_when_busy=True,
+                    password_matches(settings, hashing.dummy_hash, data["password"], refuse_when_busy=True,
                                      before=still_unlocked)
                 uow.session.rollback()  # what follows is a transaction of its own
                 self._count_failure(uow, limits, utcnow())
@@ -343,11 +365,11 @@ class Service(ServiceBase):
             user = self._user(uow, actor.tenant_id, actor.user_id)
             if user.merged_into_id is not None:
                 raise Unauthorized("invalid or expired token", code="invalid_token")
-            if not password_matches(user.password_hash, data["current_password"]):
+            if not password_matches(self.db.settings, user.password_hash, data["current_password"]):
                 raise Forbidden("the current password is wrong", code="wrong_password",
                                 details={"fields": {"current_password": ["does not match"]}})
             now = utcnow()
-            user.password_hash = hash_password(data["new_password"])
+            user.password_hash = hash_password(self.db.settings, data["new_password"])
             user.updated_at = now  # no event: no other service keeps anything of a password
             uow.repo.revoke_sessions_of(user.id, now, keep=session_id)
             uow.commit()
@@ -479,7 +501,7 @@ class Service(ServiceBase):
                 tenant_id=actor.tenant_id, email=email,
                 email_normalized=domain.normalize_email(email), name=data["name"].strip(),
                 role=data["role"], company_id=company_id,
-                password_hash=hash_password(data["password"]) if data["password"] else None))
+                password_hash=hash_password(self.db.settings, data["password"]) if data["password"] else None))
             uow.emit("user_created", user_event(user))
             commit_unique(uow, taken)
             return contract.User().dump(user)
@@ -518,7 +540,7 @@ class Service(ServiceBase):
                 user.email_normalized = domain.normalize_email(changes["email"])
             now = utcnow()
             if "password" in data:
-                user.password_hash = hash_password(data["password"])
+                user.password_hash = hash_password(self.db.settings, data["password"])
                 uow.repo.revoke_sessions_of(user.id, now)  # a new password signs everyone out
             if changes or "password" in data:
                 user.updated_at = now
@@ -669,12 +691,10 @@ def reset_password(store, email: str, tenant_slug: str | None = None,
         candidates = uow.repo.people_by_email(domain.normalize_email(email), tenant_slug)
         user, slug = domain.account_to_recover(candidates, email.strip(), tenant_slug)
         now = utcnow()
-        user.password_hash = hash_password(password)
+        user.password_hash = hash_password(store.settings, password)
         user.updated_at = now
         revoked = uow.repo.revoke_sessions_of(user.id, now)
         uow.commit()
         return {"user": contract.User().dump(user), "tenant": slug, "revoked_sessions": revoked,
                 "password": password if generated else None}
 
-
-DUMMY_HASH = hasher.hash("timing-equaliser")
