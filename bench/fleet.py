@@ -12,9 +12,9 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pika
 
+from chamados_protocol.inventory import inventory_hash
 from common.contracts.devices import (HEARTBEAT_EXCHANGE, HEARTBEAT_MAX_BYTES, HEARTBEAT_QUEUE,
                                       HEARTBEAT_ROUTING_KEY)
-from chamados_protocol.inventory import inventory_hash
 from common.tokens import hash_token, new_secret_token
 
 from bench.core import BenchFailure
@@ -187,16 +187,18 @@ def fit_packages(limit: int = HEARTBEAT_MAX_BYTES - 8 * 1024) -> int:
 
 # --- rows -----------------------------------------------------------------------------------
 
-def seed_machines(stack, count: int, packages: int = DEFAULT_PACKAGES, first_index: int = 0) -> list[SimMachine]:
+def seed_machines(stack, count: int, packages: int = DEFAULT_PACKAGES, first_index: int = 0,
+                  tenant_id=None) -> list[SimMachine]:
     """Machines, their heartbeat state and a token each, written straight to the devices
-    schema with the service's own table definitions (their Python-side defaults apply)."""
+    schema with the service's own table definitions (their Python-side defaults apply); in
+    a tenant of their own unless `tenant_id` is given (one whose admin reads them)."""
     from sqlalchemy import create_engine, insert
 
     from services.devices.storage import HeartbeatState, Machine, MachineToken
 
     machines = [SimMachine(first_index + n, packages) for n in range(count)]
     now = datetime.now(timezone.utc)
-    tenant, company = uuid.uuid4(), uuid.uuid4()
+    tenant, company = tenant_id or uuid.uuid4(), uuid.uuid4()
     engine = create_engine(stack.database_url, hide_parameters=True,
                            connect_args={"options": "-csearch_path=devices"})  # as common/db.py
     try:

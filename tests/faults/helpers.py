@@ -650,6 +650,8 @@ class Pipeline:
             for consumer in consumers:
                 if consumer["queue"]["name"] == HEARTBEAT_QUEUE:
                     details = consumer["channel_details"]
+                    if not details:  # `[]` until the broker's statistics have the channel: ask again
+                        return None
                     owner = owner_of_port(details["peer_port"], self.devices_processes())
                     found[owner] = details["connection_name"]
             return found if set(found) == set(self.devices_processes()) else None
