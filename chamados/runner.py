@@ -1,6 +1,7 @@
 """Runs one service in this process: `chamados run accounts`."""
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import signal
@@ -42,6 +43,11 @@ def run(name: str) -> None:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     runner.start()
+    # What exists now (modules, schemas, table metadata, pools: ~110,000 objects) lives as long
+    # as the process; out of the collector's sight, a full collection takes ~0.1 ms instead of
+    # ~60 ms, which had been the p99 of a request that parses an inventory
+    gc.collect()
+    gc.freeze()
     log.info("%s started, http on %s", name, config["WEB_SERVER_ADDRESS"])
     runner.wait()
     log.info("%s stopped", name)
