@@ -46,10 +46,12 @@ SUMMARY = ("JSON API (list, recent, search, create, start/pause, machine registr
            "8 connections vs a bare nameko HTTP->RPC echo: req/s, p99, server p99, RPCs, RSS")
 FULL = {"tickets": 100_000, "requesters": 300, "agents": 20, "companies": 40, "queues": 4,
         "connections": 8, "seconds": 10, "settle_seconds": 1.0, "warmup_seconds": 2,
-        "transition_tickets": 64, "wrk_threads": 2, "install_wrk": 1, "load_generator": "auto", "profile": ""}
+        "transition_tickets": 64, "wrk_threads": 2, "install_wrk": 1, "load_generator": "auto", "profile": "",
+        "routes": "all"}
 SMOKE = {"tickets": 300, "requesters": 12, "agents": 3, "companies": 4, "queues": 2,
          "connections": 4, "seconds": 1, "settle_seconds": 0.2, "warmup_seconds": 0,
-         "transition_tickets": 16, "wrk_threads": 2, "install_wrk": 0, "load_generator": "auto", "profile": ""}
+         "transition_tickets": 16, "wrk_threads": 2, "install_wrk": 0, "load_generator": "auto", "profile": "",
+         "routes": "all"}
 # route: (minimum share of echo's req/s, p99 ms goal) — None: no goal of that kind
 GOALS = {"list": (0.5, 100), "recent": (0.5, 100), "search": (None, 150), "create": (0.3, 150),
          "transition": (0.3, 150)}
@@ -202,8 +204,21 @@ def start_echo(stack: Stack) -> str:
 
 # --- the run ------------------------------------------------------------------------------------
 
+def chosen_routes(routes: str) -> tuple:
+    """`all`, or some routes by name (comma-separated) to look at one closely; echo, the
+    baseline, is always measured."""
+    if routes == "all":
+        return ROUTES
+    names = {name.strip() for name in routes.split(",") if name.strip()}
+    unknown = names - set(ROUTES)
+    if unknown:
+        raise ValueError(f"routes: no route {', '.join(sorted(unknown))} (known: {', '.join(ROUTES)})")
+    return tuple(name for name in ROUTES if name in names | {ECHO})
+
+
 def run(params: dict, reps: int, workdir) -> dict:
     p = params
+    measured_routes = chosen_routes(p["routes"])
     if p["transition_tickets"] < 2 * p["connections"]:
         raise ValueError("transition_tickets must be at least twice the connections")
     wrk = load_generator(p)
@@ -301,11 +316,11 @@ def run(params: dict, reps: int, workdir) -> dict:
             return measured
 
         if p["warmup_seconds"] > 0:
-            for name in ROUTES:
+            for name in measured_routes:
                 load(name, p["warmup_seconds"])
         watched = {name: process.pid for name, process in stack.system.processes.items()}
         for rep in range(reps):
-            order = list(ROUTES) if rep % 2 == 0 else list(reversed(ROUTES))
+            order = list(measured_routes) if rep % 2 == 0 else list(reversed(measured_routes))
             record = {"rep": rep, "order": order}
             samplers = {name: PeakRss(pid, interval=0.25) for name, pid in watched.items()}
             for sampler in samplers.values():
@@ -313,19 +328,19 @@ def run(params: dict, reps: int, workdir) -> dict:
             for name in order:
                 record[name] = load(name, p["seconds"], recorded=True)
             record["rss_mb"] = {name: round(sampler.stop() / 2 ** 20, 1) for name, sampler in samplers.items()}
-            for name in ROUTES:
+            for name in measured_routes:
                 record[name]["vs_echo"] = ratio(record[name]["req_per_s"], record[ECHO]["req_per_s"])
             log(NAME, f"rep {rep + 1}/{reps} ({record[ECHO]['tool']}): " + ", ".join(
                 f"{name} {record[name]['req_per_s']:.0f}/s p99 {record[name]['p99_ms']:.0f} ms"
-                for name in ROUTES) + f"; RSS MB {record['rss_mb']}")
-            for name in ROUTES:
+                for name in measured_routes) + f"; RSS MB {record['rss_mb']}")
+            for name in measured_routes:
                 log(NAME, f"  {name} CPU % of a core: {record[name]['cpu_percent']}")
             runs.append(record)
         transitions_done = stack.scalar("SELECT count(*) FROM tickets.work_sessions WHERE ticket_id = ANY(%s::uuid[])",
                                         (transition_ids,)) if _has_table(stack, "tickets", "work_sessions") else None
         machines = stack.scalar("SELECT count(*) FROM devices.machines") if _has_table(stack, "devices", "machines") \
             else None
-    result = summarise(runs, seeded, checks, p["connections"])
+    result = summarise(runs, seeded, checks, p["connections"], measured_routes)
     result["work_sessions_opened_on_transition_tickets"] = transitions_done
     result["machines_registered"] = machines
     return result
@@ -420,14 +435,14 @@ def combined_server_side(before, after, labels: tuple) -> dict:
 
 # --- the result -----------------------------------------------------------------------------------
 
-def summarise(runs: list, seeded: dict, checks: dict, connections: int) -> dict:
-    loaded = {name: [record[name] for record in runs] for name in ROUTES}
+def summarise(runs: list, seeded: dict, checks: dict, connections: int, measured_routes: tuple = ROUTES) -> dict:
+    loaded = {name: [record[name] for record in runs] for name in measured_routes}
     routes = {name: dict(figures(loaded[name]), vs_echo=_r(median([m["vs_echo"] for m in loaded[name]]), 3),
                          non_2xx=sum(m["non_2xx_3xx"] for m in loaded[name]),
                          socket_errors=sum(m["socket_errors"] for m in loaded[name]),
                          rows_shown=checks.get(name))
-              for name in ROUTES}
-    for name in ROUTES:
+              for name in measured_routes}
+    for name in measured_routes:
         parts = loaded[name][0]["cpu_percent"] if loaded[name] else {}
         routes[name]["cpu_percent"] = {part: median([m["cpu_percent"][part] for m in loaded[name]]) for part in parts}
     rss = {name: median([record["rss_mb"][name] for record in runs]) for name in runs[0]["rss_mb"]} if runs else {}
@@ -441,18 +456,21 @@ def summarise(runs: list, seeded: dict, checks: dict, connections: int) -> dict:
         return line
 
     for name, (share, p99) in GOALS.items():
+        if name not in routes:
+            continue
         figure = routes[name]
         if share is not None:
             lines.append(with_bottleneck(target(f"{name} vs echo", ">=", share, figure["vs_echo"], "ratio"), name))
         else:
             lines.append(target(f"{name} vs echo", None, None, figure["vs_echo"], "ratio"))
         lines.append(with_bottleneck(target(f"{name} p99", "<", p99, figure["wrk_p99_ms"], "ms"), name))
-    lines.append(with_bottleneck(target("register rate", ">=", REGISTER_RATE, routes["register"]["rate_req_per_s"],
-                                        "req/s"), "register"))
+    if "register" in routes:
+        lines.append(with_bottleneck(target("register rate", ">=", REGISTER_RATE,
+                                            routes["register"]["rate_req_per_s"], "req/s"), "register"))
     for name in ("gateway", *BACKENDS):
         if name in rss:
             lines.append(target(f"{name} peak RSS", "<", RSS_MB, rss[name], "MB"))
-    for name in ROUTES:
+    for name in measured_routes:
         figure = routes[name]
         suffix = " (baseline)" if name == ECHO else ""
         lines.append(target(f"{name} rate{suffix}", None, None, figure["rate_req_per_s"], "req/s"))
@@ -462,13 +480,14 @@ def summarise(runs: list, seeded: dict, checks: dict, connections: int) -> dict:
             lines.append(target(f"{name} server p99", None, None, figure["server_p99_ms"], "ms"))
         if name in ("register", HEALTHZ):
             lines.append(target(f"{name} vs echo", None, None, figure["vs_echo"], "ratio"))
-    lines.append(target("transition non-2xx", None, None, routes["transition"]["non_2xx"], "requests"))
+    if "transition" in routes:
+        lines.append(target("transition non-2xx", None, None, routes["transition"]["non_2xx"], "requests"))
     for name in ECHO_PROCESSES:
         if name in rss:
             lines.append(target(f"{name} peak RSS (baseline)", None, None, rss[name], "MB"))
     failures = []
     for record in runs:
-        for name in ROUTES:
+        for name in measured_routes:
             r = record[name]
             bad = r["non_2xx_3xx"] + r["socket_errors"]
             if bad > 0.01 * max(1, r["requests"]):
@@ -477,14 +496,15 @@ def summarise(runs: list, seeded: dict, checks: dict, connections: int) -> dict:
             if server["requests"] and server["status_200"] < 0.99 * server["requests"]:
                 failures.append(f"rep {record['rep']} {name}: {server['requests'] - server['status_200']} of "
                                 f"{server['requests']} answered other than success (server side)")
-    breakdown = {name: rpc_breakdown(loaded[name]) for name in ROUTES if name not in (ECHO, HEALTHZ)}
+    breakdown = {name: rpc_breakdown(loaded[name]) for name in measured_routes if name not in (ECHO, HEALTHZ)}
     for measured in [m for ms in loaded.values() for m in ms]:
         measured["rpcs"] = {f"{service}.{entrypoint}": {"calls": int(hist["count"]),
                                                         "mean_ms": round(hist["sum"] / hist["count"] * 1000, 1)}
                             for service, found in measured["rpcs"].items() for entrypoint, hist in found.items()}
-    bars = {f"req/s, {connections} connections (median)": {name: routes[name]["rate_req_per_s"] for name in ROUTES},
-            "p99 ms, load generator (median)": {name: routes[name]["wrk_p99_ms"] for name in ROUTES},
-            "server p99 ms (gateway histogram)": {name: routes[name]["server_p99_ms"] for name in ROUTES
+    bars = {f"req/s, {connections} connections (median)": {name: routes[name]["rate_req_per_s"]
+                                                            for name in measured_routes},
+            "p99 ms, load generator (median)": {name: routes[name]["wrk_p99_ms"] for name in measured_routes},
+            "server p99 ms (gateway histogram)": {name: routes[name]["server_p99_ms"] for name in measured_routes
                                                   if name != ECHO},
             f"peak RSS MB (goal < {RSS_MB})": rss}
     result = {
