@@ -233,13 +233,12 @@ class Service(ServiceBase):
         # read-only (no transaction): the page is one statement; the count, when asked, is a
         # second that may see a newer state, as any count beside a page may
         with self.db.unit_of_work(read_only=True) as uow:
-            statement = uow.repo.list_query(actor.tenant_id, filters, only_requester=only_requester,
-                                            after=after, limit=filters["limit"] + 1,
-                                            columns=storage.VIEW_COLUMNS)
-            rows = uow.session.execute(statement).all()
+            rows = uow.repo.page(actor.tenant_id, filters, only_requester=only_requester, after=after,
+                                 limit=filters["limit"] + 1)
             page, more = rows[:filters["limit"]], len(rows) > filters["limit"]
-            cursor = encode_cursor([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else None
-            answer = {"items": [ticket_view(t) for t in page], "next_cursor": cursor}
+            _, created_at, last_id = page[-1] if more else (None, None, None)
+            cursor = encode_cursor([created_at.isoformat(), str(last_id)]) if more else None
+            answer = {"items": [view for view, _, _ in page], "next_cursor": cursor}
             if filters["count"]:  # only when asked: counting costs more than a page
                 count = uow.repo.count(uow.repo.list_query(actor.tenant_id, filters,
                                                            only_requester=only_requester),
@@ -253,9 +252,8 @@ class Service(ServiceBase):
         actor = Actor(actor)
         data = load(contract.RecentQuery, query)
         with self.db.unit_of_work(read_only=True) as uow:  # one statement (repo.recent)
-            tickets = uow.repo.recent(actor.tenant_id, data["limit"],
-                                      only_requester=None if actor.is_staff else actor.user_id)
-            return {"items": [ticket_view(t) for t in tickets]}
+            return {"items": uow.repo.recent(actor.tenant_id, data["limit"],
+                                             only_requester=None if actor.is_staff else actor.user_id)}
 
     # a person's default list filter ("Salvar filtro como padrão") ------------------------
 

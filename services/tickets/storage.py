@@ -6,8 +6,10 @@ import unicodedata
 import uuid
 from datetime import datetime
 
-from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, and_, cast, func,
-                        literal, literal_column, or_, select, text, tuple_, union_all, update)
+import orjson
+from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, and_, bindparam, case,
+                        cast, func, literal_column, null, or_, select, text, tuple_, union_all,
+                        update)
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
 
@@ -16,6 +18,8 @@ from common.db import Repository, UTCDateTime, escape_like, new_metadata, upsert
 from common.idempotency import idempotency_table
 from common.messaging import inbox_table
 from common.outbox import outbox_table
+from services.tickets import domain
+from services.tickets.views import ticket_view
 
 OPEN_ONLY = text("ended_at IS NULL")
 
@@ -158,6 +162,69 @@ VIEW_COLUMNS = (Ticket.id, Ticket.reference, Ticket.subject, Ticket.description,
                 Ticket.assignee_email, Ticket.company_id, Ticket.company_name, Ticket.machine_id,
                 Ticket.worked_internal_seconds, Ticket.worked_external_seconds, Ticket.created_at,
                 Ticket.updated_at, Ticket.resolved_at)
+
+
+def _constant(value: str):
+    """A text constant written into the statement itself: the view's keys, labels and
+    formats as bind parameters were some 60 values to send with every page."""
+    return literal_column("'" + value.replace("'", "''") + "'")
+
+
+def _json_object(*pairs):
+    """json_build_object(key, value, …) with the keys written in."""
+    return func.json_build_object(*(_constant(part) if index % 2 == 0 else part
+                                    for index, part in enumerate(pairs)))
+
+
+def _iso_utc(column):
+    """The text `datetime.isoformat()` writes for the column's value in UTC (no fraction
+    when it has no microseconds, as Python writes it)."""
+    utc = func.timezone(_constant("UTC"), column)
+    return case((func.date_trunc(_constant("second"), column) == column,
+                 func.to_char(utc, _constant('YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))),
+                else_=func.to_char(utc, _constant('YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
+
+
+def _reference(key, *named):
+    """A person's or company's reference, {"id": …, name: …}, or null without an id."""
+    return case((key.is_(None), null()), else_=_json_object("id", key, *named))
+
+
+def _by_status(part: int):
+    """The status's label (part 0) or colour (part 1), from domain.STATUS_LABELS."""
+    return case(*((Ticket.status == _constant(status), _constant(shown[part]))
+                  for status, shown in domain.STATUS_LABELS.items()))
+
+
+# PostgreSQL writes a list row's view itself, as JSON text: what `views.ticket_view` makes of
+# the VIEW_COLUMNS (tests/integration/test_ticket_view_sql.py holds the two equal). 50 views a
+# page were a third of the tickets process's CPU per list, building them in Python.
+TICKET_VIEW_JSON = cast(_json_object(
+    "id", Ticket.id, "reference", Ticket.reference, "subject", Ticket.subject,
+    "description", Ticket.description, "priority", Ticket.priority, "status", Ticket.status,
+    "status_label", _by_status(0), "status_colour", _by_status(1), "queue_id", Ticket.queue_id,
+    "requester", _reference(Ticket.requester_id, "name", Ticket.requester_name, "email", Ticket.requester_email),
+    "assignee", _reference(Ticket.assignee_id, "name", Ticket.assignee_name, "email", Ticket.assignee_email),
+    "company", _reference(Ticket.company_id, "name", Ticket.company_name),
+    "machine_id", Ticket.machine_id,
+    "worked_seconds", _json_object(
+        "INTERNAL", Ticket.worked_internal_seconds, "EXTERNAL", Ticket.worked_external_seconds,
+        "total", Ticket.worked_internal_seconds + Ticket.worked_external_seconds),
+    "work_in_progress", null(),
+    "created_at", _iso_utc(Ticket.created_at), "updated_at", _iso_utc(Ticket.updated_at),
+    "resolved_at", _iso_utc(Ticket.resolved_at)), Text)
+
+# list and recent statements by shape, built once (see TicketsRepository.page)
+_PAGE_STATEMENTS: dict = {}
+_RECENT_STATEMENTS: dict = {}
+STATEMENTS_KEPT = 512
+
+
+def _remember(cache: dict, key, statement):
+    if len(cache) >= STATEMENTS_KEPT:  # shapes are few; a flood of odd ones must not grow it
+        cache.clear()
+    cache[key] = statement
+    return statement
 
 
 class WorkSession(Base):
@@ -406,19 +473,25 @@ class TicketsRepository(Repository):
             return
         self.index_ticket(ticket)
 
-    def _search_condition(self, q: str):
+    def _search(self, q: str) -> tuple[str, str]:
+        """(kind, value) of `q`'s condition: `subject` (punctuation only: the subject,
+        literally, as before) with a LIKE pattern, or `words` with the words to match."""
         words = search_words(q)
-        if not words:  # punctuation only ("%", "100%"…): the subject, literally, as before
-            return func.lower(Ticket.subject).like(f"%{escape_like(q.lower())}%", escape="\\")
+        if not words:
+            return "subject", f"%{escape_like(q.lower())}%"
         if self.session.bind.dialect.name == "postgresql":
             # whole words, stemmed: a prefix (`:*`) would be estimated blindly (2% of the
             # rows whatever the word) and a rare word would walk the newest-first index
-            query = " & ".join(f"'{word}'" for word in words)
-            return Ticket.search_vector.op("@@")(func.to_tsquery(SEARCH_CONFIG, query))
-        match = "body : (" + " AND ".join(f'"{word}"*' for word in words) + ")"
+            return "words", " & ".join(f"'{word}'" for word in words)
+        return "words", "body : (" + " AND ".join(f'"{word}"*' for word in words) + ")"
+
+    def _search_condition(self, kind: str, value: str):
+        if kind == "subject":
+            return func.lower(Ticket.subject).like(bindparam("q", value), escape="\\")
+        if self.session.bind.dialect.name == "postgresql":
+            return Ticket.search_vector.op("@@")(func.to_tsquery(SEARCH_CONFIG, bindparam("q", value)))
         return Ticket.id.in_(select(literal_column("ticket_key")).select_from(text(FTS_TABLE))
-                             .where(text(f"{FTS_TABLE} MATCH :search_match")
-                                    .bindparams(search_match=match)))
+                             .where(text(f"{FTS_TABLE} MATCH :q").bindparams(q=value)))
 
     @staticmethod
     def count_query(list_query, cap: int):
@@ -429,53 +502,107 @@ class TicketsRepository(Repository):
         """How many rows a list query (without its keyset and limit) matches, up to cap + 1."""
         return self.session.scalar(self.count_query(list_query, cap))
 
+    def _list_values(self, tenant_id, filters: dict, only_requester, after) -> tuple[tuple, dict]:
+        """(shape, values) of a list query: its conditions' values by parameter name, and its
+        shape, which conditions there are (statements of one shape differ in values only)."""
+        shape, values = [], {"tenant_id": tenant_id}
+        if only_requester is not None:
+            values["only_requester"] = only_requester
+        for key in ("status", "queue_id", "company_id", "requester_id", "priority", "created_from",
+                    "created_to"):
+            if filters.get(key):
+                values[key] = filters[key]
+        assignee = filters.get("assignee_id")
+        if assignee == "unassigned":
+            shape.append("unassigned")
+        elif assignee:
+            values["assignee_id"] = uuid.UUID(assignee)
+        if filters.get("q"):
+            kind, values["q"] = self._search(filters["q"])
+            shape.append(f"q:{kind}")
+        if after is not None:
+            values["after_created_at"], values["after_id"] = after
+        return tuple(shape) + tuple(values), values
+
+    def _list_conditions(self, shape: tuple, values: dict) -> list:
+        """The conditions of a list query of this shape, each value a named bind parameter."""
+        def value(name: str, type_=None):
+            return bindparam(name, values[name], type_)
+
+        conditions = [Ticket.tenant_id == value("tenant_id")]
+        if "only_requester" in values:
+            conditions.append(Ticket.requester_id == value("only_requester"))
+        for key in ("status", "queue_id", "company_id", "requester_id", "priority", "assignee_id"):
+            if key in values:
+                conditions.append(getattr(Ticket, key) == value(key))
+        if "unassigned" in shape:
+            conditions.append(Ticket.assignee_id.is_(None))
+        if "q" in values:
+            kind = next(part[2:] for part in shape if part.startswith("q:"))
+            conditions.append(self._search_condition(kind, values["q"]))
+        if "created_from" in values:
+            conditions.append(Ticket.created_at >= value("created_from", UTCDateTime))
+        if "created_to" in values:
+            conditions.append(Ticket.created_at < value("created_to", UTCDateTime))
+        if "after_created_at" in values:
+            conditions.append(tuple_(Ticket.created_at, Ticket.id) < tuple_(
+                value("after_created_at", UTCDateTime), value("after_id")))
+        return conditions
+
     def list_query(self, tenant_id, filters: dict, only_requester=None, after=None, limit=50,
                    columns=None):
         """Every filter in SQL, newest first, keyset after (created_at, id); `columns`: rows
         of these instead of Ticket objects."""
-        query = select(*columns) if columns else select(Ticket)
-        query = query.where(Ticket.tenant_id == tenant_id)
-        if only_requester is not None:
-            query = query.where(Ticket.requester_id == only_requester)
-        if filters.get("status"):
-            query = query.where(Ticket.status == filters["status"])
-        if filters.get("queue_id"):
-            query = query.where(Ticket.queue_id == filters["queue_id"])
-        assignee = filters.get("assignee_id")
-        if assignee == "unassigned":
-            query = query.where(Ticket.assignee_id.is_(None))
-        elif assignee:
-            query = query.where(Ticket.assignee_id == uuid.UUID(assignee))
-        for key in ("company_id", "requester_id"):
-            if filters.get(key):
-                query = query.where(getattr(Ticket, key) == filters[key])
-        if filters.get("priority"):
-            query = query.where(Ticket.priority == filters["priority"])
-        if filters.get("q"):
-            query = query.where(self._search_condition(filters["q"]))
-        if filters.get("created_from"):
-            query = query.where(Ticket.created_at >= filters["created_from"])
-        if filters.get("created_to"):
-            query = query.where(Ticket.created_at < filters["created_to"])
-        if after is not None:
-            query = query.where(tuple_(Ticket.created_at, Ticket.id) < tuple_(*after))
-        return query.order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(limit)
+        conditions = self._list_conditions(*self._list_values(tenant_id, filters, only_requester, after))
+        return (select(*columns) if columns else select(Ticket)).where(*conditions).order_by(
+            Ticket.created_at.desc(), Ticket.id.desc()).limit(bindparam("limit", limit, Integer))
+
+    def page(self, tenant_id, filters: dict, only_requester=None, after=None, limit=50) -> list[tuple]:
+        """One page of the list, newest first, as (view, created_at, id) rows, the view being
+        what `views.ticket_view` makes. PostgreSQL writes it (TICKET_VIEW_JSON) and it travels
+        as written (an orjson.Fragment); elsewhere ticket_view writes it from the columns.
+        The statement is built once per shape and run again with new values: building and
+        compiling it cost more than the query (py-spy, issue 14)."""
+        postgres = self.session.bind.dialect.name == "postgresql"
+        shape, values = self._list_values(tenant_id, filters, only_requester, after)
+        key = (postgres, shape)
+        statement = _PAGE_STATEMENTS.get(key)
+        if statement is None:
+            columns = (TICKET_VIEW_JSON, Ticket.created_at, Ticket.id) if postgres else VIEW_COLUMNS
+            statement = _remember(_PAGE_STATEMENTS, key, select(*columns).where(
+                *self._list_conditions(shape, values)).order_by(Ticket.created_at.desc(), Ticket.id.desc())
+                .limit(bindparam("limit", type_=Integer)))
+        rows = self.session.connection().execute(statement, dict(values, limit=limit)).all()
+        if postgres:
+            return [(orjson.Fragment(view), created_at, ticket_id) for view, created_at, ticket_id in rows]
+        return [(ticket_view(row), row.created_at, row.id) for row in rows]
 
     def recent(self, tenant_id, limit: int, only_requester=None) -> list:
-        """Unassigned first, oldest to newest; then the rest, most recently updated first
-        (rows of VIEW_COLUMNS). One statement: one round trip, one snapshot of the data."""
-        base = select(*VIEW_COLUMNS).where(Ticket.tenant_id == tenant_id)
+        """Unassigned first, oldest to newest; then the rest, most recently updated first:
+        the views of `page`. One statement: one round trip, one snapshot of the data."""
+        postgres = self.session.bind.dialect.name == "postgresql"
+        key = (postgres, "recent", only_requester is not None)
+        statement = _RECENT_STATEMENTS.get(key)
+        if statement is None:
+            view = (TICKET_VIEW_JSON.label("view"),) if postgres else VIEW_COLUMNS
+            base = select(*view, Ticket.created_at.label("created"), Ticket.updated_at.label("updated"),
+                          Ticket.id.label("key")).where(Ticket.tenant_id == bindparam("tenant_id"))
+            if only_requester is not None:
+                base = base.where(Ticket.requester_id == bindparam("only_requester"))
+            limited = bindparam("limit", type_=Integer)
+            unassigned = (base.add_columns(literal_column("0").label("part")).where(Ticket.assignee_id.is_(None))
+                          .order_by(Ticket.created_at, Ticket.id).limit(limited))
+            rest = (base.add_columns(literal_column("1").label("part")).where(Ticket.assignee_id.is_not(None))
+                    .order_by(Ticket.updated_at.desc(), Ticket.id.desc()).limit(limited))
+            statement = _remember(_RECENT_STATEMENTS, key,
+                                  union_all(unassigned.subquery().select(), rest.subquery().select()))
+        params = {"tenant_id": tenant_id, "limit": limit}
         if only_requester is not None:
-            base = base.where(Ticket.requester_id == only_requester)
-        unassigned = (base.add_columns(literal(0).label("part")).where(Ticket.assignee_id.is_(None))
-                      .order_by(Ticket.created_at, Ticket.id).limit(limit))
-        rest = (base.add_columns(literal(1).label("part")).where(Ticket.assignee_id.is_not(None))
-                .order_by(Ticket.updated_at.desc(), Ticket.id.desc()).limit(limit))
-        both = union_all(unassigned.subquery().select(), rest.subquery().select())
-        rows = self.session.execute(both).all()
-        first = sorted((row for row in rows if row.part == 0), key=lambda row: (row.created_at, row.id))
-        then = sorted((row for row in rows if row.part == 1), key=lambda row: (row.updated_at, row.id), reverse=True)
-        return (first + then)[:limit]
+            params["only_requester"] = only_requester
+        rows = self.session.connection().execute(statement, params).all()
+        first = sorted((row for row in rows if row.part == 0), key=lambda row: (row.created, row.key))
+        then = sorted((row for row in rows if row.part == 1), key=lambda row: (row.updated, row.key), reverse=True)
+        return [orjson.Fragment(row.view) if postgres else ticket_view(row) for row in (first + then)[:limit]]
 
     def comments(self, ticket_id, visibilities) -> list[Comment]:
         return list(self.session.scalars(select(Comment).where(
