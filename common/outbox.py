@@ -59,6 +59,7 @@ class OutboxRelay:
         self._wakeups = LightQueue(maxsize=1)
         self._running = True
         self._connection = None
+        self._kept_producer = None
 
     def wake(self) -> None:
         if self._wakeups.qsize() == 0:
@@ -91,37 +92,43 @@ class OutboxRelay:
                     pass
 
     def publish_pending(self) -> int:
+        """Publish the oldest pending events (a batch), confirmed by the broker, and delete
+        them: one statement takes and deletes the rows, the commit after the confirms
+        makes it so (a failed publish rolls the rows back for the next attempt)."""
         table = self.store.outbox
         with self.store.engine.begin() as connection:
-            query = select(table.c.id, table.c.event_type, table.c.payload).order_by(
-                table.c.id).limit(self.batch_size)
+            oldest = select(table.c.id).order_by(table.c.id).limit(self.batch_size)
             if not is_sqlite(self.store.engine):
-                query = query.with_for_update(skip_locked=True)  # replicas share the work
-            rows = connection.execute(query).all()
+                oldest = oldest.with_for_update(skip_locked=True)  # replicas share the work
+            rows = sorted(connection.execute(
+                delete(table).where(table.c.id.in_(oldest.scalar_subquery()))
+                .returning(table.c.id, table.c.event_type, table.c.payload)).all())
             if not rows:
                 return 0
             producer = self._producer()
             for row in rows:
                 producer.publish(
-                    orjson.loads(row.payload),
+                    row.payload.encode(),  # JSON as validated and stored (outbox_row)
+                    content_type="application/json",
+                    content_encoding="utf-8",
                     exchange=self.exchange,
                     routing_key=row.event_type,
-                    serializer="json",
                     delivery_mode=2,
                     declare=[self.exchange],
                     retry=True,
                     retry_policy={"max_retries": 3},
                 )
-            connection.execute(delete(table).where(table.c.id.in_([row.id for row in rows])))
         OUTBOX_PUBLISHED.labels(self.store.service).inc(len(rows))
         return len(rows)
 
     def _producer(self):
+        """One confirming connection and producer, kept until a failure drops them."""
         if self._connection is None:
             self._connection = Connection(self.amqp_uri,
                                           transport_options={"confirm_publish": True})
             self._connection.ensure_connection(max_retries=3)
-        return self._connection.Producer()
+            self._kept_producer = self._connection.Producer()
+        return self._kept_producer
 
     def _drop_connection(self) -> None:
         if self._connection is not None:
