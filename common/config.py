@@ -94,16 +94,12 @@ def _positive(mapping, key, default, kind=int):
     return kind(text)
 
 
-def _auth_cache_seconds(mapping) -> float:
-    """0 (every request asks accounts) to 1: a revoked token is refused within it."""
-    raw = _text(mapping, "AUTH_CACHE_SECONDS", "0.5")
-    try:
-        seconds = float(raw) if re.fullmatch(r"\d+(\.\d+)?", raw) else -1.0
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= 1:
-        raise ConfigError(f"AUTH_CACHE_SECONDS must be between 0 (off) and 1, got {raw!r}: "
-                          "a revoked token must be refused within it")
+def _seconds_up_to(mapping, key: str, default: str, most: float, why: str) -> float:
+    """A short cache's life in seconds: 0 (off) to `most`."""
+    raw = _text(mapping, key, default)
+    seconds = float(raw) if re.fullmatch(r"\d+(\.\d+)?", raw) else -1.0
+    if not 0 <= seconds <= most:
+        raise ConfigError(f"{key} must be between 0 (off) and {most:g}, got {raw!r}: {why}")
     return seconds
 
 
@@ -185,6 +181,7 @@ class Settings:
     # a connection of its own (SQLAlchemy's overflow): 5 were kept for 10 workers.
     db_pool_size: int = 12
     auth_cache_seconds: float = 0.5  # how long a gateway trusts a verified token (0: not at all)
+    console_cache_seconds: float = 1.0  # how long a console page's lookups are reused (0: never)
     session_ttl_hours: int = 12
     max_body_bytes: int = 1_048_576
     cron_secret: str | None = None
@@ -265,7 +262,10 @@ class Settings:
             },
             rpc_timeout_seconds=_positive(config, "RPC_TIMEOUT_SECONDS", 10.0, float),
             db_pool_size=_positive(config, "max_workers", 10) + 2,
-            auth_cache_seconds=_auth_cache_seconds(config),
+            auth_cache_seconds=_seconds_up_to(config, "AUTH_CACHE_SECONDS", "0.5", 1,
+                                              "a revoked token must be refused within it"),
+            console_cache_seconds=_seconds_up_to(config, "CONSOLE_CACHE_SECONDS", "1", 5,
+                                                 "a change made elsewhere shows within it"),
             session_ttl_hours=_positive(config, "SESSION_TTL_HOURS", 12),
             max_body_bytes=_positive(config, "MAX_BODY_BYTES", 1_048_576),
             cron_secret=_text(config, "CRON_SECRET"),

@@ -31,6 +31,7 @@ from common.metrics import EntrypointMetrics, metrics_response, register_collect
 from common.tokens import same_secret
 from services.gateway import openapi
 from services.gateway.auth_cache import TokenCacheProvider
+from services.gateway.console.lookups import LookupsProvider, changes_what_pages_show
 from services.gateway.console.views import ConsoleViews
 from services.gateway.deadletters import DeadLetterRoutes
 from services.gateway.http import (OPERATIONS, ROUTES, NoQuery, check_role, client_address,
@@ -125,6 +126,7 @@ class Service(ConsoleViews, DeadLetterRoutes):
     worker_data = WorkerData()
     entrypoint_metrics = EntrypointMetrics()
     verified_tokens = TokenCacheProvider()
+    console_lookups = LookupsProvider()
     accounts = RpcProxy("accounts")
     tickets = RpcProxy("tickets")
     devices = RpcProxy("devices")
@@ -196,8 +198,12 @@ class Service(ConsoleViews, DeadLetterRoutes):
                         request.environ.get("chamados.raw_body", b""))})
             if spec.query is not None:
                 kwargs["query"] = query
-            result = handler(self, principal, request=request, **kwargs) if spec.raw else \
-                handler(self, principal, **kwargs)
+            try:
+                result = handler(self, principal, request=request, **kwargs) if spec.raw else \
+                    handler(self, principal, **kwargs)
+            finally:
+                if changes_what_pages_show(spec.method, principal, spec.machine):
+                    self.console_lookups.clear()
             response = result if spec.raw else json_response(spec.status, result)
         except Exception as exc:
             response = error_response(exc)

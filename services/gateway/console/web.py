@@ -27,6 +27,7 @@ from werkzeug.wrappers import Request, Response
 
 from common.errors import DomainError, Unauthorized, ValidationFailed
 from services.gateway.console import catalogue, formatting
+from services.gateway.console.lookups import changes_what_pages_show
 from services.gateway.http import ERROR_STATUS, OPERATIONS, json_http, observe, role_allows
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,11 @@ def handle_page(gateway, spec: PageSpec, fn, request: Request, path_values: dict
             if spec.operation and not may(principal, spec.operation):
                 response = error_page(page_, 403, catalogue.translate("errors.forbidden_page"))
             else:
-                response = fn(gateway, page_, **path_values)
+                try:
+                    response = fn(gateway, page_, **path_values)
+                finally:
+                    if changes_what_pages_show(request.method, principal):
+                        gateway.console_lookups.clear()
     except Exception as exc:
         # failed before the page was set up (e.g. accounts unreachable): answer as signed out
         page_ = page_ or Page(gateway, spec, request, None, None)

@@ -33,10 +33,9 @@ class TicketViews:
         asked = page_.args(*LIST_FILTERS)
         cursor = page_.request.args.get("cursor", "").strip()
         may_use_default = not asked and not cursor and "todos" not in page_.request.args
-        lookups = {"saved": lambda: self.operation("get_saved_filter", principal)["filters"],
-                   "queues": lambda: self.operation("list_queues", principal)["items"]}
+        lookups = {"saved": lambda: self._saved_filter(principal), "queues": lambda: self._queues(principal)}
         if may(principal, "list_companies"):
-            lookups["companies"] = lambda: self.operation("list_companies", principal, query={})["items"]
+            lookups["companies"] = lambda: self._companies(principal)
         if staff:
             lookups["assignees"] = lambda: self._staff(principal)
         if not may_use_default:  # the list need not wait for the saved filter
@@ -98,11 +97,11 @@ class TicketViews:
     def _new_ticket(self, page_, values: dict, problem: str | None = None, status: int = 200):
         principal = page_.principal
         staff = principal["role"] in STAFF_ROLES
-        lookups = {"queues": lambda: self.operation("list_queues", principal)["items"]}
+        lookups = {"queues": lambda: self._queues(principal)}
         if staff:  # staff open tickets for anyone of the tenant
             lookups["people"] = lambda: self._people(principal)
         if may(principal, "list_companies"):
-            lookups["companies"] = lambda: self.operation("list_companies", principal, query={})["items"]
+            lookups["companies"] = lambda: self._companies(principal)
         got = together(**lookups)
         default_queue = next((queue["id"] for queue in got["queues"] if queue["name"] == DEFAULT_QUEUE), "")
         return page_.render(
@@ -120,7 +119,7 @@ class TicketViews:
             "ticket": lambda: self.operation("get_ticket", principal, ticket_id=ticket_key),
             "timeline": lambda: self.operation("ticket_timeline", principal, ticket_id=ticket_key)["items"],
             "comments": lambda: self.operation("list_comments", principal, ticket_id=ticket_key)["items"],
-            "queues": lambda: self.operation("list_queues", principal)["items"],
+            "queues": lambda: self._queues(principal),
         }
         if staff:
             lookups["assignees"] = lambda: self._staff(principal)
@@ -216,9 +215,24 @@ class TicketViews:
         return self.operation("list_users", principal,
                               query={"type": "people", "limit": PEOPLE_PICKER_LIMIT})["items"]
 
+    # what pages look up beside their content, reused for a second (console/lookups.py)
+
     def _staff(self, principal) -> list[dict]:
         """Who can be responsible for a ticket: the tenant's staff."""
-        return self.operation("list_assignees", principal)["items"]
+        return self.console_lookups.get("staff", principal, lambda: self.operation(
+            "list_assignees", principal)["items"])
+
+    def _queues(self, principal) -> list[dict]:
+        return self.console_lookups.get("queues", principal, lambda: self.operation(
+            "list_queues", principal)["items"])
+
+    def _companies(self, principal) -> list[dict]:
+        return self.console_lookups.get("companies", principal, lambda: self.operation(
+            "list_companies", principal, query={})["items"])
+
+    def _saved_filter(self, principal) -> dict:
+        return self.console_lookups.get("saved_filter", principal, lambda: self.operation(
+            "get_saved_filter", principal)["filters"])
 
 
 def page_links(filters: dict, cursor: str, next_cursor: str | None, history: str) -> tuple:
