@@ -92,17 +92,17 @@ class OutboxRelay:
                     pass
 
     def publish_pending(self) -> int:
-        """Publish the oldest pending events (a batch), confirmed by the broker, and delete
-        them: one statement takes and deletes the rows, the commit after the confirms
-        makes it so (a failed publish rolls the rows back for the next attempt)."""
+        """Publish the oldest pending events (a batch), confirmed by the broker, then delete
+        them in the same transaction. The rows are written to only after the publishing:
+        on SQLite a write lock held across the confirm's wait (a green switch) would stop
+        every other writer of the process (its waits are not green), this relay included."""
         table = self.store.outbox
         with self.store.engine.begin() as connection:
-            oldest = select(table.c.id).order_by(table.c.id).limit(self.batch_size)
+            query = select(table.c.id, table.c.event_type, table.c.payload).order_by(
+                table.c.id).limit(self.batch_size)
             if not is_sqlite(self.store.engine):
-                oldest = oldest.with_for_update(skip_locked=True)  # replicas share the work
-            rows = sorted(connection.execute(
-                delete(table).where(table.c.id.in_(oldest.scalar_subquery()))
-                .returning(table.c.id, table.c.event_type, table.c.payload)).all())
+                query = query.with_for_update(skip_locked=True)  # replicas share the work
+            rows = connection.execute(query).all()
             if not rows:
                 return 0
             producer = self._producer()
@@ -118,6 +118,7 @@ class OutboxRelay:
                     retry=True,
                     retry_policy={"max_retries": 3},
                 )
+            connection.execute(delete(table).where(table.c.id.in_([row.id for row in rows])))
         OUTBOX_PUBLISHED.labels(self.store.service).inc(len(rows))
         return len(rows)
 
