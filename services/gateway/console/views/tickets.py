@@ -33,9 +33,10 @@ class TicketViews:
         asked = page_.args(*LIST_FILTERS)
         cursor = page_.request.args.get("cursor", "").strip()
         may_use_default = not asked and not cursor and "todos" not in page_.request.args
-        lookups = {"saved": lambda: self._saved_filter(principal), "queues": lambda: self._queues(principal)}
+        lookups = {"saved": lambda: self._saved_list_filter(principal),
+                   "queues": lambda: self._queue_choices(principal)}
         if may(principal, "list_companies"):
-            lookups["companies"] = lambda: self._companies(principal)
+            lookups["companies"] = lambda: self._company_choices(principal)
         if staff:
             lookups["assignees"] = lambda: self._staff(principal)
         if not may_use_default:  # the list need not wait for the saved filter
@@ -97,11 +98,11 @@ class TicketViews:
     def _new_ticket(self, page_, values: dict, problem: str | None = None, status: int = 200):
         principal = page_.principal
         staff = principal["role"] in STAFF_ROLES
-        lookups = {"queues": lambda: self._queues(principal)}
+        lookups = {"queues": lambda: self._queue_choices(principal)}
         if staff:  # staff open tickets for anyone of the tenant
             lookups["people"] = lambda: self._people(principal)
         if may(principal, "list_companies"):
-            lookups["companies"] = lambda: self._companies(principal)
+            lookups["companies"] = lambda: self._company_choices(principal)
         got = together(**lookups)
         default_queue = next((queue["id"] for queue in got["queues"] if queue["name"] == DEFAULT_QUEUE), "")
         return page_.render(
@@ -119,7 +120,7 @@ class TicketViews:
             "ticket": lambda: self.operation("get_ticket", principal, ticket_id=ticket_key),
             "timeline": lambda: self.operation("ticket_timeline", principal, ticket_id=ticket_key)["items"],
             "comments": lambda: self.operation("list_comments", principal, ticket_id=ticket_key)["items"],
-            "queues": lambda: self._queues(principal),
+            "queues": lambda: self._queue_choices(principal),
         }
         if staff:
             lookups["assignees"] = lambda: self._staff(principal)
@@ -222,15 +223,15 @@ class TicketViews:
         return self.console_lookups.get("staff", principal, lambda: self.operation(
             "list_assignees", principal)["items"])
 
-    def _queues(self, principal) -> list[dict]:
+    def _queue_choices(self, principal) -> list[dict]:
         return self.console_lookups.get("queues", principal, lambda: self.operation(
             "list_queues", principal)["items"])
 
-    def _companies(self, principal) -> list[dict]:
+    def _company_choices(self, principal) -> list[dict]:
         return self.console_lookups.get("companies", principal, lambda: self.operation(
             "list_companies", principal, query={})["items"])
 
-    def _saved_filter(self, principal) -> dict:
+    def _saved_list_filter(self, principal) -> dict:
         return self.console_lookups.get("saved_filter", principal, lambda: self.operation(
             "get_saved_filter", principal)["filters"])
 
