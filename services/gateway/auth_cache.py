@@ -16,6 +16,7 @@ import hashlib
 import time
 from collections import OrderedDict
 
+from eventlet.event import Event
 from nameko.extensions import DependencyProvider
 
 from common.config import Settings
@@ -27,6 +28,8 @@ class TokenCache:
     def __init__(self, ttl_seconds: float, max_entries: int = MAX_ENTRIES, clock=time.monotonic):
         self.ttl, self.max_entries, self.clock = ttl_seconds, max_entries, clock
         self._entries: OrderedDict[str, tuple[float, dict]] = OrderedDict()
+        self._verifying: dict[str, Event] = {}
+        self._generation = 0  # bumped by forget() and clear(): an answer asked before is not kept
 
     @staticmethod
     def _key(token: str) -> str:
@@ -54,11 +57,39 @@ class TokenCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    def verified(self, token: str, verify) -> dict:
+        """Whose token this is: remembered, or `verify()` asked once for every request that
+        wants it at the same moment (each request in flight when the entry expired asked
+        accounts again at once). A refusal raises in all of them and is not kept, nor is an
+        answer that a sign-out or a change made while it was asked for would contradict."""
+        principal = self.get(token)
+        if principal is not None or self.ttl <= 0:
+            return principal if principal is not None else verify()
+        key = self._key(token)
+        pending = self._verifying.get(key)
+        if pending is not None:
+            return copy.deepcopy(pending.wait())
+        pending = self._verifying[key] = Event()
+        generation = self._generation
+        try:
+            principal = verify()
+        except Exception as exc:
+            pending.send_exception(exc)
+            raise
+        finally:
+            self._verifying.pop(key, None)
+        pending.send(principal)
+        if generation == self._generation:
+            self.put(token, principal)
+        return principal
+
     def forget(self, token: str) -> None:
         self._entries.pop(self._key(token), None)
+        self._generation += 1
 
     def clear(self) -> None:
         self._entries.clear()
+        self._generation += 1
 
 
 class TokenCacheProvider(DependencyProvider):

@@ -162,11 +162,7 @@ class Service(ConsoleViews, DeadLetterRoutes):
     def authenticate(self, token: str) -> dict:
         """Whose token this is, from accounts, or from the last second's answer for it
         (auth_cache.py: a revoked token is refused within AUTH_CACHE_SECONDS)."""
-        principal = self.verified_tokens.get(token)
-        if principal is None:
-            principal = self.call("accounts", "authenticate", token)
-            self.verified_tokens.put(token, principal)
-        return principal
+        return self.verified_tokens.verified(token, lambda: self.call("accounts", "authenticate", token))
 
     def end_session(self, token: str) -> None:
         """Sign-out: revoked in accounts, forgotten here at once."""

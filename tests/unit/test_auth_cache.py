@@ -1,5 +1,9 @@
 """services/gateway/auth_cache.py: a verified token is trusted for at most the setting's
 seconds, a sign-out forgets it at once, and nobody can change the cache's copy."""
+import eventlet
+import pytest
+
+from common.errors import Unauthorized
 from services.gateway.auth_cache import TokenCache
 
 PRINCIPAL = {"user_id": "u1", "tenant_id": "t1", "role": "agent"}
@@ -53,3 +57,51 @@ def test_clear_forgets_every_token():
     cache.put("two", PRINCIPAL)
     cache.clear()
     assert cache.get("one") is None and cache.get("two") is None
+
+
+class Accounts:
+    def __init__(self, answer=PRINCIPAL, pause=0.05):
+        self.calls, self.answer, self.pause = 0, answer, pause
+
+    def __call__(self):
+        self.calls += 1
+        eventlet.sleep(self.pause)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return dict(self.answer)
+
+
+def test_requests_arriving_together_ask_accounts_once():
+    cache, accounts = TokenCache(1.0), Accounts()
+    pool = eventlet.GreenPool(8)
+    answers = list(pool.imap(lambda _: cache.verified("token", accounts), range(8)))
+    assert accounts.calls == 1 and all(answer == PRINCIPAL for answer in answers)
+    assert cache.verified("token", accounts) == PRINCIPAL and accounts.calls == 1
+
+
+def test_a_refusal_reaches_every_waiter_and_is_not_kept():
+    cache, refusing = TokenCache(1.0), Accounts(Unauthorized("session expired"))
+    pool = eventlet.GreenPool(3)
+    threads = [pool.spawn(cache.verified, "token", refusing) for _ in range(3)]
+    for thread in threads:
+        with pytest.raises(Unauthorized):
+            thread.wait()
+    assert refusing.calls == 1 and cache.get("token") is None
+
+
+def test_a_sign_out_while_accounts_answers_keeps_the_answer_out():
+    cache = TokenCache(1.0)
+
+    def signed_out_meanwhile():
+        cache.forget("token")
+        return dict(PRINCIPAL)
+
+    assert cache.verified("token", signed_out_meanwhile) == PRINCIPAL
+    assert cache.get("token") is None
+
+
+def test_zero_asks_accounts_every_time():
+    cache, accounts = TokenCache(0), Accounts(pause=0)
+    cache.verified("token", accounts)
+    cache.verified("token", accounts)
+    assert accounts.calls == 2
