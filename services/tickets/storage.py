@@ -122,6 +122,9 @@ class Ticket(Base):
         Index("ix_tickets_tenant_company_created", "tenant_id", "company_id", "created_at", "id"),
         Index("ix_tickets_tenant_queue_created", "tenant_id", "queue_id", "created_at", "id"),
         Index("ix_tickets_tenant_updated", "tenant_id", "updated_at", "id"),
+        # the unassigned in creation order: the dashboard's first part, "sem responsável"
+        Index("ix_tickets_tenant_unassigned_created", "tenant_id", "created_at", "id",
+              postgresql_where=text("assignee_id IS NULL"), sqlite_where=text("assignee_id IS NULL")),
         Index("ix_tickets_resolved_unarchived", "status", "resolved_at",
               postgresql_where=text("archived_at IS NULL"), sqlite_where=text("archived_at IS NULL")),
         # `q` (PostgreSQL; SQLite searches its FTS5 table tickets_fts instead)
@@ -580,23 +583,29 @@ class TicketsRepository(Repository):
 
     def recent(self, tenant_id, limit: int, only_requester=None) -> list:
         """Unassigned first, oldest to newest; then the rest, most recently updated first:
-        the views of `page`. One statement: one round trip, one snapshot of the data."""
+        the views of `page`. One statement: one round trip, one snapshot of the data; the
+        rows are chosen by their keys first, so only those shown get a view written."""
         postgres = self.session.bind.dialect.name == "postgresql"
         key = (postgres, "recent", only_requester is not None)
         statement = _RECENT_STATEMENTS.get(key)
         if statement is None:
-            view = (TICKET_VIEW_JSON.label("view"),) if postgres else VIEW_COLUMNS
-            base = select(*view, Ticket.created_at.label("created"), Ticket.updated_at.label("updated"),
-                          Ticket.id.label("key")).where(Ticket.tenant_id == bindparam("tenant_id"))
+            keys = select(Ticket.id.label("key"), Ticket.created_at.label("created"),
+                          Ticket.updated_at.label("updated")).where(Ticket.tenant_id == bindparam("tenant_id"))
             if only_requester is not None:
-                base = base.where(Ticket.requester_id == bindparam("only_requester"))
+                keys = keys.where(Ticket.requester_id == bindparam("only_requester"))
             limited = bindparam("limit", type_=Integer)
-            unassigned = (base.add_columns(literal_column("0").label("part")).where(Ticket.assignee_id.is_(None))
+            unassigned = (keys.add_columns(literal_column("0").label("part")).where(Ticket.assignee_id.is_(None))
                           .order_by(Ticket.created_at, Ticket.id).limit(limited))
-            rest = (base.add_columns(literal_column("1").label("part")).where(Ticket.assignee_id.is_not(None))
+            rest = (keys.add_columns(literal_column("1").label("part")).where(Ticket.assignee_id.is_not(None))
                     .order_by(Ticket.updated_at.desc(), Ticket.id.desc()).limit(limited))
-            statement = _remember(_RECENT_STATEMENTS, key,
-                                  union_all(unassigned.subquery().select(), rest.subquery().select()))
+            both = union_all(unassigned.subquery().select(), rest.subquery().select()).subquery()
+            first = both.c.part == 0
+            # the `limit` shown, chosen by their keys; only those get a view written
+            chosen = select(both).order_by(
+                both.c.part, case((first, both.c.created)), case((first, both.c.key)),
+                case((~first, both.c.updated)).desc(), case((~first, both.c.key)).desc()).limit(limited).subquery()
+            view = (TICKET_VIEW_JSON.label("view"),) if postgres else VIEW_COLUMNS
+            statement = _remember(_RECENT_STATEMENTS, key, select(*view, chosen).join(chosen, Ticket.id == chosen.c.key))
         params = {"tenant_id": tenant_id, "limit": limit}
         if only_requester is not None:
             params["only_requester"] = only_requester

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from common.config import Settings
 from common.db import create_service_engine
-from services.tickets.storage import CompanySnapshot, Person, TicketsRepository
+from services.tickets.storage import _RECENT_STATEMENTS, CompanySnapshot, Person, TicketsRepository
 
 TICKETS = 100_000
 
@@ -68,6 +68,21 @@ def test_assignee_and_status_use_their_own_index(seeded):
     engine, tenant, agents = seeded
     plan = plan_of(engine, {"assignee_id": str(agents[5]), "status": "AWAITING_ATTENDANCE"}, tenant)
     assert "ix_tickets_tenant_assignee_status_created" in plan, plan
+
+
+def test_recent_reads_the_unassigned_through_their_own_index(seeded):
+    """The dashboard's first part (the unassigned, oldest first) walks the partial index
+    instead of sorting every unassigned ticket of the tenant."""
+    engine, tenant, _ = seeded
+    with Session(engine) as session:
+        repo = TicketsRepository(session)
+        repo.recent(tenant, 50)
+        statement = _RECENT_STATEMENTS[(True, "recent", False)]  # PostgreSQL, staff (every requester)
+        sql = statement.compile(engine)
+        plan = "\n".join(session.connection().exec_driver_sql(
+            "EXPLAIN " + str(sql), {**sql.params, "tenant_id": tenant, "limit": 50}).scalars())
+    assert "ix_tickets_tenant_unassigned_created" in plan, plan
+    assert "Seq Scan on tickets" not in plan, plan
 
 
 def update_plans(engine, action):

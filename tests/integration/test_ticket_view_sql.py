@@ -19,8 +19,8 @@ from services.tickets.storage import VIEW_COLUMNS, Ticket, TicketsRepository
 from services.tickets.views import ticket_view
 
 maybe_uuid = st.none() | st.uuids()
-# PostgreSQL's text holds any character but NUL
-words = st.text(st.characters(blacklist_characters="\x00"), max_size=40)
+# PostgreSQL's text holds any character but NUL (and UTF-8 none of the lone surrogates)
+words = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
 moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
                        timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-3))]))
 whole_seconds = moments.map(lambda moment: moment.replace(microsecond=0))
@@ -105,3 +105,25 @@ def test_a_kept_statement_answers_each_call_with_its_own_values(engine):
         _, created_at, last_id = first[-1]
         assert references({}, after=(created_at, last_id), limit=2) == [4, 3]
         assert references({"status": domain.RESOLVED}) == []
+
+
+def test_recent_shows_the_unassigned_oldest_first_then_the_latest_updated(engine):
+    tenant, agent = uuid.uuid4(), uuid.uuid4()
+    start = datetime(2026, 4, 1, 9, tzinfo=timezone.utc)
+    with Session(engine) as session:
+        for n in range(8):  # 1-4 unassigned, 5-8 assigned; updated in the reverse order
+            session.add(Ticket(id=uuid.uuid4(), tenant_id=tenant, reference=n + 1, subject=f"Chamado {n}",
+                               description="", priority="LOW", status=domain.PENDING, queue_id=QUEUE,
+                               assignee_id=agent if n >= 4 else None, worked_internal_seconds=0,
+                               worked_external_seconds=0, created_at=start + timedelta(minutes=n),
+                               updated_at=start + timedelta(hours=1, minutes=-n)))
+        session.commit()
+        repo = TicketsRepository(session)
+
+        def references(limit, **kwargs):
+            return [as_read(view)["reference"] for view in repo.recent(tenant, limit, **kwargs)]
+
+        assert references(10) == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert references(6) == [1, 2, 3, 4, 5, 6]
+        assert references(3) == [1, 2, 3]
+        assert references(10, only_requester=uuid.uuid4()) == []
