@@ -199,7 +199,9 @@ class UnitOfWork:
         if self.read_only:
             raise RuntimeError("a read-only unit of work cannot emit events")
         message = validate_event(self._store.service, event_type, payload)
-        self.session.execute(self._store.outbox.insert().values(**outbox_row(event_type, message)))
+        # on the connection, not session.execute: the row depends on no pending ORM change,
+        # and an autoflush here made a second flush pass before commit's (issue 14)
+        self.session.connection().execute(self._store.outbox.insert(), outbox_row(event_type, message))
         self._events_written = True
         return message
 

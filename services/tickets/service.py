@@ -845,7 +845,7 @@ class Service(ServiceBase):
         self._ticket(uow, actor, chat.ticket_id)  # the chat is as visible as its ticket
         return chat
 
-    def _queue(self, uow, actor: Actor, queue_id) -> TicketQueue:
+    def _queue(self, uow, actor: Actor, queue_id) -> storage.QueueRef:
         queue = uow.repo.queue(actor.tenant_id, parse_id(queue_id, "queue"))
         if queue is None:
             raise NotFound("queue not found", code="queue_not_found")

@@ -5,6 +5,7 @@ import re
 import unicodedata
 import uuid
 from datetime import datetime
+from typing import NamedTuple
 
 import orjson
 from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, and_, bindparam, case,
@@ -339,6 +340,17 @@ class SavedFilter(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class QueueRef(NamedTuple):
+    """What filing a ticket needs of its queue."""
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+
+
+_KNOWN_QUEUES: dict[uuid.UUID, QueueRef] = {}
+KNOWN_QUEUES_CAP = 10_000
+
+
 class TicketsRepository(Repository):
     # directory snapshots
     def person(self, user_id) -> Person | None:
@@ -398,9 +410,19 @@ class TicketsRepository(Repository):
         return list(self.session.scalars(select(TicketQueue).where(TicketQueue.tenant_id == tenant_id)
                                          .order_by(TicketQueue.name_normalized)))
 
-    def queue(self, tenant_id, queue_id) -> TicketQueue | None:
-        queue = self.session.get(TicketQueue, queue_id)  # by key: the session's cached load path
-        return queue if queue is not None and queue.tenant_id == tenant_id else None
+    def queue(self, tenant_id, queue_id) -> QueueRef | None:
+        """By key. Queues are only ever created, never renamed nor deleted: one read per
+        queue per process (filing a ticket then skips a query: 6 % of the tickets process's
+        CPU per create, issue 14)."""
+        known = _KNOWN_QUEUES.get(queue_id)
+        if known is None:
+            queue = self.session.get(TicketQueue, queue_id)
+            if queue is None:
+                return None
+            if len(_KNOWN_QUEUES) >= KNOWN_QUEUES_CAP:
+                _KNOWN_QUEUES.clear()
+            known = _KNOWN_QUEUES[queue_id] = QueueRef(queue.id, queue.tenant_id, queue.name)
+        return known if known.tenant_id == tenant_id else None
 
     def queue_by_name(self, tenant_id, name_normalized: str) -> TicketQueue | None:
         return self.session.scalars(select(TicketQueue).where(
