@@ -143,15 +143,15 @@ class Service(ServiceBase):
         """Enrol a machine with its company's provisioning code; the same hardware in the
         same company (a serial or physical MAC in common) gets its old record back."""
         data = load(contract.Registration, payload)
-        company = self._accounts("resolve_provisioning_code", data["provisioning_code"])
         found = domain.identifiers(data["mac_addresses"], data["serial_numbers"])
         if not found:
             raise ValidationFailed("send at least one real MAC address or serial number",
                                    details={"fields": {"mac_addresses": ["no physical MAC"],
                                                        "serial_numbers": ["no real serial"]}})
+        company = self._accounts("enrolment", data["provisioning_code"], data["collaborator"]["email"],
+                                 data["collaborator"]["name"])
         tenant_id, company_id = uuid.UUID(company["tenant_id"]), uuid.UUID(company["company_id"])
-        collaborator = self._accounts("ensure_person", str(tenant_id), data["collaborator"]["email"],
-                                      data["collaborator"]["name"], str(company_id))
+        collaborator = company["collaborator"]
         now = utcnow()
         with self.db.unit_of_work() as uow:
             machine = uow.repo.machine_matching(company_id, found)

@@ -864,7 +864,7 @@ class Service(ServiceBase):
         if person is None:
             user = deadline.call(self.accounts, "accounts", "lookup_user", str(tenant_id),
                                  str(user_id), timeout=LOOKUP_TIMEOUT_SECONDS)
-            person = self._upsert_person(uow, user)
+            person, _ = self._upsert_person(uow, user)
         if person.tenant_id != tenant_id or person.merged_into_id is not None:
             raise NotFound("user not found", code="user_not_found")
         return person
@@ -880,17 +880,23 @@ class Service(ServiceBase):
         return company
 
     @staticmethod
-    def _upsert_person(uow, user: dict) -> Person:
+    def _upsert_person(uow, user: dict) -> tuple[Person, bool]:
+        """The person's snapshot as `user` says, and whether tickets carry a stale name or
+        email of theirs (a new snapshot: none can, a ticket is filed after its snapshot)."""
         person_id = uuid.UUID(str(user.get("user_id") or user["id"]))
-        # a request's lookup and the user's event may both create the snapshot
-        uow.repo.insert_missing(Person, ("id",), id=person_id, tenant_id=uuid.UUID(str(user["tenant_id"])),
-                                name=user["name"], email=user["email"], role=user["role"])
+        values = {"name": user["name"], "email": user["email"], "role": user["role"],
+                  "company_id": uuid.UUID(str(user["company_id"])) if user.get("company_id") else None,
+                  "merged_into_id": uuid.UUID(str(user["merged_into_id"])) if user.get("merged_into_id") else None}
         person = uow.repo.person(person_id)
-        person.name, person.email, person.role = user["name"], user["email"], user["role"]
-        person.company_id = uuid.UUID(str(user["company_id"])) if user.get("company_id") else None
-        person.merged_into_id = uuid.UUID(str(user["merged_into_id"])) if user.get("merged_into_id") else None
+        if person is None:  # a request's lookup and the user's event may both create it
+            uow.repo.insert_missing(Person, ("id",), id=person_id,
+                                    tenant_id=uuid.UUID(str(user["tenant_id"])), **values)
+            person = uow.repo.person(person_id)
+        renamed = (person.name, person.email) != (values["name"], values["email"])
+        for field, value in values.items():
+            setattr(person, field, value)
         uow.session.flush()
-        return person
+        return person, renamed
 
     # accounts' events ----------------------------------------------------------------
 
@@ -912,8 +918,9 @@ class Service(ServiceBase):
     def _user_changed(self, event: dict, event_type: str) -> None:
         with self.db.unit_of_work() as uow:
             if first_delivery(uow, storage.inbox, event, event_type):
-                person = self._upsert_person(uow, event)
-                uow.repo.refresh_person_snapshots(person)
+                person, renamed = self._upsert_person(uow, event)
+                if renamed:  # two UPDATEs over the tenant's tickets: only when they change
+                    uow.repo.refresh_person_snapshots(person)
                 uow.commit()
 
     @subscribe("accounts", "company_created")
