@@ -5,7 +5,7 @@ import uuid
 import pytest
 from kombu import Connection, Queue
 from nameko.standalone.events import get_event_exchange
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from common.config import Settings
 from common.db import Store
@@ -77,6 +77,26 @@ def test_committed_event_is_published_once_and_leaves_no_row(store, tenant_event
 def test_rolled_back_change_publishes_nothing(store, tenant_events):
     create_tenant(store, f"t-{uuid.uuid4().hex[:8]}", commit=False)
     assert outbox_rows(store) == 0
+
+
+def test_a_change_still_pending_at_emit_commits_or_rolls_back_with_its_event(store):
+    """`emit` writes its row on the unit of work's connection without flushing the pending
+    changes first: they still land in one transaction with it, or neither does."""
+    slugs = {commit: f"t-{uuid.uuid4().hex[:8]}" for commit in (False, True)}
+    before, event_ids = outbox_rows(store), []
+    for commit, slug in slugs.items():
+        with store.unit_of_work() as uow:
+            tenant = Tenant(id=uuid.uuid4(), name=slug, slug=slug)
+            uow.session.add(tenant)  # not flushed: pending when the event is written
+            message = uow.emit("tenant_created", {"tenant_id": tenant.id, "name": slug, "slug": slug})
+            event_ids.append(uuid.UUID(message["event_id"]))
+            if commit:
+                uow.commit()
+    with store.engine.begin() as connection:
+        kept = connection.execute(select(Tenant.slug).where(Tenant.slug.in_(list(slugs.values())))).scalars().all()
+        written = connection.execute(delete(store.outbox).where(store.outbox.c.event_id.in_(event_ids))).rowcount
+    assert kept == [slugs[True]]
+    assert (written, outbox_rows(store)) == (1, before)  # the committed event's row only (now removed)
 
 
 def test_broker_outage_keeps_events_until_it_returns(store, tenant_events, private_database, amqp_uri):

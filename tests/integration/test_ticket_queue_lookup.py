@@ -8,7 +8,6 @@ from sqlalchemy import event as sqlalchemy_event
 
 from common.config import Settings
 from common.db import Store
-from common.outbox import outbox_table
 from services.tickets.storage import TicketQueue, TicketsRepository, metadata
 
 
@@ -21,7 +20,7 @@ def test_a_queue_is_read_once_and_stays_invisible_to_other_tenants(private_datab
         queue_id = queue.id
     statements = []
     sqlalchemy_event.listen(tickets.engine, "before_cursor_execute",
-                 lambda conn, cursor, statement, *rest: statements.append(statement))
+                            lambda conn, cursor, statement, *rest: statements.append(statement))
     try:
         for _ in range(3):
             with tickets.unit_of_work() as uow:
@@ -35,24 +34,3 @@ def test_a_queue_is_read_once_and_stays_invisible_to_other_tenants(private_datab
     finally:
         tickets.dispose()
 
-
-def test_an_event_and_the_changes_beside_it_commit_or_roll_back_together(private_database):
-    """`emit` writes its outbox row on the unit of work's connection, without flushing the
-    pending changes first: both still land in one transaction, or neither does."""
-    tickets = Store(Settings(database_url=private_database), "tickets", TicketsRepository, metadata)
-    outbox = outbox_table(metadata)
-    event = {"tenant_id": uuid.uuid4(), "ticket_id": uuid.uuid4(), "changed": ["subject"]}
-    try:
-        for commit in (False, True):
-            with tickets.unit_of_work() as uow:
-                uow.session.add(TicketQueue(tenant_id=event["tenant_id"], name=f"Fila {commit}",
-                                            name_normalized=f"fila {commit}"))
-                uow.emit("ticket_updated", event)
-                if commit:
-                    uow.commit()
-        with tickets.unit_of_work() as uow:
-            assert [q.name for q in uow.repo.queues(event["tenant_id"])] == ["Fila True"]
-        with tickets.connection() as connection:
-            assert [row.event_type for row in connection.execute(outbox.select())] == ["ticket_updated"]
-    finally:
-        tickets.dispose()
