@@ -19,7 +19,12 @@ def add_parser(commands) -> None:
         "dlq", help="look into the dead-letter queue; replay or purge what is there",
         description="The dead-letter queue (chamados.dead-letter): list and show leave every "
                     "message in place; replay puts messages back on their original queue "
-                    "(confirmed, then the parked copy is dropped); purge drops them for good.")
+                    "(confirmed, then the parked copy is dropped); purge drops them for good. "
+                    "Two kinds cannot be replayed and are refused by name: a heartbeat (its "
+                    "machine token is kept only as a SHA-256, so it could not be authenticated "
+                    "again: the agent sends its spool anew) and a message whose body was over "
+                    "the 1 MiB parking bound (only its first MiB was kept). A parked copy keeps "
+                    "its message_id and timestamp.")
     actions = dlq.add_subparsers(dest="dlq_command", required=True)
     listing = actions.add_parser("list", help="parked messages, oldest first")
     listing.add_argument("--queue", help="only those from this original queue")

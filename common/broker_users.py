@@ -5,9 +5,10 @@ API when AGENT_AMQP_PASSWORD is set.
 
 RabbitMQ checks three regexes per user and vhost (https://www.rabbitmq.com/docs/access-control):
 configure (declare/delete) and read (consume, get) on the queue, write (publish) on the
-exchange. An agent declares a server-named exclusive queue (`amq.gen-…`) for the answers to
-its heartbeats and publishes to `devices.heartbeats`; an exclusive queue is usable by the
-connection that declared it only, so one agent cannot read another's answers.
+exchange. An agent publishes to `devices.heartbeats` and takes the answers to its heartbeats
+by direct reply-to (`amq.rabbitmq.reply-to`, which needs no permission: the broker routes an
+answer to the channel that asked and nowhere else), so it may configure and read nothing:
+no queue of its own, durable or not, without limit (issue 26).
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import requests
 from common.config import Settings
 from common.contracts.devices import HEARTBEAT_EXCHANGE
 
-REPLY_QUEUES = r"^amq\.gen-.*$"
-AGENT_PERMISSIONS = {"configure": REPLY_QUEUES, "write": f"^{re.escape(HEARTBEAT_EXCHANGE)}$",
-                     "read": REPLY_QUEUES}
+NOTHING = "^$"
+AGENT_PERMISSIONS = {"configure": NOTHING, "write": f"^{re.escape(HEARTBEAT_EXCHANGE)}$",
+                     "read": NOTHING}
 TIMEOUT_SECONDS = 10
 
 

@@ -50,7 +50,8 @@ CONNECT_TIMEOUT_SECONDS = 5
 ID_HEADER = "x-dead-letter-id"
 LETTER_ID = re.compile(r"^[0-9a-f]{32}$")
 # headers the parking added: none of them goes back with a replayed message
-PARKING_HEADERS = ("x-original-queue", "x-dead-lettered-at", "x-dropped-headers", ATTEMPTS_HEADER)
+PARKING_HEADERS = ("x-original-queue", "x-dead-lettered-at", "x-dropped-headers", ATTEMPTS_HEADER,
+                   "x-body-truncated-from", "x-body-sha256")
 # the properties a replayed message keeps (user_id would have to be the replayer's own)
 KEPT_PROPERTIES = ("content_type", "content_encoding", "message_id", "correlation_id", "reply_to",
                    "timestamp", "type", "app_id", "priority")
@@ -374,6 +375,9 @@ class _Replayer:
             return "it has no x-original-queue header: nowhere to send it back"
         if letter.queue == DEAD_LETTER_QUEUE.name:
             return "its original queue is the dead-letter queue itself"
+        if "x-body-truncated-from" in letter.headers:
+            return (f"its body was cut when it was parked ({letter.headers['x-body-truncated-from']} "
+                    "bytes, over the parking bound): only its first part was kept")
         if "authorization-sha256" in letter.headers:
             return ("its credential was not kept (only its SHA-256): it cannot be authenticated "
                     "again; the sender must send it anew")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import socket
 import time
 import traceback
@@ -87,19 +88,29 @@ def is_permanent(exc: BaseException) -> bool:
 
 
 def publish_confirmed(amqp_uri: str, message, *, exchange: Exchange, routing_key: str,
-                      headers: dict, declare=(), expiration: float | None = None) -> None:
+                      headers: dict, declare=(), expiration: float | None = None,
+                      body: bytes | None = None, properties: dict | None = None) -> None:
+    """`message` again (its body, or `body`), persistent, confirmed, routed or refused."""
     with Connection(amqp_uri, transport_options={"confirm_publish": True}) as connection:
         connection.Producer().publish(
-            message.body, exchange=exchange, routing_key=routing_key, headers=headers,
-            content_type=message.content_type, content_encoding=message.content_encoding,
-            delivery_mode=2, declare=list(declare), expiration=expiration, retry=True,
-            retry_policy={"max_retries": 5})
+            message.body if body is None else body, exchange=exchange, routing_key=routing_key,
+            headers=headers, content_type=message.content_type,
+            content_encoding=message.content_encoding, delivery_mode=2, declare=list(declare),
+            expiration=expiration, retry=True, retry_policy={"max_retries": 5}, mandatory=True,
+            **(properties or {}))
 
 
 # --- untrusted message metadata -------------------------------------------------------------
 
 HEADER_NAME_MAX, HEADER_TEXT_MAX = 128, 1024
 PROPERTY_TEXT_MAX = {"message_id": 128, "correlation_id": 128, "reply_to": 255}
+# Where a heartbeat's answer may go: a queue only its sender reads — RabbitMQ's direct reply-to
+# (what the agent uses; the broker routes it to the publishing channel and nowhere else) or a
+# server-named exclusive queue. Never a named queue: that made the services publish, with their
+# own account, into any queue an agent named (issue 26: `rpc-scheduler`).
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+AGENT_REPLY_QUEUE = re.compile(r"\A(amq\.gen-[\w-]{1,64}|amq\.rabbitmq\.reply-to\.[\w.+/=-]{1,200})\Z",
+                               re.ASCII)
 
 
 def credential_fingerprint(value) -> str:
@@ -150,11 +161,41 @@ def reason_label(reason: str) -> str:
     return reason.split(":", 1)[0][:60]
 
 
+# What a parked copy keeps of a message: enough to find it, read it and replay it (an 8 MiB
+# body was seen parked whole; the largest body the system takes in is 1 MiB).
+PARKED_BODY_MAX_BYTES = 1024 * 1024
+PARKED_TEXT_PROPERTIES = ("message_id", "correlation_id", "type", "app_id")
+
+
+def parked_copy(message, reason: str, queue_name: str, attempts: int) -> tuple[bytes, dict, dict]:
+    """(body, properties, headers) of the dead-letter queue's copy of `message`: its body cut
+    at PARKED_BODY_MAX_BYTES (the cut said in headers, with the whole body's SHA-256), its
+    identifying properties kept when they are well-typed, its headers made safe."""
+    body = message.body if isinstance(message.body, (bytes, bytearray)) else str(message.body).encode()
+    body = bytes(body)
+    headers = parking_headers(message.headers, reason, queue_name, attempts)
+    if len(body) > PARKED_BODY_MAX_BYTES:
+        headers["x-body-truncated-from"] = len(body)
+        headers["x-body-sha256"] = hashlib.sha256(body).hexdigest()
+        body = body[:PARKED_BODY_MAX_BYTES]
+    properties = {}
+    for name in PARKED_TEXT_PROPERTIES:
+        value = message.properties.get(name)
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode("utf-8", errors="replace")
+        if isinstance(value, str) and value:
+            properties[name] = value[:PROPERTY_TEXT_MAX.get(name, 255)]
+    timestamp = message.properties.get("timestamp")  # seconds since the epoch, an unsigned 64-bit
+    if isinstance(timestamp, int) and not isinstance(timestamp, bool) and 0 <= timestamp < 2 ** 63:
+        properties["timestamp"] = timestamp
+    return body, properties, headers
+
+
 def dead_letter(amqp_uri: str, service: str, queue_name: str, message, reason: str,
                 attempts: int) -> None:
+    body, properties, headers = parked_copy(message, reason, queue_name, attempts)
     publish_confirmed(amqp_uri, message, exchange=DEAD_LETTER_EXCHANGE, routing_key=queue_name,
-                      headers=parking_headers(message.headers, reason, queue_name, attempts),
-                      declare=[DEAD_LETTER_QUEUE])
+                      headers=headers, declare=[DEAD_LETTER_QUEUE], body=body, properties=properties)
     DEAD_LETTERED.labels(service, queue_name, reason_label(reason)).inc()
     log.warning("dead-lettered a message from %s after %d attempt(s): %s", queue_name,
                 attempts, reason)
@@ -305,6 +346,9 @@ def delivery_of(index: int, message) -> tuple[Delivery | None, str | None]:
         if value is not None and len(value) > limit:
             return None, f"invalid: the {name} property is longer than {limit} characters"
         properties[name] = value or None
+    if properties["reply_to"] is not None and not AGENT_REPLY_QUEUE.match(properties["reply_to"]):
+        return None, ("invalid: the reply_to property names no reply queue of the sender's own "
+                      f"({DIRECT_REPLY_TO} or a server-named amq.gen- queue)")
     body = message.body
     if not isinstance(body, (bytes, bytearray)):
         body = str(body).encode()
@@ -494,12 +538,15 @@ class BatchConsumer(Entrypoint):
         replies = [(deliveries[i], v.reply) for i, v in verdicts.items()
                    if v.reply and i in deliveries and deliveries[i].reply_to]
         if replies:
-            producer = connection.Producer()
+            producer = connection.Producer(on_return=self._reply_returned)
             for delivery, reply in replies:
                 try:
+                    # mandatory, so an answer to a queue that is gone comes back instead of
+                    # vanishing; RabbitMQ takes a direct reply-to as "not routed" under mandatory
                     producer.publish(reply, exchange="", routing_key=delivery.reply_to,
                                      correlation_id=delivery.correlation_id or delivery.message_id,
-                                     serializer="json")
+                                     serializer="json",
+                                     mandatory=not delivery.reply_to.startswith(DIRECT_REPLY_TO))
                 except self._broker_errors:
                     raise
                 except Exception as exc:  # a reply is advice; the heartbeat itself is stored
@@ -507,34 +554,40 @@ class BatchConsumer(Entrypoint):
         # one ack for the batch: every earlier delivery on the channel is settled already
         messages[-1].channel.basic_ack(messages[-1].delivery_tag, multiple=True)
 
+    def _reply_returned(self, exc, exchange, routing_key, message):
+        log.info("an answer to %s came back unrouted (its sender stopped waiting): %s",
+                 routing_key, exc)
+
     def _park(self, parking, message, reason: str) -> None:
         """Publish to the dead-letter queue, confirmed; only a broker error escapes."""
         try:
-            self._publish_parked(parking, message, parking_headers(message.headers, reason,
-                                                                   self.queue.name, 1))
+            self._publish_parked(parking, message, reason)
         except self._broker_errors:
             raise
         except Exception as exc:  # its own headers would not go: park it with ours only
             log.error("could not park a message from %s with its headers (%s); parking without them",
                       self.queue.name, exc)
-            self._publish_parked(parking, message, parking_headers(
-                {}, f"{reason} (its headers could not be kept)", self.queue.name, 1))
+            self._publish_parked(parking, message, f"{reason} (its headers could not be kept)",
+                                 own_headers=False)
         DEAD_LETTERED.labels(self.container.service_name, self.queue.name, reason_label(reason)).inc()
         if self.on_parked is not None:
             self.on_parked(reason)
         log.warning("dead-lettered a message from %s: %s", self.queue.name, reason)
 
-    @staticmethod
-    def _publish_parked(parking, message, headers: dict) -> None:
-        body = message.body if isinstance(message.body, (bytes, bytearray)) else str(message.body).encode()
+    def _publish_parked(self, parking, message, reason: str, own_headers: bool = True) -> None:
+        body, properties, headers = parked_copy(message, reason, self.queue.name, 1)
+        if not own_headers:
+            kept = parking_headers({}, reason, self.queue.name, 1)
+            headers = {**kept, **{key: headers[key] for key in ("x-body-truncated-from", "x-body-sha256")
+                                  if key in headers}}
         content_type = message.properties.get("content_type")
         content_encoding = message.properties.get("content_encoding")
         parked = parking.prepare_message(
-            bytes(body), content_type=content_type if isinstance(content_type, str) else None,
+            body, content_type=content_type if isinstance(content_type, str) else None,
             content_encoding=content_encoding if isinstance(content_encoding, str) else None,
-            headers=headers, properties={"delivery_mode": 2})
+            headers=headers, properties={"delivery_mode": 2, **properties})
         parking.basic_publish_confirm(parked, exchange=DEAD_LETTER_EXCHANGE.name,
-                                      routing_key=headers["x-original-queue"], confirm_timeout=30)
+                                      routing_key=self.queue.name, confirm_timeout=30)
 
     def _give_back(self, messages, exc):
         if exc is not None:

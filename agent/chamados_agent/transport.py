@@ -24,6 +24,7 @@ log = logging.getLogger("chamados-agent")
 HTTP_TIMEOUT = (5, 30)  # connect, read
 REPLY_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 5.0
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"  # RabbitMQ's pseudo-queue for answers to this channel
 
 
 # --- small helpers ---------------------------------------------------------------------
@@ -191,8 +192,10 @@ class HttpTransport:
 
 class AmqpTransport:
     """Publishes to the heartbeat exchange, persistent, mandatory, with publisher confirms;
-    the live heartbeat carries reply_to (an exclusive queue) and waits a few seconds for the
-    server's answer, which comes after the heartbeat was committed.
+    the live heartbeat carries reply_to and waits a few seconds for the server's answer, which
+    comes after the heartbeat was committed. The answer comes by RabbitMQ's direct reply-to
+    (`amq.rabbitmq.reply-to`): the broker routes it to this channel and nowhere else, and the
+    agents' broker user needs no queue of its own (it may declare none).
 
     One connection per cycle: at a 5-minute interval the handshake is negligible and nothing
     long-lived can go stale behind a NAT or a laptop's sleep."""
@@ -245,9 +248,9 @@ class AmqpTransport:
 
     def _ensure_reply_queue(self) -> str:
         if self.reply_queue is None:
-            declared = self.channel.queue_declare(queue="", exclusive=True, auto_delete=True)
-            self.reply_queue = declared.method.queue
-            self.channel.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
+            # direct reply-to: consumed without acks on the channel that publishes, before it does
+            self.channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, auto_ack=True)
+            self.reply_queue = DIRECT_REPLY_TO
         return self.reply_queue
 
     def _on_reply(self, channel, method, properties, body):

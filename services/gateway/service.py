@@ -16,6 +16,7 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
 
 from common import idempotency, outages, rpc
+from common import bus_guard  # noqa: F401  (a malformed message is parked, never fatal)
 from common import rpc_replies  # noqa: F401  (replies: written once, no confirm, no ack)
 from common import wire  # noqa: F401  (the bus's JSON through orjson)
 from common.config import Settings

@@ -3,7 +3,6 @@ and acts on their tenant's parked messages only (another tenant's look unknown, 
 ones are the operators'), staff below admin are refused, a replay reaches the original
 queue, a purge by one tenant never touches another's."""
 import uuid
-from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -11,6 +10,7 @@ from kombu import Connection, Queue
 
 from common import deadletters
 from common.messaging import dead_letter
+from tests.integration.test_deadletters import message
 
 pytestmark = pytest.mark.e2e
 
@@ -23,9 +23,7 @@ def park_for_tenant(amqp_uri: str, tenant_id: str | None, queue: str = "evt-e2e-
     payload = {"event_id": str(uuid.uuid4()), "marker": marker, **body}
     if tenant_id is not None:
         payload["tenant_id"] = str(tenant_id)
-    message = SimpleNamespace(body=orjson.dumps(payload), headers={"origin": "e2e"},
-                              content_type="application/json", content_encoding="utf-8")
-    dead_letter(amqp_uri, "tests", queue, message, f"KeyError: {marker}", 5)
+    dead_letter(amqp_uri, "tests", queue, message(payload, {"origin": "e2e"}), f"KeyError: {marker}", 5)
     listed = deadletters.list_letters(amqp_uri, reason=marker)
     assert listed.matched == 1, listed
     return listed.items[0].id

@@ -1,7 +1,7 @@
 """The agents' broker user (common/broker_users.py), made as `chamados migrate` makes it, on a
-vhost of the test's own: it can publish heartbeats and read answers on a queue of its own,
-and is refused everything else — consuming the heartbeat queue, publishing anywhere else,
-declaring named queues, reaching another vhost."""
+vhost of the test's own: it can publish heartbeats and take answers by direct reply-to, and is
+refused everything else — consuming the heartbeat queue, publishing anywhere else, declaring
+any queue (named or server-named, durable or not), reaching another vhost."""
 import uuid
 from urllib.parse import quote
 
@@ -55,16 +55,17 @@ def test_the_agents_user_may_publish_heartbeats_and_nothing_else(agent_access):
         # publishing to the heartbeat exchange is allowed (a key nothing is bound to: this test's
         # message is confirmed and dropped, it never reaches a consumer)
         ch.basic_publish(HEARTBEAT_EXCHANGE, "nowhere", b"{}")
-        # an answer queue of its own: server-named, exclusive
-        answers = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
-        assert answers.startswith("amq.gen-")
-        ch.basic_consume(answers, lambda *args: None, auto_ack=True)
+        # answers by direct reply-to: no queue of its own
+        ch.basic_consume("amq.rabbitmq.reply-to", lambda *args: None, auto_ack=True)
         assert refused(lambda: ch.basic_get(HEARTBEAT_QUEUE)) == 403  # nor read heartbeats
         connection.close()
 
         for action in (lambda c: c.basic_publish("", HEARTBEAT_QUEUE, b"{}"),  # default exchange
                        lambda c: c.basic_publish("amq.topic", "anything", b"{}"),  # a built-in exchange
                        lambda c: c.queue_declare("agent-owned-queue"),
+                       # a server-named queue, durable: one per call, without limit, until refused
+                       lambda c: c.queue_declare("", durable=True),
+                       lambda c: c.queue_declare("", exclusive=True, auto_delete=True),
                        lambda c: c.exchange_declare("agent-exchange", "fanout"),
                        lambda c: c.queue_purge(HEARTBEAT_QUEUE)):
             connection, ch = channel(uri)

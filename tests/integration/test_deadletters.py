@@ -4,6 +4,7 @@ puts a message back on its original queue with its own headers and the attempt c
 (and only then drops the parked copy), a missing queue fails clearly, a purge drops only what
 was selected."""
 import os
+import hashlib
 import subprocess
 import sys
 import uuid
@@ -15,7 +16,7 @@ from kombu import Connection, Queue
 
 from common import deadletters
 from common.config import ROOT
-from common.messaging import ATTEMPTS_HEADER, DEAD_LETTER_QUEUE, dead_letter
+from common.messaging import ATTEMPTS_HEADER, DEAD_LETTER_QUEUE, PARKED_BODY_MAX_BYTES, dead_letter
 from tests.harness import RabbitVhost
 
 
@@ -36,14 +37,19 @@ def amqp_uri(vhost):
     return vhost.amqp_uri
 
 
-def message(body, headers=None, content_type="application/json"):
+def message(body, headers=None, content_type="application/json", properties=None):
+    """What `dead_letter` reads of a kombu message."""
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    encoding = "utf-8" if content_type == "application/json" else None
     return SimpleNamespace(body=raw, headers=headers or {}, content_type=content_type,
-                           content_encoding="utf-8" if content_type == "application/json" else None)
+                           content_encoding=encoding,
+                           properties={"content_type": content_type, "content_encoding": encoding,
+                                       **(properties or {})})
 
 
-def park(amqp_uri, queue, body, reason, attempts=1, headers=None, content_type="application/json"):
-    dead_letter(amqp_uri, "tests", queue, message(body, headers, content_type), reason, attempts)
+def park(amqp_uri, queue, body, reason, attempts=1, headers=None, content_type="application/json",
+         properties=None):
+    dead_letter(amqp_uri, "tests", queue, message(body, headers, content_type, properties), reason, attempts)
 
 
 def raw_queue(amqp_uri, name) -> list:
@@ -124,6 +130,23 @@ def test_a_big_body_is_shown_cut(amqp_uri):
     assert shown["body_truncated"] and len(shown["body"]) == deadletters.BODY_PREVIEW_BYTES
 
 
+def test_a_body_past_the_parking_bound_is_kept_cut_and_cannot_be_replayed(amqp_uri):
+    target = f"evt-huge-{uuid.uuid4().hex[:8]}--x.on_it"
+    declare(amqp_uri, target)
+    whole = b'{"blob": "' + b"x" * (PARKED_BODY_MAX_BYTES * 3) + b'"}'
+    park(amqp_uri, target, whole, "KeyError: huge")
+    outcome = deadletters.replay(amqp_uri, deadletters.Selection.of(everything=True))
+    assert outcome.done == [] and "cut" in outcome.failed[0]["error"], outcome
+    assert depth(amqp_uri, target) == 0
+    parked = raw_queue(amqp_uri, DEAD_LETTER_QUEUE.name)
+    assert len(parked) == 1
+    body, headers, _ = parked[0]
+    body = body if isinstance(body, bytes) else body.encode()
+    assert len(body) == PARKED_BODY_MAX_BYTES and whole.startswith(body)
+    assert headers["x-body-truncated-from"] == len(whole)
+    assert headers["x-body-sha256"] == hashlib.sha256(whole).hexdigest()
+
+
 def test_a_message_parked_before_ids_existed_gets_a_stable_one(amqp_uri):
     headers = {"x-dead-letter-reason": "KeyError: old", "x-original-queue": "evt-old--x.on_old",
                ATTEMPTS_HEADER: 5, "x-dead-lettered-at": "2026-01-01T00:00:00+00:00"}
@@ -142,8 +165,10 @@ def test_replay_puts_it_back_on_its_queue_with_its_headers_then_drops_the_parked
     target = f"evt-replay-{uuid.uuid4().hex[:8]}--x.on_it"
     declare(amqp_uri, target)
     body = {"tenant_id": str(uuid.uuid4()), "event_id": str(uuid.uuid4())}
+    sent_at = 1_796_637_000  # seconds since the epoch, as AMQP carries it
     park(amqp_uri, target, body, "KeyError: fixed since", attempts=5,
-         headers={"custom": "kept", "number": 7, ATTEMPTS_HEADER: 4})
+         headers={"custom": "kept", "number": 7, ATTEMPTS_HEADER: 4},
+         properties={"message_id": "the-original-id", "timestamp": sent_at})
     park(amqp_uri, target, {"other": True}, "KeyError: stays")
     letters = deadletters.list_letters(amqp_uri).items
     wanted, other = letters[0].id, letters[1].id
@@ -160,6 +185,8 @@ def test_replay_puts_it_back_on_its_queue_with_its_headers_then_drops_the_parked
     assert not [key for key in arrived_headers if key.startswith("x-dead-letter") or key in (
         "x-original-queue", "x-dead-lettered-at")], arrived_headers
     assert properties["delivery_mode"] == 2 and properties["content_type"] == "application/json"
+    # the parked copy kept what identifies the message, so the replay carries it too
+    assert properties["message_id"] == "the-original-id" and properties["timestamp"] == sent_at
     assert [letter.id for letter in deadletters.list_letters(amqp_uri).items] == [other]
 
     again = deadletters.replay(amqp_uri, deadletters.Selection.of(ids=[wanted]))

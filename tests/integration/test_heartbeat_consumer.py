@@ -12,6 +12,7 @@ import requests
 from kombu import Connection, Exchange, Queue
 from sqlalchemy import create_engine, text
 
+from common.messaging import PARKED_BODY_MAX_BYTES
 from chamados_protocol.inventory import inventory_hash
 from tests.harness import Client, dead_letters, eventually
 from tests.support.history import change_records
@@ -195,9 +196,10 @@ def test_unusable_heartbeats_are_dead_lettered_with_their_reason_and_the_consume
     # a token the server does not know (a reset agent's): answered, counted, dropped
     unknown_token = heartbeat_message(f"unknown-{uuid.uuid4().hex}", valid())
     refused_before = heartbeats_refused(system, "unknown_token")
-    replies = Queue(f"test-replies-{uuid.uuid4().hex}", durable=False, auto_delete=False)
+    # a reply queue named by the server (amq.gen-…): answers go to no named queue
     with Connection(system.amqp_uri, transport_options={"confirm_publish": True}) as connection:
-        replies(connection.channel()).declare()
+        server_named = connection.channel().queue_declare(queue="", durable=False, auto_delete=False)
+        replies = Queue(server_named.queue, durable=False, auto_delete=False)
         connection.Producer().publish(unknown_token["body"], exchange=EXCHANGE, routing_key=ROUTING_KEY,
                                       headers=unknown_token["headers"], message_id=unknown_token["message_id"],
                                       reply_to=replies.name, content_type="application/json",
@@ -231,10 +233,13 @@ def test_unusable_heartbeats_are_dead_lettered_with_their_reason_and_the_consume
 
     parked = dead_letters(system.amqp_uri, marker.encode(), expected=len(bad) + 1, timeout=5)
     assert len(parked) == len(bad), [headers.get("x-dead-letter-reason") for _, headers in parked]
-    by_body = {message["body"]: name for name, message in bad.items()}
+    # a parked body is cut at the parking bound (the cut said in its headers)
+    by_body = {message["body"][:PARKED_BODY_MAX_BYTES]: name for name, message in bad.items()}
     reasons = {}
     for body, headers in parked:
         assert body in by_body, body[:200]
+        if len(bad[by_body[body]]["body"]) > PARKED_BODY_MAX_BYTES:
+            assert headers["x-body-truncated-from"] == len(bad[by_body[body]]["body"]), headers
         assert headers["x-original-queue"] == "devices.heartbeats", headers
         assert "authorization" not in headers, "a machine token was parked in clear"
         reasons[by_body[body]] = headers["x-dead-letter-reason"]
