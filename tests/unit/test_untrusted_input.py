@@ -107,6 +107,14 @@ class ReceivedMessage:
     ({"message_id": 42}, "message_id property is not text"),
     ({"correlation_id": ["x"]}, "correlation_id property is not text"),
     ({"reply_to": b"amq.gen-1"}, None),
+    ({"reply_to": "amq.gen-JzTY20BRgKO-HjmUJj0wLg"}, None),
+    ({"reply_to": "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAyNjk4MDgxMgAAAFIAAAAAaI+Y8w==.Pfw/pOTt9mBhqNFB7ok2hQ=="}, None),
+    # named queues a sender does not own: answering there made the services a confused deputy
+    ({"reply_to": "rpc-scheduler"}, "reply_to property names no reply queue"),
+    ({"reply_to": "rpc-accounts"}, "reply_to property names no reply queue"),
+    ({"reply_to": "chamados.dead-letter"}, "reply_to property names no reply queue"),
+    ({"reply_to": "amq.rabbitmq.reply-to"}, "reply_to property names no reply queue"),  # not the broker's
+    ({"reply_to": "amq.gen-x\nrpc-accounts"}, "reply_to property names no reply queue"),
 ])
 def test_properties_are_checked_before_a_handler_sees_them(properties, refused):
     delivery, reason = delivery_of(3, ReceivedMessage(headers=None, properties=properties))
@@ -114,6 +122,42 @@ def test_properties_are_checked_before_a_handler_sees_them(properties, refused):
         assert delivery is None and refused in reason
     else:
         assert reason is None and delivery.index == 3 and delivery.headers == {}
+
+
+@dataclass
+class RpcRequest:
+    headers: dict | None = None
+    properties: dict = field(default_factory=lambda: {"content_type": "application/json",
+                                                      "reply_to": "0b3fd1c4-2a8e-4e8b-9b3c-6d1a9f0e7c21"})
+    accept: tuple = ("application/json",)
+
+
+@pytest.mark.parametrize("body, change, problem", [
+    ({"args": [], "kwargs": {}}, {}, None),
+    ({"args": [1], "kwargs": {"a": 2}}, {"headers": {"nameko.call_id_stack": ["gateway.x.1"]}}, None),
+    ({"args": [], "kwargs": {}}, {"reply_to": None}, "reply_to"),
+    ({"args": [], "kwargs": {}}, {"reply_to": "rpc-accounts"}, "reply_to"),
+    # a reply is published to the RPC exchange with reply_to as its routing key: this is a call
+    ({"args": [], "kwargs": {}}, {"reply_to": "accounts.sign_in"}, "reply_to"),
+    ({"args": [], "kwargs": {}}, {"reply_to": 12}, "reply_to"),
+    ({"args": [], "kwargs": {}}, {"content_type": None}, "content_type"),
+    ({"args": [], "kwargs": {}}, {"content_type": "application/x-python-serialize"}, "content_type"),
+    (["args"], {}, "not an object"),
+    (b"raw", {}, "not an object"),
+    ({"accepted": True}, {}, "`args`"),
+    ({"args": {}, "kwargs": {}}, {}, "`args`"),
+    ({"args": [], "kwargs": []}, {}, "`args`"),
+    ({"args": [], "kwargs": {}}, {"headers": {"nameko.call_id_stack": 5}}, "call_id_stack"),
+    ({"args": [], "kwargs": {}}, {"headers": {"nameko.call_id_stack": [None]}}, "call_id_stack"),
+])
+def test_an_rpc_request_is_answered_only_in_the_shape_callers_send(body, change, problem):
+    from common.bus_guard import rpc_request_problem
+
+    request = RpcRequest()
+    request.headers = change.pop("headers", None)
+    request.properties.update(change)
+    found = rpc_request_problem(body, request)
+    assert (found is None) if problem is None else (problem in found), found
 
 
 def test_amqp_short_strings_that_are_not_utf8_are_read_not_raised():
