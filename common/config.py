@@ -184,6 +184,12 @@ class Settings:
     console_cache_seconds: float = 1.0  # how long a console page's lookups are reused (0: never)
     session_ttl_hours: int = 12
     max_body_bytes: int = 1_048_576
+    # a client's time to send a request (slowloris, issue 26): the request line and headers,
+    # then the body, each within its deadline (408 beyond); and connections open at once from
+    # one client address (a trusted proxy's excepted), one more answered 429 and closed
+    http_header_timeout_seconds: float = 10.0
+    http_body_timeout_seconds: float = 30.0
+    http_connections_per_client: int = 256
     cron_secret: str | None = None
     internal_health_token: str | None = None
     archive_dir: Path = ROOT / "archives"
@@ -268,6 +274,9 @@ class Settings:
                                                  "a change made elsewhere shows within it"),
             session_ttl_hours=_positive(config, "SESSION_TTL_HOURS", 12),
             max_body_bytes=_positive(config, "MAX_BODY_BYTES", 1_048_576),
+            http_header_timeout_seconds=_positive(config, "HTTP_HEADER_TIMEOUT_SECONDS", 10.0, float),
+            http_body_timeout_seconds=_positive(config, "HTTP_BODY_TIMEOUT_SECONDS", 30.0, float),
+            http_connections_per_client=_positive(config, "HTTP_CONNECTIONS_PER_CLIENT", 256),
             cron_secret=_text(config, "CRON_SECRET"),
             internal_health_token=_text(config, "INTERNAL_HEALTH_TOKEN"),
             archive_dir=Path(_text(config, "ARCHIVE_DIR", str(ROOT / "archives"))),

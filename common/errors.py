@@ -72,6 +72,11 @@ class PayloadTooLarge(DomainError):
     default_code = "payload_too_large"
 
 
+class RequestTimeout(DomainError):
+    """The client took longer than its deadline to send the request (a slow or stalled body)."""
+    default_code = "request_timeout"
+
+
 def validation_failed(messages: dict) -> ValidationFailed:
     """From marshmallow's `ValidationError.messages` (field -> list of problems)."""
     return ValidationFailed("the request did not validate", details={"fields": messages})

@@ -6,6 +6,8 @@ Every response is JSON; every error has the API.md shape
 """
 from __future__ import annotations
 
+import collections
+import io
 import ipaddress
 import logging
 import re
@@ -14,6 +16,7 @@ import time
 from http import HTTPStatus
 from dataclasses import dataclass, field
 
+import eventlet
 import orjson
 from eventlet import wsgi as eventlet_wsgi
 from nameko.exceptions import BadRequest as NamekoBadRequest
@@ -28,7 +31,7 @@ from common.config import Settings
 from common.contracts import StrictSchema, load
 from common.outages import warn_once
 from common.errors import (BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
-                           ServiceTimeout, ServiceUnavailable, TooManyRequests, Unauthorized,
+                           RequestTimeout, ServiceTimeout, ServiceUnavailable, TooManyRequests, Unauthorized,
                            ValidationFailed)
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ ERROR_STATUS: tuple[tuple[type, int], ...] = (
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (RequestTimeout, 408),
     (PayloadTooLarge, 413),
     (ValidationFailed, 422),
     (TooManyRequests, 429),
@@ -192,9 +196,11 @@ class JsonWsgiApp(WsgiApp):
 
     def __init__(self, server, cors: Cors | None = None):
         super().__init__(server)
+        settings = Settings.from_mapping(server.container.config)
         if cors is None:
-            cors = Cors(Settings.from_mapping(server.container.config).cors_allowed_origins)
+            cors = Cors(settings.cors_allowed_origins)
         self.cors = cors
+        self.max_body_bytes, self.body_seconds = settings.max_body_bytes, settings.http_body_timeout_seconds
 
     def __call__(self, environ, start_response):
         from services.gateway.console.web import is_console_path, routing_error_page
@@ -202,6 +208,7 @@ class JsonWsgiApp(WsgiApp):
         adapter = self.url_map.bind_to_environ(environ)
         origin = request.headers.get("Origin")
         try:
+            buffer_body(environ, self.max_body_bytes, self.body_seconds)
             if request.method == "OPTIONS" and is_api_path(request.path):
                 response = self.cors.preflight(origin, adapter.allowed_methods())
             else:
@@ -216,20 +223,69 @@ class JsonWsgiApp(WsgiApp):
         return response(environ, start_response)
 
 
+def buffer_body(environ, max_bytes: int, seconds: float) -> None:
+    """The whole body read now, within `seconds`, before the request is handed to a nameko
+    worker: a worker is one of `max_workers` (10), and a request reading a slow body inside
+    one held it for as long as the client liked — ten slow clients stopped the gateway
+    (issue 26). eventlet's stream decodes chunks and stops at Content-Length; the handlers
+    then read the bytes from memory, as a body of that Content-Length (werkzeug reads a
+    chunked body as empty under eventlet). At most `max_bytes` + 1 are read: `read_body`
+    answers 413 past the limit."""
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    length = environ.get("CONTENT_LENGTH") or ""
+    if not chunked and length in ("", "0"):
+        return
+    if not chunked and length.isdigit() and int(length) > max_bytes:
+        return  # refused by read_body without reading it
+    deadline = eventlet.Timeout(seconds)
+    try:
+        raw = environ["wsgi.input"].read(max_bytes + 1)
+    except eventlet.Timeout as timeout:
+        if timeout is not deadline:
+            raise
+        close_connection(environ)
+        raise RequestTimeout(f"the request's body took longer than {seconds:g} s to arrive",
+                             details={"seconds": seconds}) from None
+    except ValueError:  # eventlet reading a chunk size that is not a hexadecimal number
+        close_connection(environ)
+        raise BadRequest("the chunked body is malformed", code="malformed_chunked_body") from None
+    except OSError:  # the client closed before its body's end: nobody may be left to answer
+        close_connection(environ)
+        raise BadRequest("the body ended before its announced end", code="malformed_body") from None
+    finally:
+        deadline.cancel()
+    environ["wsgi.input"] = io.BytesIO(raw)
+    environ["CONTENT_LENGTH"] = str(len(raw))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
+def close_connection(environ) -> None:
+    """Answer, then close: eventlet would otherwise read the rest of the body to reuse the
+    connection — with no deadline, from a client that has just shown it will not send it."""
+    protocol = environ.get(PROTOCOL_ENVIRON_KEY)
+    if protocol is not None:
+        protocol.close_connection = 1
+
+
+PROTOCOL_ENVIRON_KEY = "chamados.http_protocol"
+
 # what eventlet's HTTP parser refuses itself, before any WSGI app runs: status -> error code
 PARSER_ERROR_CODES = {
     400: "bad_request",
+    408: "request_timeout",
     414: "uri_too_long",
     431: "headers_too_large",
     505: "http_version_not_supported",
 }
 PARSER_ERROR_MESSAGES = {
     400: "malformed request",
+    408: "the request line and headers took too long to arrive",
     414: "the URL is too long",
     431: "too many request headers, or a header too large",
     505: "this HTTP version is not supported",
 }
 PARSER_DRAIN_SECONDS, PARSER_DRAIN_BYTES = 1.0, 1 << 20
+DEFAULT_HEADER_TIMEOUT_SECONDS = Settings.http_header_timeout_seconds
 
 
 class JsonErrorProtocol(HttpOnlyProtocol):
@@ -238,10 +294,41 @@ class JsonErrorProtocol(HttpOnlyProtocol):
     them, a malformed request line or Content-Length) is answered in the API's JSON error
     shape instead of eventlet's and http.server's plain text or HTML. Relies on eventlet
     0.41's `_read_request_line` and `parse_request` (tests/e2e/test_bad_input.py sends each
-    case over a raw socket)."""
+    case over a raw socket).
+
+    The request line and headers must arrive within HTTP_HEADER_TIMEOUT_SECONDS in all: a
+    client trickling a byte at a time (slowloris) is answered 408 and its connection closed;
+    a kept-alive connection idle after its last answer is closed without a word."""
+
+    _headers_deadline = None
+    _request_started = False
+    _requests_answered = 0
+
+    def get_environ(self, *args, **kwargs):
+        environ = super().get_environ(*args, **kwargs)
+        environ[PROTOCOL_ENVIRON_KEY] = self  # so the app can end a connection it refused
+        return environ
+
+    def handle_one_request(self):
+        self._request_started = False
+        self._headers_deadline = eventlet.Timeout(getattr(self.server, "header_timeout_seconds",
+                                                          DEFAULT_HEADER_TIMEOUT_SECONDS))
+        try:
+            handled = super().handle_one_request()
+            self._requests_answered += 1
+            return handled
+        except eventlet.Timeout as timeout:
+            if timeout is not self._headers_deadline:
+                raise
+            if self._request_started or not self._requests_answered:
+                self.send_json_error(408, details={"seconds": self._headers_deadline.seconds})
+            self.close_connection = True
+        finally:
+            self._headers_deadline.cancel()
 
     def _read_request_line(self):
         line = super()._read_request_line()
+        self._request_started = bool(line and line.strip())
         limit = self.server.url_length_limit
         if line and len(line) >= limit:  # eventlet would write its own bodiless 414
             self.send_json_error(414, details={"max_bytes": limit - 1})
@@ -249,6 +336,13 @@ class JsonErrorProtocol(HttpOnlyProtocol):
         return line
 
     def parse_request(self):
+        try:
+            return self._parse_request()
+        finally:  # the headers are in (or refused): the app's time is not theirs
+            if self._headers_deadline is not None:
+                self._headers_deadline.cancel()
+
+    def _parse_request(self):
         try:
             if not super().parse_request():
                 return False  # answered by send_error (or an empty line: nothing to answer)
@@ -312,11 +406,25 @@ class JsonErrorProtocol(HttpOnlyProtocol):
 
 
 class GatewayWebServer(WebServer):
+    """nameko's web server with the gateway's protocol and app, and at most
+    HTTP_CONNECTIONS_PER_CLIENT connections open at once from one client address (a trusted
+    proxy's excepted: its clients are many): one more is answered 429 and closed at once, so
+    one host cannot hold every connection the process can serve."""
+
+    def __init__(self):
+        super().__init__()
+        self.open_connections: collections.Counter = collections.Counter()
+
     def get_wsgi_app(self):
         return JsonWsgiApp(self)
 
     def get_wsgi_server(self, sock, wsgi_app, protocol=JsonErrorProtocol, debug=False):
-        return super().get_wsgi_server(sock, wsgi_app, protocol=protocol, debug=debug)
+        settings = Settings.from_mapping(self.container.config)
+        self.connections_per_client = settings.http_connections_per_client
+        self.trusted_proxies = settings.trusted_proxies
+        server = super().get_wsgi_server(sock, wsgi_app, protocol=protocol, debug=debug)
+        server.header_timeout_seconds = settings.http_header_timeout_seconds
+        return server
 
     def process_request(self, sock, address):
         # eventlet writes the headers and the body in two sends: without TCP_NODELAY every
@@ -325,7 +433,43 @@ class GatewayWebServer(WebServer):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # the client left already; the server will notice
             pass
-        return super().process_request(sock, address)
+        peer = address[0] if address else ""
+        capped = not self._is_trusted_proxy(peer)
+        if capped and self.open_connections[peer] >= self.connections_per_client:
+            self._refuse(sock, peer)
+            return None
+        self.open_connections[peer] += 1
+        try:
+            return super().process_request(sock, address)
+        finally:
+            self.open_connections[peer] -= 1
+            if self.open_connections[peer] <= 0:
+                del self.open_connections[peer]
+
+    def _is_trusted_proxy(self, peer: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
+
+    def _refuse(self, sock, peer: str) -> None:
+        body = orjson.dumps(error_body(
+            "too_many_connections", "too many connections open from your address",
+            {"max_connections": self.connections_per_client}))
+        head = ["HTTP/1.1 429 Too Many Requests", "Content-Type: application/json",
+                f"Content-Length: {len(body)}", "Connection: close",
+                f"Retry-After: {DEFAULT_RETRY_AFTER_SECONDS}"]
+        head += [f"{name}: {value}" for name, value in NO_SNIFF_NO_STORE.items()]
+        warn_once(log, "connections-per-client", "refused a connection from %s: %d open already "
+                  "(HTTP_CONNECTIONS_PER_CLIENT)", peer, self.connections_per_client)
+        try:
+            sock.settimeout(1)
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        except OSError:  # the client left already
+            pass
+        finally:
+            sock.close()
 
 
 class JsonHttpEntrypoint(HttpRequestHandler):

@@ -9,13 +9,13 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from common.errors import (BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
-                           TooManyRequests, Unauthorized, ValidationFailed)
+                           RequestTimeout, TooManyRequests, Unauthorized, ValidationFailed)
 from services.gateway.http import (ERROR_STATUS, ServiceTimeout, ServiceUnavailable,
                                    error_response)
 
 EXPECTED_STATUS = {
     BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
-    PayloadTooLarge: 413, ValidationFailed: 422, TooManyRequests: 429, ServiceUnavailable: 503, ServiceTimeout: 504,
+    RequestTimeout: 408, PayloadTooLarge: 413, ValidationFailed: 422, TooManyRequests: 429, ServiceUnavailable: 503, ServiceTimeout: 504,
 }
 
 
