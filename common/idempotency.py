@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import uuid
 from datetime import timedelta
 
 import orjson
@@ -51,6 +52,13 @@ def valid_key(value) -> bool:
     """1–255 visible ASCII characters (no spaces, no control characters)."""
     return isinstance(value, str) and 0 < len(value) <= MAX_KEY_LENGTH and \
         all("!" <= ch <= "~" for ch in value)
+
+
+def fresh_key() -> str:
+    """The gateway's own key for a state-changing request that came without one: a broker
+    outage can redeliver the RPC (nameko re-executes it on reconnect), the client never
+    retries it, so one key per HTTP request protects against the redelivery alone."""
+    return f"gateway-{uuid.uuid4()}"
 
 
 def request_fingerprint(method: str, path: str, body: bytes) -> str:

@@ -6,7 +6,8 @@ pitfall 20). Here a reply, ack or requeue the broker cannot take is logged once 
 and dropped instead: the caller's deadline answers it (503/504), and the unacked request is
 redelivered once the connection is back, as after any lost connection.
 
-Its consumers also reconnect every 2 s at most (kombu's default grows to 30 s), so a service
+A lost connection is one WARNING line per interval, without kombu's traceback. Its
+consumers also reconnect every 2 s at most (kombu's default grows to 30 s), so a service
 is consuming again within seconds of the broker's return.
 
 Imported by `common.service_base` and `common.messaging`, which every service imports.
@@ -14,12 +15,15 @@ Imported by `common.service_base` and `common.messaging`, which every service im
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import contextmanager
 
+import kombu.mixins
 from nameko.messaging import QueueConsumer
 from nameko.rpc import RpcConsumer
 
 from common.outages import BROKER_ERRORS, describe, warn_once
+from common.rpc import broker_circuit
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,19 @@ def _establish_connection_promptly(self):
 
 
 def _on_connection_error_quietly(self, exc, interval):
+    # the first sign of an outage in this process: calls fail fast from here on (common/rpc.py)
+    broker_circuit.trip(self.amqp_uri)
     warn_once(log, "consumer-connect", "cannot reach the broker (%s); retrying every %.1f s or "
               "less", describe(exc), interval)
+
+
+def _warn_without_traceback(message, *args, exc_info=None, **kwargs):
+    """kombu's consumer loop warns with a full traceback on every lost connection (one per
+    service and outage: 118 in one fault run); one line, once per interval, says as much."""
+    failure = sys.exc_info()[1] if exc_info else None
+    text = message % args if args else message
+    warn_once(log, "consumer-connection-lost", "%s%s", text.rstrip(". "),
+              f": {describe(failure)}" if failure is not None else "")
 
 
 if not getattr(RpcConsumer.handle_result, "__name__", "") == "handle_result_riding_out_outages":
@@ -69,3 +84,4 @@ if not getattr(RpcConsumer.handle_result, "__name__", "") == "handle_result_ridi
     QueueConsumer.requeue_message = _settle_or_forget(QueueConsumer.requeue_message, "requeue")
     QueueConsumer.establish_connection = _establish_connection_promptly
     QueueConsumer.on_connection_error = _on_connection_error_quietly
+    kombu.mixins.warn = _warn_without_traceback

@@ -48,6 +48,7 @@ ADMIN = frozenset({"admin"})
 BACKENDS = ("accounts", "tickets", "devices", "scheduler")
 ARCHIVE_TIMEOUT_SECONDS = 600.0
 CRON_TIMEOUT_SECONDS = 660.0  # the longest job's own deadline, plus a margin
+READYZ_SECONDS = 0.8  # /readyz answers within a second, whatever is down
 # accounts operations after which a verified token may mean something else (another role,
 # company, or nobody): the gateway's token cache is emptied when one succeeds
 CHANGES_WHO_MAY_DO_WHAT = frozenset({"update_user", "merge_users", "change_password"})
@@ -108,14 +109,26 @@ class HeartbeatPublisher(DependencyProvider):
         return self.publish
 
     def publish(self, body: bytes, token: str, message_id: str) -> None:
-        with Connection(self.amqp_uri, transport_options={"confirm_publish": True}) as connection:
+        # known down: fail at once rather than hold a worker through retries (common/rpc.py)
+        if rpc.broker_circuit.is_open():
+            raise rpc.BROKER_DOWN
+        try:
+            self._publish(body, token, message_id)
+        except Exception:
+            if not outages.broker_accepts_connections(self.amqp_uri, timeout=0.5):
+                rpc.broker_circuit.trip(self.amqp_uri)
+            raise
+
+    def _publish(self, body: bytes, token: str, message_id: str) -> None:
+        with Connection(self.amqp_uri, connect_timeout=2,
+                        transport_options={"confirm_publish": True}) as connection:
             with producers[connection].acquire(block=True, timeout=5) as producer:
                 producer.publish(body, exchange=HEARTBEAT_EXCHANGE, routing_key=HEARTBEAT_QUEUE.routing_key,
                                  content_type="application/json", content_encoding="utf-8",
                                  delivery_mode=2, message_id=message_id,
                                  timestamp=int(time.time()),  # the queue's age: /readyz
                                  headers={"authorization": token}, declare=[HEARTBEAT_QUEUE],
-                                 retry=True, retry_policy={"max_retries": 3})
+                                 retry=True, retry_policy={"max_retries": 1, "interval_start": 0.2})
 
 
 class Service(ConsoleViews, DeadLetterRoutes):
@@ -180,10 +193,11 @@ class Service(ConsoleViews, DeadLetterRoutes):
                 principal = self.authenticate(bearer_token(request))
                 check_role(spec, principal)
             kwargs = dict(path_values)
-            # a person's state-changing request may carry an Idempotency-Key: the service
-            # that does the work records its answer for a retry (common/idempotency.py)
-            key = idempotency_key(request) if spec.method != "GET" and principal is not None \
-                and not spec.machine else None
+            # every state-changing request of a person is idempotent: the client's
+            # Idempotency-Key, or one of our own for this HTTP request, so an RPC that nameko
+            # redelivers after a broker outage replays its first answer (common/idempotency.py)
+            key = (idempotency_key(request) or idempotency.fresh_key()) \
+                if spec.method != "GET" and principal is not None and not spec.machine else None
             if spec.body is not None:
                 kwargs["body"] = parse_json_body(request, spec.body, self.settings.max_body_bytes)
             query = parse_query(request, spec.query or NoQuery)
@@ -222,14 +236,20 @@ class Service(ConsoleViews, DeadLetterRoutes):
         checks = {}
         for service, ok in zip(BACKENDS, pool.imap(self._pings, BACKENDS)):
             checks[service] = ok
-        checks.update(bus.wait())
+        try:  # an orchestrator's probe gives up after about a second: answer within it
+            with eventlet.Timeout(READYZ_SECONDS):
+                checks.update(bus.wait())
+        except eventlet.Timeout:
+            bus.kill()
+            checks.update({"broker": "unknown: no answer in time", "heartbeats": "unknown",
+                           "events": "unknown"})
         ready = all(value == "ok" for value in checks.values())
         return json_response(200 if ready else 503,
                              {"status": "ready" if ready else "not_ready", "checks": checks})
 
     def _pings(self, service):
         try:
-            self.call(service, "ping", timeout=min(3.0, self.settings.rpc_timeout_seconds))
+            self.call(service, "ping", timeout=min(READYZ_SECONDS, self.settings.rpc_timeout_seconds))
             return "ok"
         except Exception as exc:
             return getattr(exc, "code", exc.__class__.__name__)
@@ -239,9 +259,13 @@ class Service(ConsoleViews, DeadLetterRoutes):
         `_heartbeat_queue`); `events`: ok, or the subscriptions nobody consumes (a service
         whose consumers are down answers no event, even while its RPCs are answered by
         another replica). One connection answers all three."""
+        if rpc.broker_circuit.is_open():  # answer at once while it is known to be down
+            return {"broker": "unreachable: known down",
+                    "heartbeats": "unknown: the broker is unreachable",
+                    "events": "unknown: the broker is unreachable"}
         try:
-            with Connection(self.settings.amqp_uri, connect_timeout=2) as connection:
-                connection.ensure_connection(max_retries=1)
+            with Connection(self.settings.amqp_uri, connect_timeout=0.5) as connection:
+                connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0.1)
                 try:
                     _, waiting, consumers = connection.channel().queue_declare(
                         queue=HEARTBEAT_QUEUE.name, passive=True)
@@ -250,6 +274,8 @@ class Service(ConsoleViews, DeadLetterRoutes):
                     heartbeats = f"unknown: {exc.__class__.__name__}"
                 events = self._event_consumers(connection)
         except Exception as exc:
+            if not outages.broker_accepts_connections(self.settings.amqp_uri, timeout=0.3):
+                rpc.broker_circuit.trip(self.settings.amqp_uri)
             return {"broker": f"unreachable: {exc.__class__.__name__}",
                     "heartbeats": "unknown: the broker is unreachable",
                     "events": "unknown: the broker is unreachable"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
@@ -233,3 +234,117 @@ def private_rabbit_queue(system: System, name: str) -> dict | None:
     except requests.RequestException:
         return None
     return response.json() if response.status_code == 200 else None
+
+
+# issue 26: outages under an open-loop load (requests on a schedule, whatever the answers).
+# 2 outages in `make test`, 10 under CHAMADOS_FAULTS=all.
+OUTAGES = 10 if helpers.FAULTS_ALL else 2
+OPEN_LOOP_RATE = 20  # requests per second
+RPC_DEADLINE_SECONDS = 5  # the whole system's RPC_TIMEOUT_SECONDS
+REDELIVERY_SETTLES_SECONDS = 20  # a redelivered create ran 13-17 s after the first
+
+
+class OpenLoop:
+    """Creates at a fixed rate, each with a unique marker in its subject; records every
+    answer's status and time, and probes /healthz and /readyz twice a second."""
+
+    def __init__(self, client: Client, queue_id: str, rate: float = OPEN_LOOP_RATE):
+        self.client, self.queue_id, self.rate = client, queue_id, rate
+        self.prefix = f"ol-{uuid.uuid4().hex[:8]}"
+        self.answers: list[tuple[str, int | str, float]] = []  # marker, status, seconds
+        self.probes: list[tuple[str, int | str, float]] = []  # path, status, seconds
+        self.retry_after_missing = 0
+        self.stopping = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=200)
+        self.threads = [threading.Thread(target=self._schedule, daemon=True),
+                        threading.Thread(target=self._probe, daemon=True)]
+
+    def _create(self, marker: str) -> None:
+        started = time.monotonic()
+        try:
+            response = requests.post(
+                self.client.base_url + "/api/tickets", timeout=60,
+                headers={"Authorization": f"Bearer {self.client.token}"},
+                json={"subject": f"{marker} outage", "description": "x", "queue_id": self.queue_id})
+            status = response.status_code
+            if status == 503 and "Retry-After" not in response.headers:
+                self.retry_after_missing += 1
+        except requests.RequestException as exc:
+            status = f"no answer: {exc.__class__.__name__}"
+        self.answers.append((marker, status, time.monotonic() - started))
+
+    def _schedule(self) -> None:
+        started, sent = time.monotonic(), 0
+        while not self.stopping.is_set():
+            self.pool.submit(self._create, f"{self.prefix}-{sent}")
+            sent += 1
+            time.sleep(max(0.0, started + sent / self.rate - time.monotonic()))
+
+    def _probe(self) -> None:
+        while not self.stopping.is_set():
+            for path in ("/healthz", "/readyz"):
+                started = time.monotonic()
+                try:
+                    status = requests.get(self.client.base_url + path, timeout=15).status_code
+                except requests.RequestException as exc:
+                    status = exc.__class__.__name__
+                self.probes.append((path, status, time.monotonic() - started))
+            time.sleep(0.5)
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+        self.pool.shutdown(wait=True)
+
+
+def tickets_per_marker(system: System, prefix: str) -> Counter:
+    from sqlalchemy import create_engine, text
+    engine = create_engine(system.database_url)
+    try:
+        with engine.connect() as connection:
+            subjects = connection.execute(text("SELECT subject FROM tickets.tickets WHERE subject LIKE :p"),
+                                          {"p": f"{prefix}-%"}).scalars().all()
+    finally:
+        engine.dispose()
+    return Counter(subject.split(" ", 1)[0] for subject in subjects)
+
+
+def test_broker_outages_under_open_load_run_each_create_once_and_answer_in_time(healthy, private_rabbit):
+    """Each outage: the broker killed for 5 s at 20 creates/s. Every create makes at most one
+    ticket (nameko redelivers an RPC whose ack was lost); no answer comes later than the RPC
+    deadline + 1 s; /healthz and /readyz answer within 1 s throughout."""
+    tenant = staff_client(healthy)
+    started = time.monotonic()
+    with OpenLoop(tenant.admin, queue_of(tenant)) as load:
+        for outage in range(OUTAGES):
+            time.sleep(3)
+            private_rabbit.kill() if outage % 2 else private_rabbit.stop()
+            time.sleep(5)
+            private_rabbit.start()
+            assert seconds_until_ready(healthy, 60) is not None
+        time.sleep(REDELIVERY_SETTLES_SECONDS)
+    per_marker = tickets_per_marker(healthy, load.prefix)
+    duplicates = {marker: count for marker, count in per_marker.items() if count > 1}
+    statuses = Counter(status for _, status, _ in load.answers)
+    slowest = max(seconds for _, _, seconds in load.answers)
+    slow_probes = [(path, status, round(seconds, 2)) for path, status, seconds in load.probes
+                   if seconds > 1.0]
+    helpers.RESULTS.append(
+        f"{OUTAGES} broker outages at {OPEN_LOOP_RATE} creates/s ({time.monotonic() - started:.0f} s): "
+        f"{len(load.answers)} creates, {len(per_marker)} tickets, duplicates {len(duplicates)}, "
+        f"slowest answer {slowest:.1f} s, probes over 1 s {len(slow_probes)}, answers {dict(statuses)}")
+    assert exits(healthy) == {}
+    assert duplicates == {}, duplicates
+    created = {marker for marker, status, _ in load.answers if status == 201}
+    assert created <= set(per_marker), "a 201 without its ticket"
+    assert slowest <= RPC_DEADLINE_SECONDS + 1, sorted(s for _, _, s in load.answers)[-10:]
+    assert slow_probes == [], slow_probes[:10]
+    assert load.retry_after_missing == 0
+    assert not any(isinstance(status, int) and status >= 500 and status not in (503, 504)
+                   for status in statuses)

@@ -1,6 +1,7 @@
 """common/outages.py and common/nameko_outages.py: which errors are outages, one warning per
 interval, and a reply the broker cannot take not killing the service."""
 import logging
+import time
 
 import pytest
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -66,3 +67,52 @@ def test_a_reply_the_broker_cannot_take_does_not_escape_the_worker(monkeypatch):
 
     with pytest.raises(RuntimeError):
         nameko_outages._reply_or_forget(buggy)(object(), "message", None, None)
+
+
+def test_a_known_down_broker_fails_calls_at_once_until_its_port_accepts_again():
+    import socket as socket_module
+
+    import eventlet as eventlet_module
+
+    from common import rpc as rpc_module
+    from common.errors import ServiceUnavailable as Unavailable
+
+    listener = socket_module.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    uri = f"amqp://guest:guest@127.0.0.1:{port}//"
+    circuit = rpc_module.broker_circuit
+
+    class NeverCalled:
+        def __getattr__(self, name):
+            raise AssertionError("a call reached the proxy while the broker was known down")
+
+    try:
+        circuit.trip(uri)  # nothing listens yet: the probe keeps it open
+        eventlet_module.sleep(circuit.PROBE_EVERY_SECONDS * 2)
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            rpc_module.call(NeverCalled(), "tickets", "create", timeout=5, broker_uri=uri)
+        assert time.monotonic() - started < 0.1
+        listener.listen()
+        eventlet_module.sleep(circuit.PROBE_EVERY_SECONDS * 3)
+        assert not circuit.is_open()
+    finally:
+        circuit.reset()
+        listener.close()
+
+
+def test_kombu_connection_lost_is_one_line_without_traceback(caplog):
+    import kombu.mixins
+
+    import common.nameko_outages  # noqa: F401  (patches kombu.mixins.warn)
+    from common.outages import throttle
+
+    throttle.last.pop("consumer-connection-lost", None)
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError:
+        kombu.mixins.warn("Connection to broker lost, trying to re-establish connection...", exc_info=1)
+    records = [r for r in caplog.records if "Connection to broker lost" in r.getMessage()]
+    assert len(records) == 1 and records[0].exc_info is None
+    assert "ConnectionResetError" in records[0].getMessage()
