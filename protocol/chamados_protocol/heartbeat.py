@@ -28,7 +28,10 @@ USB_MODES = ("ALLOW", "BLOCK", "READ_ONLY")
 # what an agent may say it does beyond heartbeats; a name the server does not know yet (a newer
 # agent's) is accepted and ignored
 AGENT_CAPABILITIES = ("usb_policy",)
-CAPABILITY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+# the end of the text written so that JSON Schema's (ECMA-262) regexes read it too: `\Z` is
+# Python's only, and `$` would let a trailing newline through in Python (the pattern is
+# published in /api/openapi.json)
+CAPABILITY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}(?![\s\S])")
 PERSONAS = ("collaborator", "manager")
 SHA256_HEX = validate.Regexp(r"^[0-9a-f]{64}$", error="a lower-case SHA-256 hex digest")
 PERCENT = validate.Range(min=0, max=100)

@@ -29,7 +29,8 @@ from werkzeug.wrappers import Request, Response
 
 from common.config import Settings
 from common.contracts import StrictSchema, load
-from common.outages import warn_once
+from common.outages import unavailable, warn_once
+from common.rpc import BROKER_DOWN, broker_circuit
 from common.errors import (BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
                            RequestTimeout, ServiceTimeout, ServiceUnavailable, TooManyRequests, Unauthorized,
                            ValidationFailed)
@@ -209,6 +210,9 @@ class JsonWsgiApp(WsgiApp):
         origin = request.headers.get("Origin")
         try:
             buffer_body(environ, self.max_body_bytes, self.body_seconds)
+            early = answer_without_a_worker(request)
+            if early is not None:
+                return early(environ, start_response)
             if request.method == "OPTIONS" and is_api_path(request.path):
                 response = self.cors.preflight(origin, adapter.allowed_methods())
             else:
@@ -257,6 +261,30 @@ def buffer_body(environ, max_bytes: int, seconds: float) -> None:
     environ["wsgi.input"] = io.BytesIO(raw)
     environ["CONTENT_LENGTH"] = str(len(raw))
     environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
+def liveness() -> Response:
+    """/healthz: the process answers HTTP. Answered without a worker (workers may all be
+    waiting on a dependency), so it answers within a second whatever the rest is doing."""
+    return json_response(200, {"status": "ok"})
+
+
+# paths that need no service behind them: answered while the broker is down
+BROKERLESS_PATHS = ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/static/")
+
+
+def answer_without_a_worker(request: Request) -> Response | None:
+    """What is answered before a nameko worker is taken: liveness, and — while the broker is
+    known to be down (common.rpc.broker_circuit) — a 503 with Retry-After for every path that
+    would need it, instead of a worker held until its call fails (issue 26)."""
+    if request.method == "GET" and request.path == "/healthz":
+        return liveness()
+    if not broker_circuit.is_open() or request.path.startswith(BROKERLESS_PATHS):
+        return None
+    from services.gateway.console.web import is_console_path, routing_error_page
+
+    exc = unavailable("the message broker", BROKER_DOWN, log)
+    return routing_error_page(request, exc) if is_console_path(request.path) else error_response(exc)
 
 
 def close_connection(environ) -> None:

@@ -226,7 +226,7 @@ class Service(ConsoleViews, DeadLetterRoutes):
     @route("GET", "/healthz", summary="The gateway process is alive", tag="operations",
            roles=None, raw=True)
     def healthz(self, principal, request):
-        return json_response(200, {"status": "ok"})
+        return liveness()  # answered before any worker in fact (http.answer_without_a_worker)
 
     @route("GET", "/readyz", summary="Broker and every service (with its database) reachable",
            tag="operations", roles=None, raw=True, response=Readiness)

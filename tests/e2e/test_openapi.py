@@ -1,4 +1,6 @@
 """/api/openapi.json is a valid OpenAPI 3 document covering every route the gateway serves."""
+import re
+
 from openapi_spec_validator import validate
 
 from services.gateway import service  # noqa: F401  (fills ROUTES)
@@ -17,6 +19,35 @@ def test_openapi_is_valid_and_covers_every_route(anonymous):
     declared = {(route.method, openapi_path(route.path)) for route in ROUTES}
     assert declared == served
     assert len(declared) >= 17
+
+
+# what Python's `re` reads and ECMA-262 (JSON Schema's regex dialect) does not
+PYTHON_ONLY_REGEX = re.compile(r"\\[AZ]|\(\?P[<=]|\(\?[aiLmsux]+[):]|\(\?#")
+
+
+def patterns(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                yield value
+            else:
+                yield from patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from patterns(value)
+
+
+def test_every_published_pattern_is_an_ecma_regex(anonymous):
+    found = list(patterns(anonymous.get("/api/openapi.json").json()))
+    assert found, "no pattern published: this test checks nothing"
+    assert [pattern for pattern in found if PYTHON_ONLY_REGEX.search(pattern)] == []
+
+
+def test_the_capability_pattern_refuses_a_trailing_newline():
+    from chamados_protocol.heartbeat import CAPABILITY_NAME
+
+    assert CAPABILITY_NAME.match("usb_policy") and not CAPABILITY_NAME.match("usb_policy\n")
+    assert not CAPABILITY_NAME.match("Usb") and not CAPABILITY_NAME.match("a" * 33)
 
 
 def test_request_schemas_are_the_validating_ones(anonymous):

@@ -28,7 +28,7 @@ from werkzeug.wrappers import Request, Response
 from common.errors import DomainError, Unauthorized, ValidationFailed
 from services.gateway.console import catalogue, formatting
 from services.gateway.console.lookups import changes_what_pages_show
-from services.gateway.http import ERROR_STATUS, OPERATIONS, json_http, observe, role_allows
+from services.gateway.http import ERROR_STATUS, OPERATIONS, json_http, mapped_error, observe, role_allows
 
 log = logging.getLogger(__name__)
 
@@ -339,14 +339,22 @@ def static_response(name: str) -> Response:
 
 
 def routing_error_page(request: Request, exc: BaseException) -> Response:
-    """Unknown console addresses get an HTML page, not the API's JSON."""
-    status = 405 if isinstance(exc, MethodNotAllowed) else 404 if isinstance(exc, RouteNotFound) else 400
-    key = {404: "errors.not_found_page", 405: "errors.method_not_allowed"}.get(status, "errors.bad_request")
+    """Unknown console addresses, and what is refused before a page runs (a slow body, the
+    broker known down), get an HTML page, not the API's JSON."""
+    headers = {}
+    if isinstance(exc, DomainError) and (mapped := mapped_error(exc)) is not None:
+        status, _, headers = mapped
+        message = catalogue.translate_error(exc.code, exc.message)
+    else:
+        status = 405 if isinstance(exc, MethodNotAllowed) else 404 if isinstance(exc, RouteNotFound) else 400
+        key = {404: "errors.not_found_page", 405: "errors.method_not_allowed"}.get(status, "errors.bad_request")
+        message = catalogue.translate(key)
     html = TEMPLATES.get_template("error.html").render(
         page=None, principal=None, csrf="", flash=None, menu=[],
-        may=lambda op: False, path=request.path, status_code=status, message=catalogue.translate(key))
+        may=lambda op: False, path=request.path, status_code=status, message=message)
     response = Response(html, status=status, content_type="text/html; charset=utf-8")
     response.headers.update(SECURITY_HEADERS)
+    response.headers.update(headers or {})
     return response
 
 
