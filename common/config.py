@@ -16,7 +16,34 @@ SERVICE_NAMES = ("accounts", "tickets", "devices", "scheduler", "gateway")
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = ROOT / "config.yml"
 SECRET_KEYS = ("AMQP_URI", "DATABASE_URL", "CRON_SECRET", "INTERNAL_HEALTH_TOKEN",
-               "CHAMADOS_ADMIN_PASSWORD")
+               "CHAMADOS_ADMIN_PASSWORD", "AGENT_AMQP_PASSWORD", "AGENT_AMQP_URI")
+# Settings field -> the environment variable config.yml reads it from: the one list
+# tests/unit/test_config.py checks config.yml and every Settings field against
+SETTING_KEYS = {
+    "amqp_uri": "AMQP_URI", "database_url": "DATABASE_URL", "var_dir": "CHAMADOS_VAR_DIR",
+    "gateway_host": "GATEWAY_HOST", "gateway_port": "GATEWAY_PORT",
+    "metrics_ports": "METRICS_PORT_BASE", "rpc_timeout_seconds": "RPC_TIMEOUT_SECONDS",
+    "db_pool_size": "MAX_WORKERS", "auth_cache_seconds": "AUTH_CACHE_SECONDS",
+    "console_cache_seconds": "CONSOLE_CACHE_SECONDS", "session_ttl_hours": "SESSION_TTL_HOURS",
+    "max_body_bytes": "MAX_BODY_BYTES", "cron_secret": "CRON_SECRET",
+    "internal_health_token": "INTERNAL_HEALTH_TOKEN", "archive_dir": "ARCHIVE_DIR",
+    "export_dir": "EXPORT_DIR", "log_level": "LOG_LEVEL", "admin_email": "CHAMADOS_ADMIN_EMAIL",
+    "admin_password": "CHAMADOS_ADMIN_PASSWORD", "machine_token_ttl_days": "MACHINE_TOKEN_TTL_DAYS",
+    "machine_online_seconds": "MACHINE_ONLINE_SECONDS",
+    "machine_stale_seconds": "MACHINE_STALE_SECONDS",
+    "usb_policy_ttl_minutes": "USB_POLICY_TTL_MINUTES",
+    "rabbit_management_url": "RABBIT_MANAGEMENT_URL", "agent_amqp_user": "AGENT_AMQP_USER",
+    "agent_amqp_password": "AGENT_AMQP_PASSWORD", "agent_amqp_uri": "AGENT_AMQP_URI",
+    "heartbeat_queue_max_age_seconds": "HEARTBEAT_QUEUE_MAX_AGE_SECONDS",
+    "console_https": "CONSOLE_HTTPS", "sign_in_account_failures": "SIGN_IN_ACCOUNT_FAILURES",
+    "sign_in_account_window_seconds": "SIGN_IN_ACCOUNT_WINDOW_SECONDS",
+    "sign_in_address_failures": "SIGN_IN_ADDRESS_FAILURES",
+    "sign_in_address_window_seconds": "SIGN_IN_ADDRESS_WINDOW_SECONDS",
+    "sign_in_lock_seconds": "SIGN_IN_LOCK_SECONDS",
+    "sign_in_max_lock_seconds": "SIGN_IN_MAX_LOCK_SECONDS",
+    "password_hash_slots": "PASSWORD_HASH_SLOTS", "password_hash_profile": "PASSWORD_HASH_PROFILE",
+    "trusted_proxies": "TRUSTED_PROXIES", "cors_allowed_origins": "CORS_ALLOWED_ORIGINS",
+}
 
 
 class ConfigError(ValueError):

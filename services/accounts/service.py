@@ -361,11 +361,26 @@ class Service(ServiceBase):
         session_id = parse_id(principal.get("session_id"), "session")
         data = load(contract.PasswordChange, payload)
         domain.check_password(data["new_password"], field="new_password")
+        settings = self.db.settings
+        hashing.configure(settings)
         with self.db.unit_of_work() as uow:
             user = self._user(uow, actor.tenant_id, actor.user_id)
             if user.merged_into_id is not None:
                 raise Unauthorized("invalid or expired token", code="invalid_token")
-            if not password_matches(self.db.settings, user.password_hash, data["current_password"]):
+            # the current password is guessed like a sign-in's: the same account counter and
+            # lock-out, and the same bounded wait for a hashing slot
+            limits = {throttle.account_key(str(user.tenant_id), domain.normalize_email(user.email)):
+                      throttle.Policy.from_settings(settings).account}
+            self._refuse_while_locked(uow, limits, utcnow())
+
+            def still_unlocked():
+                with self.db.unit_of_work() as check:
+                    self._refuse_while_locked(check, limits, utcnow())
+
+            if not password_matches(settings, user.password_hash, data["current_password"],
+                                    refuse_when_busy=True, before=still_unlocked):
+                uow.session.rollback()
+                self._count_failure(uow, limits, utcnow())
                 raise Forbidden("the current password is wrong", code="wrong_password",
                                 details={"fields": {"current_password": ["does not match"]}})
             now = utcnow()

@@ -150,3 +150,18 @@ def test_the_console_form_still_signs_in(people):
                                          "csrf": console.http.cookies["chamados_csrf"]})
     assert page.status_code == 303, page.text[:300]
     assert re.match(r"/", page.headers["Location"])
+
+
+def test_own_password_change_is_throttled_like_a_sign_in(people):
+    """POST /api/me/password guesses count on the account's sign-in counter: past the limit
+    429 with Retry-After, the right current password included."""
+    system, rpc, slug, a_email, b_email = people
+    me = Client(system.base_url).sign_in(b_email, PASSWORD, tenant=slug)
+    change = {"current_password": "wrong-password", "new_password": "another-pass-99"}
+    for _ in range(3):
+        response = me.post("/api/me/password", json=change)
+        assert response.status_code == 403, response.text
+    too_many(me.post("/api/me/password", json=change))
+    too_many(me.post("/api/me/password", json={**change, "current_password": PASSWORD}))
+    # and signing in to that account is locked too: one counter
+    too_many(sign_in(system, b_email, PASSWORD, slug, "198.51.100.77"))

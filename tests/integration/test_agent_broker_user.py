@@ -77,3 +77,33 @@ def test_the_agents_user_may_publish_heartbeats_and_nothing_else(agent_access):
     other_vhost = uri.rsplit("/", 1)[0] + "/%2F"
     with pytest.raises(ProbableAccessDeniedError):
         pika.BlockingConnection(pika.URLParameters(other_vhost))
+
+
+def test_the_agents_user_is_made_from_settings_read_from_the_environment(monkeypatch, tmp_path):
+    """As a deployment configures it: AGENT_AMQP_USER in the environment, the password as a
+    Swarm secret file; `chamados migrate`'s ensure_agent_user then makes a user that can log in."""
+    from common.config import settings_from_env
+
+    vhost = RabbitVhost.create()
+    user, password = f"chamados-agent-env-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    secret = tmp_path / "agent_amqp_password"
+    secret.write_text(password + "\n")
+    monkeypatch.delenv("CHAMADOS_CONFIG", raising=False)
+    monkeypatch.setenv("AMQP_URI", vhost.amqp_uri)
+    monkeypatch.setenv("RABBIT_MANAGEMENT_URL", MANAGEMENT_API)
+    monkeypatch.setenv("AGENT_AMQP_USER", user)
+    monkeypatch.setenv("AGENT_AMQP_PASSWORD_FILE", str(secret))
+    monkeypatch.delenv("AGENT_AMQP_PASSWORD", raising=False)
+    agent_uri = vhost.amqp_uri.replace("guest:guest@", f"{quote(user)}:{password}@")
+    monkeypatch.setenv("AGENT_AMQP_URI", agent_uri)
+    try:
+        settings = settings_from_env()
+        assert settings.agent_amqp_uri == agent_uri  # what registration answers agents
+        declare_bus(vhost.amqp_uri)
+        assert ensure_agent_user(settings) == user
+        connection = pika.BlockingConnection(pika.URLParameters(agent_uri))
+        assert connection.is_open
+        connection.close()
+    finally:
+        requests.delete(f"{MANAGEMENT_API}/users/{quote(user, safe='')}", auth=RABBIT_AUTH, timeout=10)
+        vhost.delete()
