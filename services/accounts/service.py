@@ -92,9 +92,11 @@ class HashingSlots:
             self._dummy_hashes[self.profile] = tpool.execute(self.hasher.hash, "timing-equaliser")
         return self._dummy_hashes[self.profile]
 
-    def run(self, function, *args, refuse_when_busy: bool = False, before=None):
+    def run(self, function, *args, refuse_when_busy: bool = False, before=None, after=None):
         """`function(*args)` in a slot; `before()`, when given, runs first once the slot is
-        held (a sign-in looks at its locks again: they may have been set while it waited)."""
+        held (a sign-in looks at its locks again: they may have been set while it waited),
+        and `after(result)` last, still holding it (a wrong password is counted before the
+        next guess in line looks at the locks: 8 parallel guesses let 6 through otherwise)."""
         if not self.slots:
             self.free = self.slots = 1
         if refuse_when_busy and self.waiting >= WAITING_PER_SLOT * self.slots:
@@ -103,7 +105,10 @@ class HashingSlots:
         try:
             if before is not None:
                 before()
-            return tpool.execute(_below_the_hub, function, *args)
+            result = tpool.execute(_below_the_hub, function, *args)
+            if after is not None:
+                after(result)
+            return result
         finally:
             self.free += 1
             self._hand_over()
@@ -153,13 +158,21 @@ def hash_password(settings, password: str) -> str:
 
 
 def password_matches(settings, password_hash: str | None, password: str, refuse_when_busy: bool = False,
-                     before=None) -> bool:
+                     before=None, after=None) -> bool:
+    """Whether `password` is the one hashed; `before` and `after(matched)` run in the hashing
+    slot (HashingSlots.run)."""
     if password_hash is None:
+        if after is not None:
+            after(False)
         return False
     hashing.configure(settings)
+    return hashing.run(_verifies, hashing.hasher, password_hash, password, refuse_when_busy=refuse_when_busy,
+                       before=before, after=after)
+
+
+def _verifies(hasher: PasswordHasher, password_hash: str, password: str) -> bool:
     try:
-        return hashing.run(hashing.hasher.verify, password_hash, password, refuse_when_busy=refuse_when_busy,
-                           before=before)
+        return hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -288,19 +301,21 @@ class Service(ServiceBase):
                 limits[address_key] = policy.address
             self._refuse_while_locked(uow, limits, utcnow())
 
-            def still_unlocked():  # again once a slot is ours, in a transaction of its own
-                with self.db.unit_of_work() as check:
-                    self._refuse_while_locked(check, limits, utcnow())
-
-            user = next((u for u in candidates
-                         if password_matches(settings, u.password_hash, data["password"], refuse_when_busy=True,
-                                             before=still_unlocked)), None)
+            still_unlocked, counted_when_wrong = self._throttled_in_the_slot(limits)
+            # an unknown email costs the same as a known one (the dummy hash); the failure is
+            # counted once, with the last candidate's verdict, inside its hashing slot
+            tried = candidates or [None]
+            user = None
+            for position, candidate in enumerate(tried):
+                matched = password_matches(
+                    settings, candidate.password_hash if candidate else hashing.dummy_hash, data["password"],
+                    refuse_when_busy=True, before=still_unlocked,
+                    after=counted_when_wrong if position == len(tried) - 1 else None)
+                if matched and candidate is not None:
+                    user = candidate
+                    break
             if user is None:
-                if not candidates:  # same cost whether or not the email exists
-                    password_matches(settings, hashing.dummy_hash, data["password"], refuse_when_busy=True,
-                                     before=still_unlocked)
-                uow.session.rollback()  # what follows is a transaction of its own
-                self._count_failure(uow, limits, utcnow())
+                uow.session.rollback()
                 raise Unauthorized("wrong email or password", code="invalid_credentials")
             now = utcnow()
             uow.repo.forget_throttle([throttle.account_key(str(user.tenant_id), email)])
@@ -312,6 +327,21 @@ class Service(ServiceBase):
             uow.commit()
             return contract.Session().dump({"token": token, "expires_at": session.expires_at,
                                             "user": user})
+
+    def _throttled_in_the_slot(self, limits: dict):
+        """(before, after) for password_matches: the locks looked at again once the hashing
+        slot is ours, and a wrong password counted before the slot is let go — each in a
+        transaction of its own."""
+        def still_unlocked():
+            with self.db.unit_of_work() as check:
+                self._refuse_while_locked(check, limits, utcnow())
+
+        def counted_when_wrong(matched: bool):
+            if not matched:
+                with self.db.unit_of_work() as count:
+                    self._count_failure(count, limits, utcnow())
+
+        return still_unlocked, counted_when_wrong
 
     def _refuse_while_locked(self, uow, limits: dict, now) -> None:
         rows = uow.repo.throttle_counts(limits)
@@ -372,15 +402,11 @@ class Service(ServiceBase):
             limits = {throttle.account_key(str(user.tenant_id), domain.normalize_email(user.email)):
                       throttle.Policy.from_settings(settings).account}
             self._refuse_while_locked(uow, limits, utcnow())
-
-            def still_unlocked():
-                with self.db.unit_of_work() as check:
-                    self._refuse_while_locked(check, limits, utcnow())
-
+            still_unlocked, counted_when_wrong = self._throttled_in_the_slot(limits)
             if not password_matches(settings, user.password_hash, data["current_password"],
-                                    refuse_when_busy=True, before=still_unlocked):
+                                    refuse_when_busy=True, before=still_unlocked,
+                                    after=counted_when_wrong):
                 uow.session.rollback()
-                self._count_failure(uow, limits, utcnow())
                 raise Forbidden("the current password is wrong", code="wrong_password",
                                 details={"fields": {"current_password": ["does not match"]}})
             now = utcnow()

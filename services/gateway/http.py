@@ -14,6 +14,7 @@ import re
 import socket
 import time
 from http import HTTPStatus
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 
 import eventlet
@@ -25,6 +26,7 @@ from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from prometheus_client import Counter, Histogram
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Request, Response
 
 from common.config import Settings
@@ -219,6 +221,8 @@ class JsonWsgiApp(WsgiApp):
                 provider, values = adapter.match()
                 request.path_values = values
                 response = provider.handle_request(request)
+        except RequestRedirect as redirect:  # `//api//tickets`: to the address it means
+            response = same_host_redirect(redirect)
         except Exception as exc:
             response = routing_error_page(request, exc) if is_console_path(request.path) \
                 else error_response(exc)
@@ -261,6 +265,16 @@ def buffer_body(environ, max_bytes: int, seconds: float) -> None:
     environ["wsgi.input"] = io.BytesIO(raw)
     environ["CONTENT_LENGTH"] = str(len(raw))
     environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
+def same_host_redirect(redirect: RequestRedirect) -> Response:
+    """werkzeug's redirect (repeated slashes merged), with a Location of path and query only:
+    its own URL is built from the Host header, which the client writes."""
+    target = urlsplit(redirect.new_url)
+    location = target.path + (f"?{target.query}" if target.query else "")
+    return json_response(redirect.code, error_body("moved", "this address is written with single "
+                                                   "slashes", {"location": location}),
+                         headers={"Location": location})
 
 
 def liveness() -> Response:
@@ -359,7 +373,10 @@ class JsonErrorProtocol(HttpOnlyProtocol):
         self._request_started = bool(line and line.strip())
         limit = self.server.url_length_limit
         if line and len(line) >= limit:  # eventlet would write its own bodiless 414
-            self.send_json_error(414, details={"max_bytes": limit - 1})
+            parts = line.split(b" " if isinstance(line, bytes) else " ", 2)
+            path = parts[1] if len(parts) > 1 else "/api/"
+            path = path.decode("latin-1") if isinstance(path, bytes) else path
+            self.send_json_error(414, details={"max_bytes": limit - 1}, path=path)
             return ""  # eventlet then closes the connection
         return line
 
@@ -396,17 +413,26 @@ class JsonErrorProtocol(HttpOnlyProtocol):
         """http.server's errors (bad request line, unsupported version, too many headers)."""
         self.send_json_error(int(code))
 
-    def send_json_error(self, status: int, message: str | None = None, details=None) -> None:
+    def send_json_error(self, status: int, message: str | None = None, details=None,
+                        path: str | None = None) -> None:
+        """The error in the API's JSON shape; on a console `path` (when the parser got that
+        far), the console's HTML error page instead."""
+        from services.gateway.console.web import console_parser_error_page, is_console_path
+
         code = PARSER_ERROR_CODES.get(status, "bad_request")
         message = message or PARSER_ERROR_MESSAGES.get(status, "malformed request")
-        body = orjson.dumps(error_body(code, message, details))
+        if path is not None and is_console_path(path):
+            body, content_type, extra = console_parser_error_page(path, status, code)
+        else:
+            body, content_type, extra = (orjson.dumps(error_body(code, message, details)),
+                                         "application/json", NO_SNIFF_NO_STORE)
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = "Error"
-        head = [f"HTTP/1.1 {status} {phrase}", "Content-Type: application/json",
+        head = [f"HTTP/1.1 {status} {phrase}", f"Content-Type: {content_type}",
                 f"Content-Length: {len(body)}", "Connection: close"]
-        head += [f"{name}: {value}" for name, value in NO_SNIFF_NO_STORE.items()]
+        head += [f"{name}: {value}" for name, value in extra.items()]
         self.close_connection = True
         log.info("answered %d %s: %s", status, code, message)
         try:

@@ -7,6 +7,7 @@ import uuid
 
 import orjson
 import pytest
+import requests
 
 from common.errors import Forbidden
 from services.gateway.console.web import SESSION_COOKIE
@@ -138,10 +139,29 @@ def assert_raw_json_error(answer, status: int, code: str):
     assert set(parsed["error"]) == {"code", "message", "details"}
 
 
-@pytest.mark.parametrize("path", ["/api/tickets?q=", "/chamados?q="], ids=["api", "console"])
-def test_a_url_over_8_kb_is_414_in_the_error_shape(system, path):
-    request = f"GET {path}{'a' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+def test_a_url_over_8_kb_is_414_in_the_error_shape(system):
+    request = f"GET /api/tickets?q={'a' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     assert_raw_json_error(raw_exchange(system, request), 414, "uri_too_long")
+
+
+def test_a_url_over_8_kb_on_a_console_page_is_414_as_a_page(system):
+    request = f"GET /chamados?q={'a' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    status, headers, body = raw_exchange(system, request)
+    assert status == 414, (status, headers)
+    assert headers["Content-Type"].startswith("text/html"), headers
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    page = body.decode()
+    assert "<html" in page.lower() and "O endereço é longo demais." in page, page[:500]
+
+
+@pytest.mark.parametrize("path, location", [("//api//tickets", "/api/tickets"),
+                                            ("/api//tickets?status=PENDING", "/api/tickets?status=PENDING")])
+def test_repeated_slashes_redirect_to_the_address_with_a_location(system, path, location):
+    response = requests.get(system.base_url + path, allow_redirects=False, timeout=10,
+                            headers={"Host": "elsewhere.example"})
+    assert response.status_code == 308, response.text
+    assert response.headers["Location"] == location  # a path: never the Host the client wrote
+    assert response.json()["error"]["code"] == "moved"
 
 
 def test_too_many_headers_are_431_in_the_error_shape(system):

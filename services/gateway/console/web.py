@@ -358,6 +358,15 @@ def routing_error_page(request: Request, exc: BaseException) -> Response:
     return response
 
 
+def console_parser_error_page(path: str, status: int, code: str) -> tuple[bytes, str, dict]:
+    """(body, content type, headers) of the HTML page for what the HTTP parser refused on a
+    console address (a URL too long): people get a page, not the API's JSON."""
+    html = TEMPLATES.get_template("error.html").render(
+        page=None, principal=None, csrf="", flash=None, menu=[], may=lambda op: False,
+        path=path[:200], status_code=status, message=catalogue.translate_error(code, catalogue.translate("errors.bad_request")))
+    return html.encode("utf-8"), "text/html; charset=utf-8", SECURITY_HEADERS
+
+
 def is_console_path(path: str) -> bool:
     """Addresses outside the API and the operations routes belong to people."""
     return path != "/api" and not path.startswith(("/api/", "/healthz", "/readyz", "/metrics"))
