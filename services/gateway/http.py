@@ -212,10 +212,12 @@ class JsonWsgiApp(WsgiApp):
         origin = request.headers.get("Origin")
         try:
             buffer_body(environ, self.max_body_bytes, self.body_seconds)
-            early = answer_without_a_worker(request)
-            if early is not None:
-                return early(environ, start_response)
-            if request.method == "OPTIONS" and is_api_path(request.path):
+            # the request's deadline runs from here, waiting for a worker included
+            environ[ARRIVED_AT_ENVIRON_KEY] = time.monotonic()
+            response = answer_without_a_worker(request)
+            if response is not None:
+                pass
+            elif request.method == "OPTIONS" and is_api_path(request.path):
                 response = self.cors.preflight(origin, adapter.allowed_methods())
             else:
                 provider, values = adapter.match()
@@ -291,8 +293,8 @@ def answer_without_a_worker(request: Request) -> Response | None:
     """What is answered before a nameko worker is taken: liveness, and — while the broker is
     known to be down (common.rpc.broker_circuit) — a 503 with Retry-After for every path that
     would need it, instead of a worker held until its call fails (issue 26)."""
-    if request.method == "GET" and request.path == "/healthz":
-        return liveness()
+    if request.method == "GET" and request.path == "/healthz" and not request.query_string:
+        return liveness()  # with a query string, the route refuses it (422)
     if not broker_circuit.is_open() or request.path.startswith(BROKERLESS_PATHS):
         return None
     from services.gateway.console.web import is_console_path, routing_error_page
@@ -310,6 +312,7 @@ def close_connection(environ) -> None:
 
 
 PROTOCOL_ENVIRON_KEY = "chamados.http_protocol"
+ARRIVED_AT_ENVIRON_KEY = "chamados.arrived_at"  # time.monotonic() once the body was read
 
 # what eventlet's HTTP parser refuses itself, before any WSGI app runs: status -> error code
 PARSER_ERROR_CODES = {

@@ -11,7 +11,7 @@ import eventlet
 import requests
 from kombu import Connection
 from kombu.pools import producers
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
 
@@ -24,7 +24,7 @@ from common.contracts import accounts as people
 from common.contracts import devices as fleet
 from common.contracts import load
 from common.contracts import tickets as helpdesk
-from common.errors import BadRequest, Forbidden, NotFound, Unauthorized, ValidationFailed
+from common.errors import BadRequest, Forbidden, NotFound, ServiceTimeout, Unauthorized, ValidationFailed
 from common.events import SUBSCRIPTIONS
 from common.messaging import (HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, queue_depth_families,
                               subscription_queue_name)
@@ -35,8 +35,8 @@ from services.gateway.auth_cache import TokenCacheProvider
 from services.gateway.console.lookups import LookupsProvider, changes_what_pages_show
 from services.gateway.console.views import ConsoleViews
 from services.gateway.deadletters import DeadLetterRoutes
-from services.gateway.http import (OPERATIONS, ROUTES, NoQuery, check_role, client_address,
-                                   error_response, json_response, observe, parse_json_body,
+from services.gateway.http import (ARRIVED_AT_ENVIRON_KEY, OPERATIONS, ROUTES, NoQuery, check_role,
+                                   client_address, error_response, json_response, observe, parse_json_body,
                                    parse_query, route)
 from services.gateway.schemas import HealthSnapshot, Readiness
 
@@ -79,6 +79,16 @@ class WorkerData(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return worker_ctx.data
+
+
+class RequestArrival(DependencyProvider):
+    """When the HTTP request this worker answers was read whole (time.monotonic()), or None
+    outside a request: its calls share one deadline from then, so the time it waited for a
+    free worker counts too (issue 26: answers came 15–27 s late after a broker outage)."""
+
+    def get_dependency(self, worker_ctx):
+        request = next((arg for arg in worker_ctx.args if isinstance(arg, Request)), None)
+        return None if request is None else request.environ.get(ARRIVED_AT_ENVIRON_KEY)
 
 
 def idempotency_key(request) -> str | None:
@@ -138,6 +148,7 @@ class Service(ConsoleViews, DeadLetterRoutes):
     publish_heartbeat = HeartbeatPublisher()
     bus_gauges = BusGauges()
     worker_data = WorkerData()
+    arrived_at = RequestArrival()
     entrypoint_metrics = EntrypointMetrics()
     verified_tokens = TokenCacheProvider()
     console_lookups = LookupsProvider()
@@ -165,9 +176,18 @@ class Service(ConsoleViews, DeadLetterRoutes):
         return handler(self, principal, **kwargs)
 
     def call(self, service: str, method: str, *args, timeout: float | None = None):
-        """Every RPC has a deadline: the in-service proxy has none (pitfall 10)."""
-        answer = rpc.call(getattr(self, service), service, method, *args,
-                          timeout=timeout or self.settings.rpc_timeout_seconds,
+        """Every RPC has a deadline (the in-service proxy has none, pitfall 10), and all the
+        calls of one HTTP request share RPC_TIMEOUT_SECONDS (or a longer `timeout` its route
+        asks for: an archive, a cron job) from the request's arrival."""
+        request_limit = max(timeout or 0, self.settings.rpc_timeout_seconds)
+        timeout = timeout or self.settings.rpc_timeout_seconds
+        if self.arrived_at is not None:
+            left = self.arrived_at + request_limit - time.monotonic()
+            if left <= 0:
+                raise ServiceTimeout(f"the request waited past its {request_limit:g} s deadline",
+                                     details={"service": service})
+            timeout = min(timeout, left)
+        answer = rpc.call(getattr(self, service), service, method, *args, timeout=timeout,
                           broker_uri=self.settings.amqp_uri)
         if service == "accounts" and method in CHANGES_WHO_MAY_DO_WHAT:
             self.verified_tokens.clear()

@@ -151,7 +151,7 @@ def test_a_url_over_8_kb_on_a_console_page_is_414_as_a_page(system):
     assert headers["Content-Type"].startswith("text/html"), headers
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     page = body.decode()
-    assert "<html" in page.lower() and "O endereço é longo demais." in page, page[:500]
+    assert "<html" in page.lower() and "O endereço pedido é longo demais." in page, page[:500]
 
 
 @pytest.mark.parametrize("path, location", [("//api//tickets", "/api/tickets"),

@@ -69,7 +69,6 @@ MESSAGES = {
     "errors.payload_too_large": "O formulário enviado é grande demais.",
     "errors.internal": "Erro interno. Ele foi registrado; tente de novo em instantes.",
     "error.forbidden_role": "Seu perfil não pode fazer isso.",
-    "error.uri_too_long": "O endereço é longo demais.",
     "error.request_timeout": "O envio demorou demais e foi interrompido. Tente de novo.",
     "error.malformed_chunked_body": "O formulário chegou corrompido. Tente de novo.",
     "error.malformed_body": "O formulário chegou incompleto. Tente de novo.",
