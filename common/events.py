@@ -25,10 +25,19 @@ class TenantCreated(EventSchema):
     slug = fields.String(required=True)
 
 
+def snapshot_version():
+    """The entity's version in accounts (one more per change, stamped in the change's
+    transaction): a projection keeps what the highest version says, whatever order the
+    events arrive in. Optional: an event queued before accounts stamped versions has none
+    (a consumer applies it only over a snapshot no versioned event has written)."""
+    return fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+
+
 class CompanyChanged(EventSchema):
     company_id = fields.UUID(required=True)
     name = fields.String(required=True)
     apelido = fields.String(required=True)
+    version = snapshot_version()
 
 
 class UserChanged(EventSchema):
@@ -37,6 +46,7 @@ class UserChanged(EventSchema):
     name = fields.String(required=True)
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
     company_id = fields.UUID(allow_none=True, required=True)
+    version = snapshot_version()
 
 
 class UserMerged(EventSchema):

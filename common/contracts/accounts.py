@@ -37,6 +37,7 @@ class Company(StrictSchema):
     apelido = fields.String(required=True)
     provisioning_code = fields.String(required=True, allow_none=True, metadata={
         "description": "null for a role that may not see it (admin and manager may)"})
+    version = fields.Integer(required=True, metadata={"description": "grows with every change"})
     created_at = fields.AwareDateTime(required=True)
     updated_at = fields.AwareDateTime(required=True)
 
@@ -90,6 +91,8 @@ class User(StrictSchema):
     company_id = fields.UUID(allow_none=True)
     has_password = fields.Boolean(required=True)
     merged_into_id = fields.UUID(allow_none=True)
+    version = fields.Integer(required=True, metadata={
+        "description": "grows with every change of email, name, role or company"})
     created_at = fields.AwareDateTime(required=True)
     updated_at = fields.AwareDateTime(required=True)
 

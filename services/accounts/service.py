@@ -179,12 +179,13 @@ def _verifies(hasher: PasswordHasher, password_hash: str, password: str) -> bool
 
 def user_event(user: User) -> dict:
     return {"tenant_id": user.tenant_id, "user_id": user.id, "email": user.email,
-            "name": user.name, "role": user.role, "company_id": user.company_id}
+            "name": user.name, "role": user.role, "company_id": user.company_id,
+            "version": user.version}
 
 
 def company_event(company: Company) -> dict:
     return {"tenant_id": company.tenant_id, "company_id": company.id, "name": company.name,
-            "apelido": company.apelido}
+            "apelido": company.apelido, "version": company.version}
 
 
 def company_view(company: Company, actor: domain.Actor) -> dict:
@@ -201,6 +202,14 @@ def check_provisioning_role(actor: domain.Actor) -> None:
     if actor.role not in contract.PROVISIONING_ROLES:
         raise Forbidden("your role may not see or rotate provisioning codes", code="forbidden_role",
                         details={"role": actor.role})
+
+
+def stamp_version(uow, row, conflict: Conflict) -> None:
+    """storage.stamp_version; its flush may meet a unique constraint before the commit does."""
+    try:
+        storage.stamp_version(uow.session, row)
+    except IntegrityError:
+        raise conflict from None
 
 
 def commit_unique(uow, conflict: Conflict) -> None:
@@ -473,7 +482,7 @@ class Service(ServiceBase):
                 company.name = data["name"].strip()
             if uow.session.is_modified(company):
                 company.updated_at = utcnow()
-                uow.session.flush()
+                stamp_version(uow, company, Conflict("apelido is taken", code="apelido_taken"))
                 uow.emit("company_updated", company_event(company))
             commit_unique(uow, Conflict("apelido is taken", code="apelido_taken"))
             return company_view(company, actor)
@@ -589,6 +598,7 @@ class Service(ServiceBase):
             # derived from it (the event carries email, name, role, company), so every
             # consumer would only rewrite its snapshots with the values it already has.
             if changes:
+                stamp_version(uow, user, Conflict("email is already a user", code="email_taken"))
                 uow.emit("user_updated", user_event(user))
             commit_unique(uow, Conflict("email is already a user", code="email_taken"))
             return contract.User().dump(user)

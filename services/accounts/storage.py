@@ -39,6 +39,9 @@ class Company(Base):
     name: Mapped[str] = mapped_column(String(200))
     apelido: Mapped[str] = mapped_column(String(63))
     provisioning_code: Mapped[str] = mapped_column(String(64), unique=True)
+    # counts the changes other services keep a snapshot of (stamp_version): their events
+    # carry it, so a consumer keeps the newest whatever order they arrive in
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -62,6 +65,7 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200))
     merged_into_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     merged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))  # as Company's
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -238,6 +242,15 @@ class AccountsRepository(Repository):
         stale = (select(SignInThrottle.key).where(SignInThrottle.expires_at <= now).limit(limit)
                  .with_for_update(skip_locked=True))
         return self.session.execute(delete(SignInThrottle).where(SignInThrottle.key.in_(stale))).rowcount
+
+
+def stamp_version(session, row) -> None:
+    """The row's next version, counted by its own UPDATE (`version + 1` under the row's lock,
+    so two concurrent changes never get one number), then the row read back: the event
+    carries what was committed under that number, a concurrent writer's columns included."""
+    row.version = type(row).version + 1
+    session.flush()
+    session.refresh(row)
 
 
 def stale_session(expired_before):

@@ -198,7 +198,12 @@ class Service(ServiceBase):
 
     @staticmethod
     def _assign(machine: Machine, user: dict) -> None:
-        machine.assigned_user_id = uuid.UUID(user["id"])
+        """`user` as accounts answered; the same person's newer name, from an event applied
+        meanwhile, stays."""
+        user_id, version = uuid.UUID(user["id"]), domain.SnapshotVersion.of(user.get("version"))
+        if machine.assigned_user_id == user_id and not version.applies_over(machine.assigned_user_version):
+            return
+        machine.assigned_user_id, machine.assigned_user_version = user_id, version.stored
         machine.assigned_user_email, machine.assigned_user_name = user["email"], user["name"]
 
     @rpc
@@ -731,7 +736,8 @@ class Service(ServiceBase):
                 raise Conflict("the assigned user is not a link", code="already_assigned")
             if uow.session.get(MachineLink, (machine.id, uuid.UUID(user["id"]))) is None:
                 uow.repo.add(MachineLink(machine_id=machine.id, user_id=uuid.UUID(user["id"]),
-                                         user_email=user["email"], user_name=user["name"]))
+                                         user_email=user["email"], user_name=user["name"],
+                                         user_version=domain.SnapshotVersion.of(user.get("version")).stored))
             uow.commit()
             return self._detail(uow, machine)
 
@@ -762,10 +768,17 @@ class Service(ServiceBase):
         with self.db.unit_of_work() as uow:
             if first_delivery(uow, storage.inbox, event, "user_updated"):
                 user_id = uuid.UUID(event["user_id"])
-                uow.session.execute(update(Machine).where(Machine.assigned_user_id == user_id).values(
-                    assigned_user_email=event["email"], assigned_user_name=event["name"]))
-                uow.session.execute(update(MachineLink).where(MachineLink.user_id == user_id).values(
-                    user_email=event["email"], user_name=event["name"]))
+                version = domain.SnapshotVersion.of(event.get("version"))
+                # WHERE version < :new: an older change arriving late (a retry after an
+                # outage) leaves the newer name it finds (issue 26)
+                uow.session.execute(update(Machine).where(
+                    Machine.assigned_user_id == user_id,
+                    Machine.assigned_user_version < version.applies_below).values(
+                    assigned_user_email=event["email"], assigned_user_name=event["name"],
+                    assigned_user_version=version.stored))
+                uow.session.execute(update(MachineLink).where(
+                    MachineLink.user_id == user_id, MachineLink.user_version < version.applies_below).values(
+                    user_email=event["email"], user_name=event["name"], user_version=version.stored))
                 uow.commit()
 
     @subscribe("accounts", "user_merged")
@@ -776,12 +789,15 @@ class Service(ServiceBase):
                 return
             old_id, new_id = uuid.UUID(event["from_user_id"]), uuid.UUID(event["into_user_id"])
             into = self._accounts("lookup_user", event["tenant_id"], str(new_id))
+            into_version = domain.SnapshotVersion.of(into.get("version")).stored
             uow.session.execute(update(Machine).where(Machine.assigned_user_id == old_id).values(
-                assigned_user_id=new_id, assigned_user_email=into["email"], assigned_user_name=into["name"]))
+                assigned_user_id=new_id, assigned_user_email=into["email"], assigned_user_name=into["name"],
+                assigned_user_version=into_version))
             for link in uow.session.scalars(select(MachineLink).where(MachineLink.user_id == old_id)).all():
                 if uow.session.get(MachineLink, (link.machine_id, new_id)) is None:
                     uow.session.add(MachineLink(machine_id=link.machine_id, user_id=new_id,
                                                 user_email=into["email"], user_name=into["name"],
+                                                user_version=into_version,
                                                 created_at=link.created_at))
                 uow.session.delete(link)
             uow.commit()

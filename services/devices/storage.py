@@ -59,6 +59,8 @@ class Machine(Base):
     assigned_user_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     assigned_user_email: Mapped[str | None] = mapped_column(String(254))
     assigned_user_name: Mapped[str | None] = mapped_column(String(200))
+    # the accounts version that email and name are of (domain.SnapshotVersion; 0: none known)
+    assigned_user_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     machine_user_id: Mapped[uuid.UUID]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -236,6 +238,7 @@ class MachineLink(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, index=True)
     user_email: Mapped[str | None] = mapped_column(String(254))
     user_name: Mapped[str | None] = mapped_column(String(200))
+    user_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # as Machine's
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -874,29 +874,33 @@ class Service(ServiceBase):
         if company is None:
             found = deadline.call(self.accounts, "accounts", "lookup_company", str(tenant_id),
                                   str(company_id), timeout=LOOKUP_TIMEOUT_SECONDS)
-            company = uow.repo.ensure_company(uuid.UUID(found["id"]), tenant_id, found["name"])
+            company = uow.repo.ensure_company(uuid.UUID(found["id"]), tenant_id, found["name"],
+                                              domain.SnapshotVersion.of(found.get("version")).stored)
         if company.tenant_id != tenant_id:
             raise NotFound("company not found", code="company_not_found")
         return company
 
     @staticmethod
     def _upsert_person(uow, user: dict) -> tuple[Person, bool]:
-        """The person's snapshot as `user` says, and whether tickets carry a stale name or
-        email of theirs (a new snapshot: none can, a ticket is filed after its snapshot)."""
+        """The person's snapshot as `user` (an event or a lookup) says, unless it holds a
+        newer version of them already (domain.SnapshotVersion), and whether tickets now
+        carry a stale name or email of theirs (a new snapshot: none can, a ticket is filed
+        after its snapshot)."""
         person_id = uuid.UUID(str(user.get("user_id") or user["id"]))
+        version = domain.SnapshotVersion.of(user.get("version"))
         values = {"name": user["name"], "email": user["email"], "role": user["role"],
                   "company_id": uuid.UUID(str(user["company_id"])) if user.get("company_id") else None,
                   "merged_into_id": uuid.UUID(str(user["merged_into_id"])) if user.get("merged_into_id") else None}
-        person = uow.repo.person(person_id)
+        person = uow.repo.person_for_update(person_id)
         if person is None:  # a request's lookup and the user's event may both create it
-            uow.repo.insert_missing(Person, ("id",), id=person_id,
-                                    tenant_id=uuid.UUID(str(user["tenant_id"])), **values)
-            person = uow.repo.person(person_id)
-        renamed = (person.name, person.email) != (values["name"], values["email"])
-        for field, value in values.items():
-            setattr(person, field, value)
-        uow.session.flush()
-        return person, renamed
+            uow.repo.insert_missing(Person, ("id",), id=person_id, tenant_id=uuid.UUID(str(user["tenant_id"])),
+                                    version=version.stored, **values)
+            person = uow.repo.person_for_update(person_id)
+        before = (person.name, person.email)
+        if not uow.repo.update_snapshot_if_newer(Person, person_id, version, values):
+            return person, False
+        uow.session.refresh(person)
+        return person, (person.name, person.email) != before
 
     # accounts' events ----------------------------------------------------------------
 
@@ -934,10 +938,14 @@ class Service(ServiceBase):
     def _company_changed(self, event: dict, event_type: str) -> None:
         with self.db.unit_of_work() as uow:
             if first_delivery(uow, storage.inbox, event, event_type):
+                version = domain.SnapshotVersion.of(event.get("version"))
                 company = uow.repo.ensure_company(uuid.UUID(event["company_id"]),
-                                                  uuid.UUID(event["tenant_id"]), event["name"])
-                company.name = event["name"]
-                uow.repo.refresh_company_snapshots(company)
+                                                  uuid.UUID(event["tenant_id"]), event["name"],
+                                                  version.stored)
+                if uow.repo.update_snapshot_if_newer(CompanySnapshot, company.id, version,
+                                                     {"name": event["name"]}):
+                    uow.session.refresh(company)
+                    uow.repo.refresh_company_snapshots(company)  # under the row lock just taken
                 uow.commit()
 
     @subscribe("accounts", "user_merged")

@@ -83,6 +83,8 @@ class Person(Base):
     role: Mapped[str] = mapped_column(String(20))
     company_id: Mapped[uuid.UUID | None]
     merged_into_id: Mapped[uuid.UUID | None]
+    # the accounts version these values are of (domain.SnapshotVersion; 0: none known)
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class CompanySnapshot(Base):
@@ -90,6 +92,7 @@ class CompanySnapshot(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
     name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # as Person's
 
 
 class TicketQueue(Base):
@@ -356,6 +359,20 @@ class TicketsRepository(Repository):
     def person(self, user_id) -> Person | None:
         return self.session.get(Person, user_id)
 
+    def person_for_update(self, user_id) -> Person | None:
+        """Locked: two changes of one person are applied one after the other."""
+        return self.session.get(Person, user_id, with_for_update=True, populate_existing=True)
+
+    def update_snapshot_if_newer(self, model, snapshot_id, version: domain.SnapshotVersion,
+                                 values: dict) -> bool:
+        """One UPDATE … WHERE version < :new: a change older than the snapshot's, arriving
+        late (a retry after an outage), changes nothing. Whether it applied."""
+        applied = self.session.execute(
+            update(model).where(model.id == snapshot_id, model.version < version.applies_below)
+            .values(version=version.stored, **values).returning(model.id)
+            .execution_options(synchronize_session=False)).first()
+        return applied is not None
+
     def insert_missing(self, model, keys: tuple[str, ...], **values) -> None:
         """INSERT … ON CONFLICT DO NOTHING: a request and an event (or two requests) may both
         create the same snapshot, counter or default queue; the second must not fail."""
@@ -378,8 +395,9 @@ class TicketsRepository(Repository):
     def company(self, company_id) -> CompanySnapshot | None:
         return self.session.get(CompanySnapshot, company_id)
 
-    def ensure_company(self, company_id, tenant_id, name: str) -> CompanySnapshot:
-        self.insert_missing(CompanySnapshot, ("id",), id=company_id, tenant_id=tenant_id, name=name)
+    def ensure_company(self, company_id, tenant_id, name: str, version: int = 0) -> CompanySnapshot:
+        self.insert_missing(CompanySnapshot, ("id",), id=company_id, tenant_id=tenant_id, name=name,
+                            version=version)
         return self.session.get(CompanySnapshot, company_id)
 
     # tenant_id first in each filter: the tickets' indexes lead with it, and PostgreSQL 15
