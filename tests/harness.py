@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -312,6 +313,27 @@ class System:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def private_system(postgres: "PostgresServer", workdir: Path, extra_env: dict | None = None):
+    """(system, RPC proxy) of a test module's own — vhost, database, processes — for tests
+    that run with other settings, or that attack the services and must not take the shared
+    system down with them."""
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    vhost = RabbitVhost.create()
+    name, database_url = postgres.create_database()
+    system = System(database_url=database_url, amqp_uri=vhost.amqp_uri, workdir=workdir,
+                    extra_env=extra_env)
+    try:
+        system.start()
+        with ClusterRpcProxy({"AMQP_URI": system.amqp_uri}, timeout=30) as rpc:
+            yield system, rpc
+    finally:
+        system.stop()
+        vhost.delete()
+        postgres.drop_database(name)
 
 
 class Client:

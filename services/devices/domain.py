@@ -9,33 +9,8 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from common.snapshot_version import SnapshotVersion  # noqa: F401  (domain.SnapshotVersion)
 from services.devices.history import HourMetrics
-
-# --- people's names kept on machines and links ---------------------------------------------
-
-@dataclass(frozen=True)
-class SnapshotVersion:
-    """How a name and email kept from accounts (a machine's assigned user, a link) keep the
-    newest change whatever order accounts' events (and lookups) arrive in: the values are
-    written with `stored` only over a stored version below `applies_below`. accounts counts
-    each user's changes from 1; a message without a version (an event queued before accounts
-    stamped them) applies only over values no versioned change has written (0), as events
-    applied before. The same rule as services/tickets/domain.py's (services share no code
-    but common/)."""
-    stored: int
-    applies_below: int
-
-    @classmethod
-    def of(cls, version) -> "SnapshotVersion":
-        if version is None:
-            return cls(stored=0, applies_below=1)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise ValueError(f"a snapshot version is a positive integer, not {version!r}")
-        return cls(stored=version, applies_below=version)
-
-    def applies_over(self, stored_version: int | None) -> bool:
-        return (stored_version or 0) < self.applies_below
-
 
 # --- identifiers -------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from common.contracts.tickets import (COMMENT_MAX, EXPORT_DELIMITERS, PRIORITIES
                                       SUBJECT_MAX, WORK_TYPES)
 from common.contracts.tickets import PAUSE_REASONS as PEOPLE_PAUSE_REASONS
 from common.errors import Conflict, Forbidden, ValidationFailed
+from common.snapshot_version import SnapshotVersion  # noqa: F401  (domain.SnapshotVersion)
 
 # the contract names the values; the machine gives them meaning
 PENDING, AWAITING, PAUSED, RESOLVED = STATUSES
@@ -36,29 +37,6 @@ DEFAULT_QUEUE = "Chamados"
 
 CHAT_IDLE_LIMIT = timedelta(hours=12)
 DEVICE_OFFLINE_LIMIT = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class SnapshotVersion:
-    """How a person's or company's snapshot keeps the newest change whatever order accounts'
-    events (and lookups) arrive in: the values are written with `stored` only over a stored
-    version below `applies_below`. accounts counts each entity's changes from 1; a message
-    without a version (an event queued before accounts stamped them) applies only over a
-    snapshot no versioned change has written (0), as events applied before. The same rule
-    as services/devices/domain.py's (services share no code but common/)."""
-    stored: int
-    applies_below: int
-
-    @classmethod
-    def of(cls, version) -> "SnapshotVersion":
-        if version is None:
-            return cls(stored=0, applies_below=1)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise ValueError(f"a snapshot version is a positive integer, not {version!r}")
-        return cls(stored=version, applies_below=version)
-
-    def applies_over(self, stored_version: int) -> bool:
-        return stored_version < self.applies_below
 
 
 @dataclass(frozen=True)

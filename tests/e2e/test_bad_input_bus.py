@@ -22,7 +22,7 @@ import requests
 from kombu import Connection
 
 from common.messaging import subscription_queue_name
-from tests.harness import Client, RabbitVhost, System, dead_letters, eventually, new_tenant
+from tests.harness import Client, System, dead_letters, eventually, new_tenant, private_system
 from tests.integration.test_heartbeat_consumer import enrol, heartbeat_message
 
 pytestmark = pytest.mark.e2e
@@ -34,20 +34,8 @@ USER_UPDATED_FOR_TICKETS = subscription_queue_name("tickets", "accounts", "user_
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory, postgres):
-    from nameko.standalone.rpc import ClusterRpcProxy
-
-    vhost = RabbitVhost.create()
-    name, database_url = postgres.create_database()
-    system = System(database_url=database_url, amqp_uri=vhost.amqp_uri,
-                    workdir=tmp_path_factory.mktemp("hostile-bus"))
-    try:
-        system.start()
-        with ClusterRpcProxy({"AMQP_URI": system.amqp_uri}, timeout=30) as rpc:
-            yield system, rpc
-    finally:
-        system.stop()
-        vhost.delete()
-        postgres.drop_database(name)
+    with private_system(postgres, tmp_path_factory.mktemp("hostile-bus")) as running:
+        yield running
 
 
 def publish(amqp_uri: str, routing_key: str, body: bytes, exchange: str = "", **properties) -> None:

@@ -19,7 +19,7 @@ import orjson
 import pytest
 import requests
 
-from tests.harness import Client, RabbitVhost, System, new_tenant
+from tests.harness import Client, System, new_tenant, private_system
 
 pytestmark = pytest.mark.e2e
 
@@ -29,23 +29,10 @@ SLOW_CONNECTIONS = 500
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, postgres):
-    from nameko.standalone.rpc import ClusterRpcProxy
-
-    vhost = RabbitVhost.create()
-    name, database_url = postgres.create_database()
-    system = System(database_url=database_url, amqp_uri=vhost.amqp_uri,
-                    workdir=tmp_path_factory.mktemp("slow-clients"),
-                    extra_env={"HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_SECONDS),
-                               "HTTP_BODY_TIMEOUT_SECONDS": str(BODY_SECONDS),
-                               "HTTP_CONNECTIONS_PER_CLIENT": str(PER_CLIENT)})
-    try:
-        system.start()
-        with ClusterRpcProxy({"AMQP_URI": system.amqp_uri}, timeout=30) as rpc:
-            yield system, new_tenant(system, rpc)
-    finally:
-        system.stop()
-        vhost.delete()
-        postgres.drop_database(name)
+    with private_system(postgres, tmp_path_factory.mktemp("slow-clients"), extra_env={
+            "HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_SECONDS), "HTTP_BODY_TIMEOUT_SECONDS": str(BODY_SECONDS),
+            "HTTP_CONNECTIONS_PER_CLIENT": str(PER_CLIENT)}) as (system, rpc):
+        yield system, new_tenant(system, rpc)
 
 
 def connect(system: System, source: str) -> socket.socket:

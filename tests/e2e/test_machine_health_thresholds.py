@@ -6,7 +6,7 @@ import pytest
 
 from services.devices.domain import BUCKET_STATUS
 from tests.e2e.test_devices import beat_and_wait, detail, enrol, machine_ids
-from tests.harness import Client, RabbitVhost, System, eventually, new_tenant
+from tests.harness import Client, eventually, new_tenant, private_system
 
 ONLINE_SECONDS, STALE_SECONDS = 2, 3600
 
@@ -14,21 +14,9 @@ ONLINE_SECONDS, STALE_SECONDS = 2, 3600
 @pytest.fixture(scope="module")
 def short_thresholds(postgres, tmp_path_factory):
     """(system, rpc proxy) with short status thresholds."""
-    from nameko.standalone.rpc import ClusterRpcProxy
-
-    name, url = postgres.create_database()
-    vhost = RabbitVhost.create()
-    running = System(database_url=url, amqp_uri=vhost.amqp_uri, workdir=tmp_path_factory.mktemp("short"),
-                     extra_env={"MACHINE_ONLINE_SECONDS": str(ONLINE_SECONDS),
-                                "MACHINE_STALE_SECONDS": str(STALE_SECONDS)})
-    try:
-        running.start()
-        with ClusterRpcProxy({"AMQP_URI": vhost.amqp_uri}, timeout=30) as proxy:
-            yield running, proxy
-    finally:
-        running.stop()
-        vhost.delete()
-        postgres.drop_database(name)
+    with private_system(postgres, tmp_path_factory.mktemp("short"), extra_env={
+            "MACHINE_ONLINE_SECONDS": str(ONLINE_SECONDS), "MACHINE_STALE_SECONDS": str(STALE_SECONDS)}) as running:
+        yield running
 
 
 def test_status_and_health_bucket_come_from_the_same_thresholds(short_thresholds):
