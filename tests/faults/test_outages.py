@@ -178,7 +178,8 @@ def test_broker_outage_is_503s_and_no_service_exits(healthy, private_rabbit, how
 
 
 def publish_user_updates(amqp_uri: str, tenant_id: str, users: list[dict], name: str) -> None:
-    """user_updated events as the accounts outbox relay would publish them."""
+    """user_updated events as the accounts outbox relay would publish them: each the user's
+    next version (a projection applies a change only over an older one)."""
     exchange = get_event_exchange("accounts", {})
     with Connection(amqp_uri, transport_options={"confirm_publish": True}) as connection:
         producer = connection.Producer()
@@ -186,7 +187,8 @@ def publish_user_updates(amqp_uri: str, tenant_id: str, users: list[dict], name:
             producer.publish({"event_id": str(uuid.uuid4()),
                               "occurred_at": datetime.now(timezone.utc).isoformat(),
                               "tenant_id": tenant_id, "user_id": user["id"], "email": user["email"],
-                              "name": name, "role": user["role"], "company_id": user["company_id"]},
+                              "name": name, "role": user["role"], "company_id": user["company_id"],
+                              "version": user["version"] + 1},
                              exchange=exchange, routing_key="user_updated", serializer="json",
                              delivery_mode=2, retry=True)
 
