@@ -24,6 +24,7 @@ from sqlalchemy.types import TypeDecorator
 
 from common.config import Settings
 from common.events import validate_event
+from common.unit_of_work import AbstractUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class Repository:
         return row
 
 
-class UnitOfWork:
+class UnitOfWork(AbstractUnitOfWork):
     """One transaction: the service's repository, plus the events to publish after commit.
     `read_only`: no transaction at all (autocommit), each statement sees the data as of its
     own start — for a read of one statement, which then costs one round trip instead of
