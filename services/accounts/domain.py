@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.contracts.accounts import ROLES
+from common.vocabulary import ROLES
 from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 PEOPLE_ROLES = frozenset(ROLES) - {"machine"}
