@@ -175,7 +175,8 @@ def create_user(source: UnitOfWorkSource, settings, actor: dict, payload: dict) 
     with source.unit_of_work() as uow:
         if uow.repo.user_by_email(actor.tenant_id, domain.normalize_email(email)):
             raise taken
-        company_id = company_in_tenant(uow, actor.tenant_id, data["company_id"]).id if data["company_id"] else None
+        company_id = (company_in_tenant(uow, actor.tenant_id, data["company_id"]).id
+                      if data["company_id"] else None)
         user = uow.repo.add(User(
             tenant_id=actor.tenant_id, email=email,
             email_normalized=domain.normalize_email(email), name=data["name"].strip(),

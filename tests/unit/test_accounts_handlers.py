@@ -112,8 +112,8 @@ def store():
 def tenant(store):
     with store.unit_of_work() as uow:
         row = uow.repo.add(Tenant(name="Acme", slug="acme"))
-        admin = uow.repo.add(User(tenant_id=row.id, email="Admin@acme.test", email_normalized="admin@acme.test",
-                                  name="Admin", role="admin",
+        admin = uow.repo.add(User(tenant_id=row.id, email="Admin@acme.test",
+                                  email_normalized="admin@acme.test", name="Admin", role="admin",
                                   password_hash=passwords.hash_password(SETTINGS, PASSWORD)))
     return row, {"user_id": str(admin.id), "tenant_id": str(row.id), "role": "admin"}
 
@@ -165,7 +165,8 @@ def test_a_manager_cannot_create_an_admin(store, tenant):
 # sign in -------------------------------------------------------------------------------------
 
 def sign_in(store, password, email="admin@acme.test", address="198.51.100.7"):
-    return sessions.sign_in(store, SETTINGS, {"email": email, "password": password, "tenant": "acme"}, address)
+    credentials = {"email": email, "password": password, "tenant": "acme"}
+    return sessions.sign_in(store, SETTINGS, credentials, address)
 
 
 def test_the_right_password_opens_a_session_that_authenticates(store, tenant):
@@ -174,7 +175,8 @@ def test_the_right_password_opens_a_session_that_authenticates(store, tenant):
     assert session["user"]["id"] == admin["user_id"]
     assert session["expires_at"] > (utcnow() + timedelta(hours=SETTINGS.session_ttl_hours - 1)).isoformat()
     principal = sessions.authenticate(store, session["token"])
-    assert (principal["user_id"], principal["tenant_id"], principal["role"]) == (admin["user_id"], str(row.id), "admin")
+    assert (principal["user_id"], principal["tenant_id"], principal["role"]) == \
+        (admin["user_id"], str(row.id), "admin")
     sessions.sign_out(store, session["token"])
     with pytest.raises(Unauthorized):
         sessions.authenticate(store, session["token"])
@@ -207,8 +209,7 @@ def test_failures_up_to_the_limit_lock_the_account_even_for_the_right_password(s
     assert store.repo.sessions == []
 
 
-def test_the_right_password_forgets_the_accounts_failures_but_not_the_addresss(store, tenant):
-    row, _ = tenant
+def test_the_right_password_forgets_the_account_failures_not_the_address_ones(store, tenant):
     with pytest.raises(Unauthorized):
         sign_in(store, "wrong-password")
     sign_in(store, PASSWORD)
@@ -254,7 +255,8 @@ def test_each_change_of_a_user_emits_user_updated_with_the_next_version(store, t
     _, admin = tenant
     maria = a_person(store, admin)
     first = directory.update_user(store, SETTINGS, admin, maria["id"], {"name": "Maria Silva"})
-    second = directory.update_user(store, SETTINGS, admin, maria["id"], {"email": "MARIA@acme.test", "role": "manager"})
+    second = directory.update_user(store, SETTINGS, admin, maria["id"],
+                                   {"email": "MARIA@acme.test", "role": "manager"})
     assert (first["version"], second["version"]) == (2, 3)
     updates = [e for e in store.events if e["type"] == "user_updated"]
     assert [(e["name"], e["email"], e["role"], e["version"]) for e in updates] == [
@@ -342,7 +344,8 @@ def test_a_taken_apelido_is_refused(store, tenant):
 def test_a_company_update_emits_only_a_real_change_with_the_next_version(store, tenant):
     _, admin = tenant
     company = directory.create_company(store, admin, {"name": "Empresa X", "apelido": "empresa-x"})
-    same = directory.update_company(store, admin, company["id"], {"name": " Empresa X ", "apelido": "EMPRESA-X"})
+    same = directory.update_company(store, admin, company["id"],
+                                    {"name": " Empresa X ", "apelido": "EMPRESA-X"})
     renamed = directory.update_company(store, admin, company["id"], {"name": "Empresa Y"})
     assert (same["version"], renamed["version"]) == (1, 2)
     assert [(e["type"], e["name"], e["version"]) for e in store.events] == [
