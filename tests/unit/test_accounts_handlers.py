@@ -7,8 +7,8 @@ import pytest
 
 from common.config import Settings
 from common.db import utcnow
-from common.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
-from services.accounts import directory, passwords, sessions, throttle
+from common.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from services.accounts import directory, passwords, provisioning, recovery, sessions, throttle
 from services.accounts.storage import ApiSession, Company, SignInThrottle, Tenant, User
 from tests.support.fake_uow import FakeStore
 
@@ -49,6 +49,9 @@ class FakeAccountsRepository:
     def company(self, tenant_id, company_id):
         return next((c for c in self.companies_ if c.tenant_id == tenant_id and c.id == company_id), None)
 
+    def company_by_code(self, code):
+        return next((c for c in self.companies_ if c.provisioning_code == code), None)
+
     def company_by_apelido(self, tenant_id, apelido):
         return next((c for c in self.companies_ if c.tenant_id == tenant_id and c.apelido == apelido), None)
 
@@ -61,6 +64,12 @@ class FakeAccountsRepository:
     def user_by_email(self, tenant_id, email_normalized):
         return next((u for u in self.users_ if u.tenant_id == tenant_id and u.merged_into_id is None
                      and u.email_normalized == email_normalized), None)
+
+    def people_by_email(self, email_normalized, tenant_slug=None):
+        slugs = {t.id: t.slug for t in self.tenants if tenant_slug is None or t.slug == tenant_slug}
+        return sorted(((u, slugs[u.tenant_id]) for u in self.users_ if u.tenant_id in slugs
+                       and u.email_normalized == email_normalized and u.merged_into_id is None
+                       and u.role != "machine"), key=lambda pair: pair[1])
 
     def sign_in_candidates(self, email_normalized, tenant_slug):
         tenants = {t.id for t in self.tenants if tenant_slug is None or t.slug == tenant_slug}
@@ -350,3 +359,67 @@ def test_a_company_update_emits_only_a_real_change_with_the_next_version(store, 
     assert (same["version"], renamed["version"]) == (1, 2)
     assert [(e["type"], e["name"], e["version"]) for e in store.events] == [
         ("company_created", "Empresa X", 1), ("company_updated", "Empresa Y", 2)]
+
+
+# provisioning --------------------------------------------------------------------------------
+
+def test_enrolment_answers_the_codes_company_and_makes_its_person_once(store, tenant):
+    _, admin = tenant
+    company = directory.create_company(store, admin, {"name": "Empresa X", "apelido": "empresa-x"})
+    first = provisioning.enrolment(store, company["provisioning_code"], "ana@empresa-x.test", None)
+    again = provisioning.enrolment(store, company["provisioning_code"], "ANA@empresa-x.test", "Ana")
+    assert (first["company_id"], first["tenant_id"]) == (company["id"], admin["tenant_id"])
+    assert first["collaborator"] == again["collaborator"]
+    assert (first["collaborator"]["name"], first["collaborator"]["role"], first["collaborator"]["company_id"]) == \
+        ("ana", "collaborator", company["id"])
+    assert [e["type"] for e in store.events] == ["company_created", "user_created"]
+    with pytest.raises(Unauthorized) as refused:
+        provisioning.enrolment(store, "not-a-code", "ana@empresa-x.test", None)
+    assert refused.value.code == "invalid_provisioning_code"
+
+
+def test_a_rotated_code_enrols_nothing_and_only_admins_and_managers_see_codes(store, tenant):
+    _, admin = tenant
+    company = directory.create_company(store, admin, {"name": "Empresa X", "apelido": "empresa-x"})
+    rotated = provisioning.rotate_provisioning_code(store, admin, company["id"])
+    assert rotated["provisioning_code"] != company["provisioning_code"]
+    with pytest.raises(Unauthorized):
+        provisioning.enrolment(store, company["provisioning_code"], "ana@empresa-x.test", None)
+    agent = actor_of(a_person(store, admin))
+    with pytest.raises(Forbidden):
+        provisioning.get_provisioning_code(store, agent, company["id"])
+
+
+def test_a_machine_user_is_no_person_to_find(store, tenant):
+    _, admin = tenant
+    company = directory.create_company(store, admin, {"name": "Empresa X", "apelido": "empresa-x"})
+    machine = provisioning.create_machine_user(store, admin["tenant_id"], company["id"], "pc-01")
+    assert (machine["role"], machine["name"], machine["company_id"]) == ("machine", "pc-01", company["id"])
+    with pytest.raises(NotFound) as unknown:
+        provisioning.find_person(store, admin["tenant_id"], machine["email"])
+    assert unknown.value.code == "email_not_found"
+    assert provisioning.find_person(store, admin["tenant_id"], "ADMIN@acme.test")["id"] == admin["user_id"]
+
+
+# recovery ------------------------------------------------------------------------------------
+
+def test_a_reset_password_ends_every_session_and_answers_a_generated_password_once(store, tenant):
+    session = sign_in(store, PASSWORD)
+    reset = recovery.reset_password(store, SETTINGS, "Admin@acme.test")
+    assert (reset["tenant"], reset["revoked_sessions"]) == ("acme", 1) and len(reset["password"]) >= 12
+    with pytest.raises(Unauthorized):
+        sessions.authenticate(store, session["token"])
+    assert sign_in(store, reset["password"])["user"]["email"] == "Admin@acme.test"
+    assert store.events == []
+
+
+def test_a_reset_for_an_email_in_several_tenants_needs_the_tenant(store, tenant):
+    with store.unit_of_work() as uow:
+        other = uow.repo.add(Tenant(name="Other", slug="other"))
+        uow.repo.add(User(tenant_id=other.id, email="admin@acme.test", email_normalized="admin@acme.test",
+                          name="Admin", role="admin"))
+    with pytest.raises(Conflict) as ambiguous:
+        recovery.reset_password(store, SETTINGS, "admin@acme.test", password="new-password-2")
+    assert ambiguous.value.details["tenants"] == ["acme", "other"]
+    chosen = recovery.reset_password(store, SETTINGS, "admin@acme.test", "other", "new-password-2")
+    assert (chosen["tenant"], chosen["password"]) == ("other", None)
