@@ -370,8 +370,8 @@ def test_enrolment_answers_the_codes_company_and_makes_its_person_once(store, te
     again = provisioning.enrolment(store, company["provisioning_code"], "ANA@empresa-x.test", "Ana")
     assert (first["company_id"], first["tenant_id"]) == (company["id"], admin["tenant_id"])
     assert first["collaborator"] == again["collaborator"]
-    assert (first["collaborator"]["name"], first["collaborator"]["role"], first["collaborator"]["company_id"]) == \
-        ("ana", "collaborator", company["id"])
+    person = first["collaborator"]
+    assert (person["name"], person["role"], person["company_id"]) == ("ana", "collaborator", company["id"])
     assert [e["type"] for e in store.events] == ["company_created", "user_created"]
     with pytest.raises(Unauthorized) as refused:
         provisioning.enrolment(store, "not-a-code", "ana@empresa-x.test", None)
