@@ -5,9 +5,7 @@ The nameko adapter: each entrypoint hands its arguments to a use-case handler
 database as the handler's unit-of-work source."""
 from __future__ import annotations
 
-from datetime import datetime
-
-from common.db import Database, utcnow
+from common.db import Database
 from common.idempotency import IdempotencyContext, idempotent
 from common.service_base import ServiceBase, rpc
 from services.accounts import directory, passwords, provisioning, sessions, storage
@@ -61,8 +59,9 @@ class Service(ServiceBase):
         return sessions.sign_out(self.db, token)
 
     @rpc
-    def apply_retention(self, now: str | None = None, dry_run: bool = False) -> dict:
-        return sessions.apply_retention(self.db, datetime.fromisoformat(now) if now else utcnow(), dry_run)
+    def apply_retention(self, now: str | None = None, dry_run: bool = False,
+                        tenant_id: str | None = None) -> dict:
+        return sessions.apply_retention(self.db, now, dry_run, tenant_id)
 
     # companies
 

@@ -2,12 +2,13 @@
 principal behind a bearer token, signing out, and the retention of what they leave behind."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from common.contracts import accounts as contract
 from common.contracts import load
 from common.db import utcnow
 from common.errors import Unauthorized
+from common.retention import retention_scope
 from common.tokens import hash_token, new_secret_token
 from common.unit_of_work import UnitOfWorkSource
 from services.accounts import domain, throttle
@@ -84,18 +85,22 @@ def sign_out(source: UnitOfWorkSource, token: str) -> None:
             uow.commit()
 
 
-def apply_retention(source: UnitOfWorkSource, now: datetime, dry_run: bool) -> dict:
+def apply_retention(source: UnitOfWorkSource, now: str | None, dry_run: bool, tenant_id: str | None) -> dict:
     """Sessions expired or revoked more than a day ago are worth nothing; so are sign-in
-    throttle rows whose window closed and whose lock is over."""
+    throttle rows whose window closed and whose lock is over. With `tenant_id` (a dry run
+    only: the health snapshot of a tenant's staff), that tenant's sessions alone — throttle
+    rows belong to no tenant."""
+    now, tenant = retention_scope(now, dry_run, tenant_id)
     with source.unit_of_work() as uow:
-        count, oldest = uow.repo.stale_sessions(now - timedelta(days=1))
-        throttles, oldest_throttle = uow.repo.stale_throttles(now)
+        count, oldest = uow.repo.stale_sessions(now - timedelta(days=1), tenant)
+        throttles, oldest_throttle = (0, None) if tenant else uow.repo.stale_throttles(now)
         if (count or throttles) and not dry_run:
             uow.repo.purge_sessions(expired_before=now - timedelta(days=1))
             uow.repo.purge_throttles(now)
             uow.commit()
-    return {"dry_run": dry_run, "kinds": {
-        "sessions": {"past_policy": count, "deleted": 0 if dry_run else count,
-                     "oldest": oldest.isoformat() if oldest else None},
-        "sign_in_throttle": {"past_policy": throttles, "deleted": 0 if dry_run else throttles,
-                             "oldest": oldest_throttle.isoformat() if oldest_throttle else None}}}
+    kinds = {"sessions": {"past_policy": count, "deleted": 0 if dry_run else count,
+                          "oldest": oldest.isoformat() if oldest else None}}
+    if tenant is None:
+        kinds["sign_in_throttle"] = {"past_policy": throttles, "deleted": 0 if dry_run else throttles,
+                                     "oldest": oldest_throttle.isoformat() if oldest_throttle else None}
+    return {"dry_run": dry_run, "kinds": kinds}
