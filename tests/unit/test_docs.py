@@ -8,7 +8,7 @@ from common.config import ROOT
 from services.gateway.http import ROUTES
 
 DOCS = ROOT / "docs"
-MARKDOWN = [ROOT / "README.md", ROOT / "deploy" / "README.md", *sorted(DOCS.glob("*.md"))]
+MARKDOWN = [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "deploy" / "README.md", *sorted(DOCS.glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
