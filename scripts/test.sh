@@ -23,8 +23,8 @@ browser_limit=${CHAMADOS_TEST_LIMIT_BROWSER:-15m}
 faults_limit=${CHAMADOS_TEST_LIMIT_FAULTS:-15m}
 bench_limit=${CHAMADOS_TEST_LIMIT_BENCH:-10m}
 # Past its limit a run gets SIGINT, so pytest tears its system down, and SIGKILL a minute
-# later; `timeout` then exits 124. --foreground keeps the run in this process group: a Ctrl-C
-# at the terminal reaches every run once, as it did before the limits.
+# later; `timeout` then exits 124. --foreground keeps the run in this process group, so a
+# Ctrl-C at the terminal reaches every run once and each tears its system down.
 limited=(timeout --foreground --signal=INT --kill-after=60)
 pytest=(.venv/bin/python -m pytest)
 
