@@ -216,9 +216,11 @@ def throttled_in_the_slot(source: UnitOfWorkSource, limits: dict):
 
 # a person changing their own password -------------------------------------------------------
 
-def change_password(source: UnitOfWorkSource, settings, principal: dict, payload: dict) -> None:
+def change_password(source: UnitOfWorkSource, settings, principal: dict, payload: dict,
+                    client_address: str | None = None) -> None:
     """A signed-in person changes their own password, proving the current one; their other
-    sessions end, the one asking (`principal["session_id"]`) lives on."""
+    sessions end, the one asking (`principal["session_id"]`) lives on. Wrong current
+    passwords count as failed sign-ins, per account and per `client_address`."""
     actor = domain.Actor.from_dict(principal)
     session_id = parse_id(principal.get("session_id"), "session")
     data = load(contract.PasswordChange, payload)
@@ -230,8 +232,12 @@ def change_password(source: UnitOfWorkSource, settings, principal: dict, payload
             raise Unauthorized("invalid or expired token", code="invalid_token")
         # the current password is guessed like a sign-in's: the same account counter and
         # lock-out, and the same bounded wait for a hashing slot
-        limits = {throttle.account_key(str(user.tenant_id), domain.normalize_email(user.email)):
-                  throttle.Policy.from_settings(settings).account}
+        policy = throttle.Policy.from_settings(settings)
+        account_key = throttle.account_key(str(user.tenant_id), domain.normalize_email(user.email))
+        limits = {account_key: policy.account}
+        address_key = throttle.address_key(client_address)
+        if address_key is not None:
+            limits[address_key] = policy.address
         refuse_while_locked(uow, limits, utcnow())
         still_unlocked, counted_when_wrong = throttled_in_the_slot(source, limits)
         if not password_matches(settings, user.password_hash, data["current_password"],

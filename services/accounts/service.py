@@ -51,8 +51,8 @@ class Service(ServiceBase):
 
     @rpc
     @once
-    def change_password(self, principal: dict, payload: dict) -> None:
-        return passwords.change_password(self.db, self.db.settings, principal, payload)
+    def change_password(self, principal: dict, payload: dict, client_address: str | None = None) -> None:
+        return passwords.change_password(self.db, self.db.settings, principal, payload, client_address)
 
     @rpc
     def sign_out(self, token: str) -> None:

@@ -242,16 +242,18 @@ def test_changing_ones_own_password_ends_the_other_sessions_but_the_one_asking(s
     assert store.events == []  # no other service keeps anything of a password
 
 
-def test_a_wrong_current_password_changes_nothing_and_counts_on_the_accounts_throttle(store, tenant):
+def test_a_wrong_current_password_changes_nothing_and_counts_for_the_account_and_the_address(store, tenant):
     row, _ = tenant
-    principal = sessions.authenticate(store, sign_in(store, PASSWORD)["token"])
+    principal = sessions.authenticate(store, sign_in(store, PASSWORD, address="203.0.113.9")["token"])
     stored_hash = store.repo.user_by_id(uuid.UUID(principal["user_id"])).password_hash
     for _ in range(SETTINGS.sign_in_account_failures):
         with pytest.raises(Forbidden) as refused:
             passwords.change_password(store, SETTINGS, principal, {"current_password": "wrong-password",
-                                                                   "new_password": "new-password-2"})
+                                                                   "new_password": "new-password-2"},
+                                      "198.51.100.7")
         assert refused.value.code == "wrong_password"
-    assert store.repo.throttles[throttle.account_key(str(row.id), "admin@acme.test")].failures == 3
+    assert {key: r.failures for key, r in store.repo.throttles.items()} == {
+        throttle.account_key(str(row.id), "admin@acme.test"): 3, throttle.address_key("198.51.100.7"): 3}
     with pytest.raises(TooManyRequests):  # locked: the right one is refused too
         passwords.change_password(store, SETTINGS, principal, {"current_password": PASSWORD,
                                                                "new_password": "new-password-2"})
