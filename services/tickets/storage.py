@@ -17,7 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
 from common.contracts.accounts import STAFF_ROLES
 from common.db import Repository, UTCDateTime, escape_like, new_metadata, upsert_insert, utcnow
 from common.idempotency import idempotency_table
-from common.messaging import inbox_table
+from common.messaging import first_delivery, inbox_table
 from common.outbox import outbox_table
 from services.tickets import domain
 from services.tickets.views import ticket_view
@@ -355,6 +355,25 @@ KNOWN_QUEUES_CAP = 10_000
 
 
 class TicketsRepository(Repository):
+    # the session's own work, as the handlers ask for it (they see no session)
+    def add_later(self, row) -> None:
+        """Inserted with the next flush (no round trip now: timeline entries)."""
+        self.session.add(row)
+
+    def flush(self) -> None:
+        self.session.flush()
+
+    def refresh(self, row) -> None:
+        """Read the row again (after a Core UPDATE the ORM did not see)."""
+        self.session.refresh(row)
+
+    def delete(self, row) -> None:
+        self.session.delete(row)
+
+    def first_delivery(self, event: dict, event_type: str) -> bool:
+        """Record an event as handled, in this transaction; False if it already was."""
+        return first_delivery(self, inbox, event, event_type)  # it needs only `.session`
+
     # directory snapshots
     def person(self, user_id) -> Person | None:
         return self.session.get(Person, user_id)
@@ -469,6 +488,10 @@ class TicketsRepository(Repository):
             query = query.with_for_update()
         return self.session.scalars(query).first()
 
+    def ticket_by_id(self, ticket_id) -> Ticket | None:
+        """Any tenant's (for the service's own sweeps)."""
+        return self.session.get(Ticket, ticket_id)
+
     def open_session(self, ticket_id) -> WorkSession | None:
         return self.session.scalars(select(WorkSession).where(
             WorkSession.ticket_id == ticket_id, WorkSession.ended_at.is_(None))).first()
@@ -545,6 +568,13 @@ class TicketsRepository(Repository):
     def count(self, list_query, cap: int) -> int:
         """How many rows a list query (without its keyset and limit) matches, up to cap + 1."""
         return self.session.scalar(self.count_query(list_query, cap))
+
+    def count_matching(self, tenant_id, filters: dict, only_requester, cap: int) -> int:
+        return self.count(self.list_query(tenant_id, filters, only_requester=only_requester), cap)
+
+    def export_page(self, tenant_id, filters: dict, after, limit: int) -> list[Ticket]:
+        """A page of an export: Ticket rows, newest first, keyset after (created_at, id)."""
+        return list(self.session.scalars(self.list_query(tenant_id, filters, after=after, limit=limit)))
 
     def _list_values(self, tenant_id, filters: dict, only_requester, after) -> tuple[tuple, dict]:
         """(shape, values) of a list query: its conditions' values by parameter name, and its
@@ -691,6 +721,13 @@ class TicketsRepository(Repository):
             Ticket.tenant_id == tenant_id, Ticket.status == "RESOLVED",
             Ticket.resolved_at < resolved_before, Ticket.archived_at.is_(None))
             .order_by(Ticket.resolved_at, Ticket.id).limit(limit).with_for_update()))
+
+    def saved_filter(self, user_id) -> SavedFilter | None:
+        return self.session.get(SavedFilter, user_id)
+
+    def export_by_id(self, export_id) -> ReportExport | None:
+        """Any tenant's (for the export makers)."""
+        return self.session.get(ReportExport, export_id)
 
     def export(self, tenant_id, export_id) -> ReportExport | None:
         return self.session.scalars(select(ReportExport).where(
