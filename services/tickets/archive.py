@@ -13,7 +13,7 @@ from common.contracts import load
 from common.contracts import tickets as contract
 from common.db import utcnow
 from services.tickets.permissions import require_admin
-from services.tickets.storage import Ticket
+from services.tickets.models import Ticket
 from services.tickets.views import ticket_view
 
 log = logging.getLogger(__name__)

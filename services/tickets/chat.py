@@ -13,7 +13,7 @@ from common.errors import Conflict, NotFound
 from services.tickets import domain
 from services.tickets.lookups import Answers, Directory
 from services.tickets.permissions import require_staff
-from services.tickets.storage import Chat, ChatMessage
+from services.tickets.models import Chat, ChatMessage
 from services.tickets.tickets import find_ticket, record
 from services.tickets.transitions import apply, state_of
 from services.tickets.views import person_view

@@ -8,7 +8,7 @@ from common.contracts import load
 from common.contracts import tickets as contract
 from common.db import utcnow
 from services.tickets import domain
-from services.tickets.storage import Comment
+from services.tickets.models import Comment
 from services.tickets.tickets import find_ticket, record
 from services.tickets.transitions import state_of
 from services.tickets.views import person_view

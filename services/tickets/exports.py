@@ -20,7 +20,7 @@ from common.db import utcnow
 from common.errors import Conflict, NotFound
 from services.tickets import domain
 from services.tickets.permissions import require_staff
-from services.tickets.storage import ReportExport
+from services.tickets.models import ReportExport
 from services.tickets.tickets import resolve_me
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from common.actor import Actor
 from common.contracts import load
 from common.contracts import tickets as contract
 from common.db import utcnow
-from services.tickets.storage import SavedFilter
+from services.tickets.models import SavedFilter
 
 
 def get_saved_filter(source, actor: Actor) -> dict:

@@ -10,7 +10,7 @@ from common.db import utcnow
 from common.errors import Conflict, NotFound
 from services.tickets import domain
 from services.tickets.permissions import require_staff
-from services.tickets.storage import QueueRef, TicketQueue
+from services.tickets.models import QueueRef, TicketQueue
 
 
 def default_queue(uow, tenant_id) -> TicketQueue:

@@ -16,8 +16,8 @@ from common.db import Database, utcnow
 from common.idempotency import IdempotencyContext, idempotent
 from common.messaging import subscribe
 from common.service_base import ServiceBase, rpc
-from services.tickets import (archive, chat, comments, domain, exports, filters, queues, snapshots,
-                              storage, tickets, transitions)
+from services.tickets import (archive, chat, comments, domain, exports, filters, models, queues,
+                              snapshots, tickets, transitions)
 from services.tickets.export_maker import ExportMakerWakeup, export_maker
 from services.tickets.storage import TicketsRepository
 
@@ -64,17 +64,17 @@ def when(now: str | None) -> datetime:
 
 
 # a state-changing RPC sent with an Idempotency-Key answers every retry with its first answer
-once = idempotent(storage.idempotency_keys)
+once = idempotent(models.idempotency_keys)
 
 
 class Service(ServiceBase):
     name = "tickets"
-    db = Database(repository=TicketsRepository, metadata=storage.metadata, gauges=ticket_gauges)
+    db = Database(repository=TicketsRepository, metadata=models.metadata, gauges=ticket_gauges)
     accounts = RpcProxy("accounts")
     devices = RpcProxy("devices")
     wake_export_maker = ExportMakerWakeup()
     idempotency = IdempotencyContext()  # the caller's Idempotency-Key (@once)
-    idempotency_records = storage.idempotency_keys
+    idempotency_records = models.idempotency_keys
     churning_tables = ("outbox", "idempotency_keys")
 
     @property

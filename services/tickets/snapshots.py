@@ -11,7 +11,7 @@ from common.errors import NotFound
 from services.tickets import domain
 from services.tickets.lookups import Answers, Directory, LookupNeeded, with_lookups
 from services.tickets.queues import default_queue
-from services.tickets.storage import CompanySnapshot, Person
+from services.tickets.models import CompanySnapshot, Person
 
 
 def optional_id(value) -> uuid.UUID | None:

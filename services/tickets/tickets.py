@@ -16,7 +16,7 @@ from services.tickets import domain, snapshots
 from services.tickets.lookups import Answers, Directory, LookupNeeded, with_lookups
 from services.tickets.permissions import require_staff
 from services.tickets.queues import default_queue, find_queue
-from services.tickets.storage import Ticket, TimelineEntry
+from services.tickets.models import Ticket, TimelineEntry
 from services.tickets.views import ticket_view
 
 # one schema object, reused: building one per item cost 8x the dump itself (ENGINEERING.md 18)

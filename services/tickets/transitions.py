@@ -12,7 +12,7 @@ from common.errors import Conflict
 from services.tickets import domain, snapshots
 from services.tickets.lookups import Answers, Directory, with_lookups
 from services.tickets.permissions import require_staff
-from services.tickets.storage import Ticket, WorkSession
+from services.tickets.models import Ticket, WorkSession
 from services.tickets.tickets import find_ticket, record
 from services.tickets.views import ticket_view
 

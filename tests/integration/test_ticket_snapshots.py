@@ -10,7 +10,8 @@ import eventlet
 
 from common.config import Settings
 from common.db import Store
-from services.tickets.storage import CompanySnapshot, TicketsRepository, metadata
+from services.tickets.models import CompanySnapshot, metadata
+from services.tickets.storage import TicketsRepository
 
 
 def store(private_database) -> Store:

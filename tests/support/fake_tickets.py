@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timezone
 
 from common.actor import STAFF_ROLES
-from services.tickets.storage import (Chat, ChatMessage, Comment, CompanySnapshot, Person, QueueRef,
+from services.tickets.models import (Chat, ChatMessage, Comment, CompanySnapshot, Person, QueueRef,
                                       ReportExport, SavedFilter, Ticket, TicketQueue, TimelineEntry,
                                       WorkSession)
 from services.tickets.views import ticket_view

@@ -15,7 +15,7 @@ from common.db import utcnow
 from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from services.tickets import (archive, chat, comments, exports, filters, queues, snapshots, tickets,
                               transitions)
-from services.tickets.storage import Person, ReportExport, Ticket, TicketQueue
+from services.tickets.models import Person, ReportExport, Ticket, TicketQueue
 from tests.support.fake_tickets import FakeDirectory, TicketsStore
 
 TENANT = uuid.uuid4()
