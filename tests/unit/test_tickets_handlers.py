@@ -15,6 +15,7 @@ from common.db import utcnow
 from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from services.tickets import (archive, chat, comments, exports, filters, queues, snapshots, tickets,
                               transitions)
+from services.tickets.lookups import LookupNeeded, with_lookups
 from services.tickets.models import Person, ReportExport, Ticket, TicketQueue
 from tests.support.fake_tickets import FakeDirectory, TicketsStore
 
@@ -55,6 +56,18 @@ def test_an_actor_reads_from_the_rpc_argument_and_knows_staff():
     assert (agent.user_id, agent.tenant_id, agent.is_staff, agent.is_admin) == (user_id, tenant_id, True, False)
     assert not Actor(user_id, tenant_id, "collaborator").is_staff
     assert Actor(user_id, tenant_id, "admin").is_admin
+
+
+def test_a_use_case_that_needs_a_lookup_again_after_its_answer_stops(store, directory):
+    user_id = uuid.uuid4()
+    directory.users[str(user_id)] = {"id": str(user_id)}
+
+    def loops(answers):
+        raise LookupNeeded("user", TENANT, user_id)
+
+    with pytest.raises(RuntimeError):
+        with_lookups(directory, loops)
+    assert directory.calls == [("user", str(user_id))]
 
 
 # --- queues ----------------------------------------------------------------------------------
