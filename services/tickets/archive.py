@@ -12,6 +12,7 @@ from common.actor import Actor
 from common.contracts import load
 from common.contracts import tickets as contract
 from common.db import utcnow
+from common.unit_of_work import UnitOfWorkSource
 from services.tickets.permissions import require_admin
 from services.tickets.models import Ticket
 from services.tickets.views import ticket_view
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 ARCHIVE_BATCH = 500
 
 
-def archive_resolved(source, archive_dir, actor: Actor, payload: dict) -> dict:
+def archive_resolved(source: UnitOfWorkSource, archive_dir, actor: Actor, payload: dict) -> dict:
     """Resolved tickets older than N days (with comments and timeline) go to a JSON-lines
     file under `archive_dir` and are marked archived, so no ticket is written twice. The
     file is renamed into place only after the marks are committed: a crash leaves at

@@ -10,6 +10,7 @@ from common.contracts import load, parse_id
 from common.contracts import tickets as contract
 from common.db import utcnow
 from common.errors import Conflict, NotFound
+from common.unit_of_work import UnitOfWorkSource
 from services.tickets import domain
 from services.tickets.lookups import Answers, Directory
 from services.tickets.permissions import require_staff
@@ -40,7 +41,7 @@ def chat_view(uow, chat: Chat) -> dict:
                       "author": person_view(people, m.author_id)} for m in messages]})
 
 
-def start_chat(source, actor: Actor, ticket_id) -> dict:
+def start_chat(source: UnitOfWorkSource, actor: Actor, ticket_id) -> dict:
     require_staff(actor, "start chats")
     now = utcnow()
     with source.unit_of_work() as uow:
@@ -61,12 +62,12 @@ def start_chat(source, actor: Actor, ticket_id) -> dict:
         return chat_view(uow, chat)
 
 
-def get_chat(source, actor: Actor, chat_id) -> dict:
+def get_chat(source: UnitOfWorkSource, actor: Actor, chat_id) -> dict:
     with source.unit_of_work() as uow:
         return chat_view(uow, find_chat(uow, actor, chat_id))
 
 
-def post_chat_message(source, actor: Actor, chat_id, payload: dict) -> dict:
+def post_chat_message(source: UnitOfWorkSource, actor: Actor, chat_id, payload: dict) -> dict:
     data = load(contract.ChatMessageCreate, payload)
     now = utcnow()
     with source.unit_of_work() as uow:
@@ -79,7 +80,7 @@ def post_chat_message(source, actor: Actor, chat_id, payload: dict) -> dict:
         return chat_view(uow, chat)
 
 
-def end_chat(source, actor: Actor, chat_id) -> dict:
+def end_chat(source: UnitOfWorkSource, actor: Actor, chat_id) -> dict:
     with source.unit_of_work() as uow:
         chat = find_chat(uow, actor, chat_id)
         if chat.ended_at is not None:
@@ -101,7 +102,7 @@ def close_chat(uow, chat: Chat, reason: str, actor_id, now: datetime) -> None:
                             "chat_id": chat.id, "reason": reason})
 
 
-def end_inactive_chats(source, directory: Directory, now: datetime) -> dict:
+def end_inactive_chats(source: UnitOfWorkSource, directory: Directory, now: datetime) -> dict:
     """The scheduler's chat cleanup: ends chats whose device is offline > 5 min, which
     had no message for 12 h, or whose ticket has lost its device since the chat started
     (a chat starts only with one); the reason goes on the timeline. Nothing is written

@@ -7,6 +7,7 @@ from common.actor import Actor
 from common.contracts import load
 from common.contracts import tickets as contract
 from common.db import utcnow
+from common.unit_of_work import UnitOfWorkSource
 from services.tickets import domain
 from services.tickets.models import Comment
 from services.tickets.tickets import find_ticket, record
@@ -14,7 +15,7 @@ from services.tickets.transitions import state_of
 from services.tickets.views import person_view
 
 
-def add_comment(source, actor: Actor, ticket_id, payload: dict) -> dict:
+def add_comment(source: UnitOfWorkSource, actor: Actor, ticket_id, payload: dict) -> dict:
     data = load(contract.CommentCreate, payload)
     now = utcnow()
     with source.unit_of_work() as uow:
@@ -35,7 +36,7 @@ def add_comment(source, actor: Actor, ticket_id, payload: dict) -> dict:
         return comment_views(uow, [comment])[0]
 
 
-def list_comments(source, actor: Actor, ticket_id) -> dict:
+def list_comments(source: UnitOfWorkSource, actor: Actor, ticket_id) -> dict:
     with source.unit_of_work() as uow:
         ticket = find_ticket(uow, actor, ticket_id)
         comments = uow.repo.comments(ticket.id, domain.visible_comment_kinds(actor.role))
@@ -50,7 +51,7 @@ def comment_views(uow, comments) -> list[dict]:
         for c in comments]
 
 
-def timeline(source, actor: Actor, ticket_id) -> dict:
+def timeline(source: UnitOfWorkSource, actor: Actor, ticket_id) -> dict:
     with source.unit_of_work() as uow:
         ticket = find_ticket(uow, actor, ticket_id)
         entries = [(e, orjson.loads(e.data)) for e in uow.repo.timeline(ticket.id)]

@@ -18,6 +18,7 @@ from common.contracts import load, parse_id
 from common.contracts import tickets as contract
 from common.db import utcnow
 from common.errors import Conflict, NotFound
+from common.unit_of_work import UnitOfWorkSource
 from services.tickets import domain
 from services.tickets.permissions import require_staff
 from services.tickets.models import ReportExport
@@ -53,7 +54,7 @@ def find_export(uow, actor: Actor, export_id) -> ReportExport:
     return export
 
 
-def request_export(source, actor: Actor, payload: dict, wake_maker: Callable[[], None]) -> dict:
+def request_export(source: UnitOfWorkSource, actor: Actor, payload: dict, wake_maker: Callable[[], None]) -> dict:
     """Record the export and answer at once; `wake_maker` starts this process's maker on it
     right after the commit (a crash before it does is recovered: export_maker.py)."""
     require_staff(actor, "export reports")
@@ -68,12 +69,12 @@ def request_export(source, actor: Actor, payload: dict, wake_maker: Callable[[],
         return export_view(export)
 
 
-def get_export(source, actor: Actor, export_id) -> dict:
+def get_export(source: UnitOfWorkSource, actor: Actor, export_id) -> dict:
     with source.unit_of_work() as uow:
         return export_view(find_export(uow, actor, export_id))
 
 
-def list_exports(source, actor: Actor, query: dict) -> dict:
+def list_exports(source: UnitOfWorkSource, actor: Actor, query: dict) -> dict:
     """The tenant's most recent exports, newest first (Relatórios lists them)."""
     require_staff(actor, "read exports")
     data = load(contract.ExportQuery, query)
@@ -81,7 +82,7 @@ def list_exports(source, actor: Actor, query: dict) -> dict:
         return {"items": [export_view(export) for export in uow.repo.recent_exports(actor.tenant_id, data["limit"])]}
 
 
-def download_export(source, export_dir, actor: Actor, export_id) -> dict:
+def download_export(source: UnitOfWorkSource, export_dir, actor: Actor, export_id) -> dict:
     with source.unit_of_work() as uow:
         export = find_export(uow, actor, export_id)
         if export.status != "DONE":
@@ -97,7 +98,7 @@ def download_export(source, export_dir, actor: Actor, export_id) -> dict:
         return {"filename": f"chamados-tickets-{export.id}.csv", "content": content}
 
 
-def make_exports(source, export_dir) -> dict:
+def make_exports(source: UnitOfWorkSource, export_dir) -> dict:
     """Every export waiting (QUEUED, or RUNNING under a dead maker's claim) becomes a
     CSV file under `export_dir`; each is claimed first, so no two makers make one."""
     done = failed = 0
@@ -120,7 +121,7 @@ def make_exports(source, export_dir) -> dict:
     return {"done": done, "failed": failed}
 
 
-def make_export(source, export_dir, export_id) -> str | None:
+def make_export(source: UnitOfWorkSource, export_dir, export_id) -> str | None:
     """DONE or FAILED once made by us; None when another maker has it."""
     claim, now = uuid.uuid4(), utcnow()
     with source.unit_of_work() as uow:
@@ -141,7 +142,7 @@ def make_export(source, export_dir, export_id) -> str | None:
         return "FAILED"
 
 
-def write_export(source, export_dir, export_id, claim) -> str:
+def write_export(source: UnitOfWorkSource, export_dir, export_id, claim) -> str:
     with source.unit_of_work() as uow:
         export = uow.repo.export_by_id(export_id)
         filters = resolve_me(load(contract.TicketFilters, orjson.loads(export.filters)), export.requested_by)
@@ -178,7 +179,7 @@ def write_export(source, export_dir, export_id, claim) -> str:
         return "DONE"
 
 
-def apply_retention(source, export_dir, now: datetime, dry_run: bool = False) -> dict:
+def apply_retention(source: UnitOfWorkSource, export_dir, now: datetime, dry_run: bool = False) -> dict:
     """Report runs and their files go after 30 days; tickets are kept forever."""
     cutoff = now - REPORT_RETENTION
     with source.unit_of_work() as uow:

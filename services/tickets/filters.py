@@ -8,10 +8,11 @@ from common.actor import Actor
 from common.contracts import load
 from common.contracts import tickets as contract
 from common.db import utcnow
+from common.unit_of_work import UnitOfWorkSource
 from services.tickets.models import SavedFilter
 
 
-def get_saved_filter(source, actor: Actor) -> dict:
+def get_saved_filter(source: UnitOfWorkSource, actor: Actor) -> dict:
     with source.unit_of_work() as uow:
         saved = uow.repo.saved_filter(actor.user_id)
         if saved is None or saved.tenant_id != actor.tenant_id:
@@ -20,7 +21,7 @@ def get_saved_filter(source, actor: Actor) -> dict:
                                             "updated_at": saved.updated_at})
 
 
-def save_filter(source, actor: Actor, payload: dict) -> dict:
+def save_filter(source: UnitOfWorkSource, actor: Actor, payload: dict) -> dict:
     """Replace the person's default filter; only the filters that are set are kept."""
     data = load(contract.SavedFilterUpdate, payload)
     filters = {key: value for key, value in contract.TicketFilters().dump(data["filters"]).items()
@@ -36,7 +37,7 @@ def save_filter(source, actor: Actor, payload: dict) -> dict:
         return contract.SavedFilter().dump({"filters": filters, "updated_at": saved.updated_at})
 
 
-def clear_saved_filter(source, actor: Actor) -> None:
+def clear_saved_filter(source: UnitOfWorkSource, actor: Actor) -> None:
     with source.unit_of_work() as uow:
         saved = uow.repo.saved_filter(actor.user_id)
         if saved is not None:

@@ -8,6 +8,7 @@ from common.contracts import load, parse_id
 from common.contracts import tickets as contract
 from common.db import utcnow
 from common.errors import Conflict, NotFound
+from common.unit_of_work import UnitOfWorkSource
 from services.tickets import domain
 from services.tickets.permissions import require_staff
 from services.tickets.models import QueueRef, TicketQueue
@@ -31,7 +32,7 @@ def find_queue(uow, actor: Actor, queue_id) -> QueueRef:
     return queue
 
 
-def list_queues(source, actor: Actor) -> dict:
+def list_queues(source: UnitOfWorkSource, actor: Actor) -> dict:
     with source.unit_of_work() as uow:
         queues = uow.repo.queues(actor.tenant_id)
         if not any(queue.name_normalized == domain.DEFAULT_QUEUE.lower() for queue in queues):
@@ -41,7 +42,7 @@ def list_queues(source, actor: Actor) -> dict:
         return contract.QueueList().dump({"items": queues})
 
 
-def create_queue(source, actor: Actor, payload: dict) -> dict:
+def create_queue(source: UnitOfWorkSource, actor: Actor, payload: dict) -> dict:
     require_staff(actor, "create queues")
     data = load(contract.QueueCreate, payload)
     name = " ".join(data["name"].split())

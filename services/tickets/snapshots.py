@@ -8,6 +8,7 @@ import uuid
 
 from common.contracts import parse_id
 from common.errors import NotFound
+from common.unit_of_work import UnitOfWorkSource
 from services.tickets import domain
 from services.tickets.lookups import Answers, Directory, LookupNeeded, with_lookups
 from services.tickets.queues import default_queue
@@ -71,14 +72,14 @@ def company(uow, answers: Answers, tenant_id, company_id) -> CompanySnapshot:
 
 # accounts' events: each handled once (the inbox row is written in the same transaction)
 
-def tenant_created(source, event: dict) -> None:
+def tenant_created(source: UnitOfWorkSource, event: dict) -> None:
     with source.unit_of_work() as uow:
         if uow.repo.first_delivery(event, "tenant_created"):
             default_queue(uow, uuid.UUID(event["tenant_id"]))
             uow.commit()
 
 
-def user_changed(source, event: dict, event_type: str) -> None:
+def user_changed(source: UnitOfWorkSource, event: dict, event_type: str) -> None:
     """`user_created` and `user_updated`."""
     with source.unit_of_work() as uow:
         if uow.repo.first_delivery(event, event_type):
@@ -88,7 +89,7 @@ def user_changed(source, event: dict, event_type: str) -> None:
             uow.commit()
 
 
-def company_changed(source, event: dict, event_type: str) -> None:
+def company_changed(source: UnitOfWorkSource, event: dict, event_type: str) -> None:
     """`company_created` and `company_updated`."""
     with source.unit_of_work() as uow:
         if uow.repo.first_delivery(event, event_type):
@@ -101,13 +102,13 @@ def company_changed(source, event: dict, event_type: str) -> None:
             uow.commit()
 
 
-def user_merged(source, directory: Directory, event: dict) -> None:
+def user_merged(source: UnitOfWorkSource, directory: Directory, event: dict) -> None:
     """Every reference to the old id now names the account it was merged into (whose
     snapshot, when missing, is looked up with no unit of work open)."""
     with_lookups(directory, lambda answers: _merge_user(source, answers, event))
 
 
-def _merge_user(source, answers: Answers, event: dict) -> None:
+def _merge_user(source: UnitOfWorkSource, answers: Answers, event: dict) -> None:
     with source.unit_of_work() as uow:
         if not uow.repo.first_delivery(event, "user_merged"):
             return

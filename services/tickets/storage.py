@@ -17,7 +17,7 @@ from services.tickets.listing import (_PAGE_STATEMENTS, _RECENT_STATEMENTS, FTS_
 from services.tickets.models import (USER_REFERENCES, VIEW_COLUMNS, Chat, ChatMessage, Comment,
                                      CompanySnapshot, Person, QueueRef, ReferenceCounter, ReportExport,
                                      SavedFilter, Ticket, TicketQueue, TimelineEntry, WorkSession, inbox)
-from services.tickets.models import idempotency_keys, metadata  # noqa: F401  (common/migrate.py reads storage.metadata)
+from services.tickets.models import idempotency_keys, metadata  # noqa: F401  (the migrations read storage.metadata)
 from services.tickets.views import ticket_view
 
 _KNOWN_QUEUES: dict[uuid.UUID, QueueRef] = {}
@@ -234,7 +234,8 @@ class TicketsRepository(Repository):
                    columns=None):
         """Every filter in SQL, newest first, keyset after (created_at, id); `columns`: rows
         of these instead of Ticket objects."""
-        conditions = list_conditions(self.postgres, *list_values(self.postgres, tenant_id, filters, only_requester, after))
+        postgres = self.postgres
+        conditions = list_conditions(postgres, *list_values(postgres, tenant_id, filters, only_requester, after))
         return (select(*columns) if columns else select(Ticket)).where(*conditions).order_by(
             Ticket.created_at.desc(), Ticket.id.desc()).limit(bindparam("limit", limit, Integer))
 

@@ -12,6 +12,7 @@ from common.contracts import tickets as contract
 from common.db import utcnow
 from common.errors import NotFound
 from common.pagination import datetime_value, decode_cursor, encode_cursor, uuid_value
+from common.unit_of_work import UnitOfWorkSource
 from services.tickets import domain, snapshots
 from services.tickets.lookups import Answers, Directory, LookupNeeded, with_lookups
 from services.tickets.permissions import require_staff
@@ -48,14 +49,14 @@ def resolve_me(filters: dict, user_id) -> dict:
     return filters
 
 
-def create_ticket(source, directory: Directory, actor: Actor, payload: dict) -> dict:
+def create_ticket(source: UnitOfWorkSource, directory: Directory, actor: Actor, payload: dict) -> dict:
     data = load(contract.TicketCreate, payload)
     if data["machine_id"] is not None:  # devices owns machines: asked before anything opens
         check_machine(directory, actor.tenant_id, data["machine_id"])
     return with_lookups(directory, lambda answers: _file_ticket(source, answers, actor, data))
 
 
-def _file_ticket(source, answers: Answers, actor: Actor, data: dict) -> dict:
+def _file_ticket(source: UnitOfWorkSource, answers: Answers, actor: Actor, data: dict) -> dict:
     now = utcnow()
     with source.unit_of_work() as uow:
         queue = default_queue(uow, actor.tenant_id) if data["queue_id"] is None \
@@ -92,20 +93,20 @@ def check_machine(directory: Directory, tenant_id, machine_id) -> None:
         raise NotFound("machine not found", code="machine_not_found")
 
 
-def get_ticket(source, actor: Actor, ticket_id) -> dict:
+def get_ticket(source: UnitOfWorkSource, actor: Actor, ticket_id) -> dict:
     with source.unit_of_work() as uow:
         ticket = find_ticket(uow, actor, ticket_id)
         session = uow.repo.open_session(ticket.id)
         return ticket_view(ticket, session.work_type if session else None)
 
 
-def update_ticket(source, directory: Directory, actor: Actor, ticket_id, payload: dict) -> dict:
+def update_ticket(source: UnitOfWorkSource, directory: Directory, actor: Actor, ticket_id, payload: dict) -> dict:
     require_staff(actor, "edit tickets")
     data = load(contract.TicketUpdate, payload)
     return with_lookups(directory, lambda answers: _edit_ticket(source, answers, actor, ticket_id, data))
 
 
-def _edit_ticket(source, answers: Answers, actor: Actor, ticket_id, data: dict) -> dict:
+def _edit_ticket(source: UnitOfWorkSource, answers: Answers, actor: Actor, ticket_id, data: dict) -> dict:
     data, now = dict(data), utcnow()  # a copy: an attempt that needed a lookup runs again
     with source.unit_of_work() as uow:
         ticket = find_ticket(uow, actor, ticket_id, for_update=True)
@@ -137,7 +138,7 @@ def _edit_ticket(source, answers: Answers, actor: Actor, ticket_id, data: dict) 
         return ticket_view(ticket)
 
 
-def list_tickets(source, actor: Actor, query: dict) -> dict:
+def list_tickets(source: UnitOfWorkSource, actor: Actor, query: dict) -> dict:
     filters = resolve_me(load(contract.TicketQuery, query), actor.user_id)
     after = decode_cursor(filters["cursor"], datetime_value, uuid_value)
     only_requester = None if actor.is_staff else actor.user_id
@@ -157,14 +158,14 @@ def list_tickets(source, actor: Actor, query: dict) -> dict:
         return answer
 
 
-def recent_tickets(source, actor: Actor, query: dict) -> dict:
+def recent_tickets(source: UnitOfWorkSource, actor: Actor, query: dict) -> dict:
     data = load(contract.RecentQuery, query)
     with source.unit_of_work(read_only=True) as uow:  # one statement (repo.recent)
         return {"items": uow.repo.recent(actor.tenant_id, data["limit"],
                                          only_requester=None if actor.is_staff else actor.user_id)}
 
 
-def list_assignees(source, actor: Actor) -> dict:
+def list_assignees(source: UnitOfWorkSource, actor: Actor) -> dict:
     """Who can be responsible for a ticket: the tenant's staff by name, from the people
     snapshot (the pickers need a few names, not the whole directory)."""
     require_staff(actor, "list assignees")
@@ -173,7 +174,7 @@ def list_assignees(source, actor: Actor) -> dict:
                           for person in uow.repo.staff(actor.tenant_id)]}
 
 
-def ticket_counts(source, tenant_id: str | None = None) -> dict:
+def ticket_counts(source: UnitOfWorkSource, tenant_id: str | None = None) -> dict:
     """Tickets by status, of one tenant or of all (health snapshot)."""
     with source.unit_of_work() as uow:
         counts = uow.repo.counts_by_status(parse_id(tenant_id, "tenant") if tenant_id else None)

@@ -9,6 +9,7 @@ from common.contracts import load
 from common.contracts import tickets as contract
 from common.db import utcnow
 from common.errors import Conflict
+from common.unit_of_work import UnitOfWorkSource
 from services.tickets import domain, snapshots
 from services.tickets.lookups import Answers, Directory, with_lookups
 from services.tickets.permissions import require_staff
@@ -59,7 +60,7 @@ def apply(uow, answers: Answers, ticket: Ticket, session: WorkSession | None, ou
         record(uow, ticket, actor_id, kind, data, now)
 
 
-def transition(source, directory: Directory, actor: Actor, ticket_id, decide) -> dict:
+def transition(source: UnitOfWorkSource, directory: Directory, actor: Actor, ticket_id, decide) -> dict:
     """`decide(uow, answers, state, now)` → domain.Outcome, on the ticket under its row lock."""
     def attempt(answers: Answers) -> dict:
         now = utcnow()
@@ -74,7 +75,7 @@ def transition(source, directory: Directory, actor: Actor, ticket_id, decide) ->
     return with_lookups(directory, attempt)
 
 
-def assign(source, directory: Directory, actor: Actor, ticket_id, payload: dict) -> dict:
+def assign(source: UnitOfWorkSource, directory: Directory, actor: Actor, ticket_id, payload: dict) -> dict:
     require_staff(actor, "assign tickets")
     data = load(contract.Assign, payload)
 
@@ -88,33 +89,33 @@ def assign(source, directory: Directory, actor: Actor, ticket_id, payload: dict)
     return transition(source, directory, actor, ticket_id, decide)
 
 
-def start(source, directory: Directory, actor: Actor, ticket_id, payload: dict) -> dict:
+def start(source: UnitOfWorkSource, directory: Directory, actor: Actor, ticket_id, payload: dict) -> dict:
     require_staff(actor, "work on tickets")
     data = load(contract.Start, payload)
     return transition(source, directory, actor, ticket_id, lambda uow, answers, state, now: domain.start(
         state, actor.user_id, data["work_type"], now))
 
 
-def pause(source, directory: Directory, actor: Actor, ticket_id, payload: dict) -> dict:
+def pause(source: UnitOfWorkSource, directory: Directory, actor: Actor, ticket_id, payload: dict) -> dict:
     require_staff(actor, "pause tickets")
     data = load(contract.Pause, payload)
     return transition(source, directory, actor, ticket_id, lambda uow, answers, state, now: domain.pause(
         state, data["reason"], now))
 
 
-def resolve(source, directory: Directory, actor: Actor, ticket_id, payload: dict) -> dict:
+def resolve(source: UnitOfWorkSource, directory: Directory, actor: Actor, ticket_id, payload: dict) -> dict:
     require_staff(actor, "resolve tickets")
     data = load(contract.Resolve, payload)
     return transition(source, directory, actor, ticket_id, lambda uow, answers, state, now: domain.resolve(
         state, now, data["message"]))
 
 
-def reopen(source, directory: Directory, actor: Actor, ticket_id) -> dict:
+def reopen(source: UnitOfWorkSource, directory: Directory, actor: Actor, ticket_id) -> dict:
     return transition(source, directory, actor, ticket_id, lambda uow, answers, state, now: domain.reopen(
         state, actor.role))
 
 
-def lunch_pause(source, now: datetime) -> dict:
+def lunch_pause(source: UnitOfWorkSource, now: datetime) -> dict:
     """12:00 in São Paulo: tickets worked in INTERNAL sessions pause with LUNCH_BREAK;
     EXTERNAL work (a customer on the line) goes on."""
     paused = 0

@@ -255,6 +255,15 @@ class FakeTicketsRepository:
                  if after is None or (t.created_at, t.id) < after]
         return [(ticket_view(t), t.created_at, t.id) for t in found[:limit]]
 
+    def recent(self, tenant_id, limit: int, only_requester=None) -> list:
+        """Unassigned first, oldest to newest; then the rest, most recently updated first."""
+        mine = [t for t in self.all(Ticket) if t.tenant_id == tenant_id
+                and (only_requester is None or t.requester_id == only_requester)]
+        unassigned = sorted((t for t in mine if t.assignee_id is None), key=lambda t: (t.created_at, t.id))
+        rest = sorted((t for t in mine if t.assignee_id is not None), key=lambda t: (t.updated_at, t.id),
+                      reverse=True)
+        return [ticket_view(t) for t in (unassigned + rest)[:limit]]
+
     def count_matching(self, tenant_id, filters: dict, only_requester, cap: int) -> int:
         return min(len(self._matching(tenant_id, filters, only_requester)), cap + 1)
 

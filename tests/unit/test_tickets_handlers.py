@@ -163,6 +163,26 @@ def test_a_collaborator_sees_only_their_own_tickets(store, directory):
     assert (len(listed["items"]), listed["count"], listed["next_cursor"] is not None) == (1, 2, True)
 
 
+def test_recent_tickets_put_the_unassigned_first(store, directory):
+    ana, agent = person(store), person(store, "agent", name="Duda")
+    taken = file_ticket(store, directory, ana, subject="Primeiro")["id"]
+    waiting = file_ticket(store, directory, ana, subject="Segundo")["id"]
+    transitions.assign(store, directory, agent, taken, {"assignee_id": str(agent.user_id)})
+    assert [t["id"] for t in tickets.recent_tickets(store, agent, {"limit": "5"})["items"]] == [waiting, taken]
+    assert tickets.recent_tickets(store, person(store, name="Bia"), {})["items"] == []
+
+
+def test_assignees_are_the_tenants_staff_by_name(store):
+    person(store, "agent", name="Zeca")
+    person(store, "manager", name="Bruna")
+    person(store, name="Ana")
+    person(store, "agent", name="Outro", tenant_id=uuid.uuid4())
+    agent = person(store, "admin", name="Carla")
+    assert [p["name"] for p in tickets.list_assignees(store, agent)["items"]] == ["Bruna", "Carla", "Zeca"]
+    with pytest.raises(Forbidden):
+        tickets.list_assignees(store, person(store, name="Bia"))
+
+
 # --- transitions -------------------------------------------------------------------------------
 
 def test_start_pause_resolve_reopen_persist_the_machines_decisions(store, directory):
@@ -185,7 +205,8 @@ def test_start_pause_resolve_reopen_persist_the_machines_decisions(store, direct
     assert transitions.reopen(store, directory, agent, ticket_id)["status"] == "PENDING"
     changes = [(e["from_status"], e["to_status"], e["reason"]) for e in store.events
                if e["type"] == "ticket_status_changed"]
-    assert changes == [("PENDING", "AWAITING_ATTENDANCE", None), ("AWAITING_ATTENDANCE", "PAUSED", "WAITING_THIRD_PARTY"),
+    assert changes == [("PENDING", "AWAITING_ATTENDANCE", None),
+                       ("AWAITING_ATTENDANCE", "PAUSED", "WAITING_THIRD_PARTY"),
                        ("PAUSED", "RESOLVED", None), ("RESOLVED", "PENDING", None)]
     assert store.event_types().count("ticket_assigned") == 1
     kinds = [e.kind for e in store.repo.timeline(uuid.UUID(ticket_id))]
@@ -393,6 +414,27 @@ def test_an_export_is_recorded_woken_made_and_downloaded(store, directory, tmp_p
     assert not list(tmp_path.rglob("*.partial"))
     with pytest.raises(Forbidden):
         exports.get_export(store, person(store, name="Bia"), export["id"])
+
+
+def test_an_export_that_fails_is_recorded_failed_and_the_others_are_made(store, directory, tmp_path, monkeypatch):
+    agent = person(store, "agent")
+    file_ticket(store, directory, agent)
+    broken = exports.request_export(store, agent, {}, lambda: None)
+    fine = exports.request_export(store, agent, {}, lambda: None)
+    real_page, calls = store.repo.export_page, []
+
+    def page(tenant_id, filters, after, limit):  # the first export made (the oldest) meets a full disk
+        calls.append(tenant_id)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        return real_page(tenant_id, filters, after, limit)
+
+    monkeypatch.setattr(store.repo, "export_page", page)
+    assert exports.make_exports(store, tmp_path) == {"done": 1, "failed": 1}
+    failed = exports.get_export(store, agent, broken["id"])
+    assert (failed["status"], failed["error"]) == ("FAILED", "OSError: disk full")
+    assert exports.get_export(store, agent, fine["id"])["status"] == "DONE"
+    assert not list(tmp_path.rglob("*.partial"))
 
 
 def test_an_export_not_made_yet_cannot_be_downloaded(store, tmp_path):
