@@ -23,6 +23,7 @@ from common.idempotency import IdempotencyContext, idempotent
 from chamados_protocol.inventory import canonical_form, diff_canonical
 from common.messaging import (HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, Verdict, batch_consumer,
                               first_delivery, subscribe)
+from common.retention import retention_scope
 from common.pagination import day_value, decode_cursor, encode_cursor, text_value, uuid_value
 from common.service_base import ServiceBase, rpc
 from common.tokens import hash_token, new_secret_token
@@ -35,7 +36,8 @@ from services.devices.storage import (Alert, DevicesRepository, HeartbeatState, 
 
 log = logging.getLogger(__name__)
 ACCOUNTS_TIMEOUT_SECONDS = 10.0
-METRICS_RETENTION, ALERT_RETENTION = timedelta(days=90), timedelta(days=180)
+# a heartbeat older than the metrics' retention is refused at the contract (nothing of it kept)
+METRICS_RETENTION, ALERT_RETENTION = contract.HEARTBEAT_MAX_AGE, timedelta(days=180)
 
 HEARTBEATS = Counter("chamados_heartbeats_total", "Heartbeats by outcome",
                      ["outcome"])  # accepted | late (counted, older than the current) | duplicate | dead_lettered
@@ -227,7 +229,8 @@ class Service(ServiceBase):
                 hint = uow.repo.token_hint(hash_token(token))
         if hint is None or hint.revoked_at is not None or hint.expires_at <= utcnow():
             raise Unauthorized("unknown, revoked or expired machine token", code="invalid_token")
-        return {"machine_id": str(hint.machine_id), "inventory_hash": hint.inventory_hash,
+        return {"machine_id": str(hint.machine_id), "registered_at": hint.registered_at.isoformat(),
+                "inventory_hash": hint.inventory_hash,
                 "usb_policy": hint.usb_mode if hint.usb_status == "PENDING" else None}
 
     # heartbeats ----------------------------------------------------------------------------
@@ -261,7 +264,11 @@ class Service(ServiceBase):
                 issued = tokens.get(token_hash)
                 refused = ("unknown token" if issued is None else "token revoked" if issued.revoked_at
                            else "token expired" if issued.expires_at <= now else None)
-                if refused:  # expected traffic (a reset or re-enrolled agent), not a dead
+                implausible = None if refused else contract.registration_problem(
+                    heartbeat["sent_at"], issued.machine_created_at)
+                if implausible:  # a broken clock: nothing the machine measured can predate it
+                    verdicts[delivery.index] = Verdict(dead_letter=f"invalid: {implausible}")
+                elif refused:  # expected traffic (a reset or re-enrolled agent), not a dead
                     # letter: acked and dropped, counted; an agent waiting for an answer is told
                     refusals.append((refused, delivery.message_id))
                     verdicts[delivery.index] = Verdict(
@@ -471,14 +478,20 @@ class Service(ServiceBase):
             return {"marked_stale": len(stale)}
 
     @rpc
-    def apply_retention(self, now: str | None = None, dry_run: bool = False) -> dict:
+    def apply_retention(self, now: str | None = None, dry_run: bool = False,
+                        tenant_id: str | None = None) -> dict:
         """Hourly metrics go after 90 days (a whole day at a time: a day's hours are one
         value), closed alerts after 180; machines, their current inventory and its change
-        history stay (a day row with changes loses only its metrics)."""
-        now = datetime.fromisoformat(now) if now else utcnow()
+        history stay (a day row with changes loses only its metrics). With `tenant_id` (a
+        dry run only), that tenant's machines alone."""
+        now, tenant = retention_scope(now, dry_run, tenant_id)
         days, alerts = MachineDay.__table__, Alert.__table__
         metrics_past = [days.c.day < day_of(now - METRICS_RETENTION), days.c.metrics.is_not(None)]
         alerts_past = [alerts.c.closed_at < now - ALERT_RETENTION, alerts.c.closed_at.is_not(None)]
+        if tenant is not None:
+            of_tenant = select(Machine.id).where(Machine.tenant_id == tenant)
+            metrics_past.append(days.c.machine_id.in_(of_tenant))
+            alerts_past.append(alerts.c.machine_id.in_(of_tenant))
         kinds = {}
         with self.db.unit_of_work() as uow:
             count, oldest = uow.session.execute(
@@ -525,15 +538,18 @@ class Service(ServiceBase):
             return {str(m): seen.isoformat() if seen else None for m, seen in rows}
 
     @rpc
-    def machine_in_tenant(self, tenant_id: str, machine_id: str) -> bool:
+    def machine_in_tenant(self, tenant_id: str, machine_id: str, user_id: str | None = None) -> bool:
         """Whether this machine exists in this tenant (tickets checks a ticket's machine_id:
-        another tenant's machine must not drive its chat)."""
+        another tenant's machine must not drive its chat) and, given a user, is assigned to
+        or linked with them (a collaborator's ticket names only one of their own machines)."""
         try:
             tenant, machine = parse_id(tenant_id, "tenant"), parse_id(machine_id, "machine")
+            user = parse_id(user_id, "user") if user_id is not None else None
         except NotFound:
             return False
-        with self.db.unit_of_work() as uow:
-            return uow.repo.machine(tenant, machine) is not None
+        with self.db.unit_of_work(read_only=True) as uow:
+            found = uow.repo.machine(tenant, machine)
+            return found is not None and (user is None or uow.repo.is_users_machine(found, user))
 
     # admin -----------------------------------------------------------------------------
 

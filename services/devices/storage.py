@@ -247,6 +247,12 @@ class DevicesRepository(Repository):
         return self.session.scalars(select(Machine).where(
             Machine.tenant_id == tenant_id, Machine.id == machine_id)).first()
 
+    def is_users_machine(self, machine: Machine, user_id) -> bool:
+        """Assigned to the user, or linked with them."""
+        return machine.assigned_user_id == user_id or self.session.scalar(
+            select(MachineLink.machine_id).where(MachineLink.machine_id == machine.id,
+                                                 MachineLink.user_id == user_id).limit(1)) is not None
+
     def machine_matching(self, company_id, found: set) -> Machine | None:
         """The company's machine that owns any of these (kind, value) identifiers."""
         if not found:
@@ -278,16 +284,20 @@ class DevicesRepository(Repository):
     def tokens_by_hash(self, hashes) -> dict:
         if not hashes:
             return {}
-        return {t.token_hash: t for t in self.session.scalars(
-            select(MachineToken).where(MachineToken.token_hash.in_(sorted(hashes))))}
+        return {t.token_hash: t for t in self.session.execute(
+            select(MachineToken.token_hash, MachineToken.machine_id, MachineToken.revoked_at,
+                   MachineToken.expires_at, Machine.created_at.label("machine_created_at"))
+            .join(Machine, Machine.id == MachineToken.machine_id)
+            .where(MachineToken.token_hash.in_(sorted(hashes))))}
 
     def token_hint(self, token_hash: str):
         """A token with what the HTTP heartbeat route answers (its machine's inventory hash
         and USB policy), in one query; None when unknown."""
         return self.session.execute(
             select(MachineToken.machine_id, MachineToken.revoked_at, MachineToken.expires_at,
-                   HeartbeatState.inventory_hash, UsbPolicy.mode.label("usb_mode"),
+                   Machine.created_at.label("registered_at"), HeartbeatState.inventory_hash, UsbPolicy.mode.label("usb_mode"),
                    UsbPolicy.status.label("usb_status"))
+            .join(Machine, Machine.id == MachineToken.machine_id)
             .outerjoin(HeartbeatState, HeartbeatState.machine_id == MachineToken.machine_id)
             .outerjoin(UsbPolicy, UsbPolicy.machine_id == MachineToken.machine_id)
             .where(MachineToken.token_hash == token_hash)).first()

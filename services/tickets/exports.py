@@ -179,11 +179,13 @@ def write_export(source: UnitOfWorkSource, export_dir, export_id, claim) -> str:
         return "DONE"
 
 
-def apply_retention(source: UnitOfWorkSource, export_dir, now: datetime, dry_run: bool = False) -> dict:
-    """Report runs and their files go after 30 days; tickets are kept forever."""
+def apply_retention(source: UnitOfWorkSource, export_dir, now: datetime, tenant_id=None,
+                    dry_run: bool = False) -> dict:
+    """Report runs and their files go after 30 days; tickets are kept forever. With
+    `tenant_id` (a dry run only: common.retention.retention_scope), that tenant's alone."""
     cutoff = now - REPORT_RETENTION
     with source.unit_of_work() as uow:
-        old = uow.repo.exports_before(cutoff)
+        old = uow.repo.exports_before(cutoff, tenant_id)
         summary = {"report_exports": {"past_policy": len(old), "deleted": 0,
                                       "oldest": min((e.created_at for e in old), default=None)},
                    "tickets": {"policy": "kept forever"}}

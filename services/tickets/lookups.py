@@ -24,13 +24,15 @@ class Directory(Protocol):
 
     def company(self, tenant_id, company_id) -> dict: ...
 
-    def machine_in_tenant(self, tenant_id, machine_id) -> bool: ...
+    def machine_in_tenant(self, tenant_id, machine_id, user_id=None) -> bool: ...
 
     def machines_last_seen(self, machine_ids: list[str]) -> dict: ...
 
 
 class LookupNeeded(Exception):
-    """Raised inside a unit of work: `kind` ("user", "company", "machine") `key` is unknown here."""
+    """Raised inside a unit of work: `kind` ("user", "company", "machine") `key` is unknown here.
+    A machine is asked as the tenant's, for staff (a collaborator's own machine is checked
+    before the unit of work: tickets.check_machine)."""
 
     def __init__(self, kind: str, tenant_id: uuid.UUID, key: uuid.UUID):
         super().__init__(kind, tenant_id, key)

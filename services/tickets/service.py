@@ -15,6 +15,7 @@ from common.actor import Actor
 from common.db import Database, utcnow
 from common.idempotency import IdempotencyContext, idempotent
 from common.messaging import subscribe
+from common.retention import retention_scope
 from common.service_base import ServiceBase, rpc
 from services.tickets import (archive, chat, comments, domain, exports, filters, models, queues,
                               snapshots, tickets, transitions)
@@ -49,8 +50,8 @@ class OtherServices:
         return deadline.call(self.accounts, "accounts", "lookup_company", tenant_id, company_id,
                              timeout=LOOKUP_TIMEOUT_SECONDS)
 
-    def machine_in_tenant(self, tenant_id: str, machine_id: str) -> bool:
-        return deadline.call(self.devices, "devices", "machine_in_tenant", tenant_id, machine_id,
+    def machine_in_tenant(self, tenant_id: str, machine_id: str, user_id: str | None = None) -> bool:
+        return deadline.call(self.devices, "devices", "machine_in_tenant", tenant_id, machine_id, user_id,
                              timeout=LOOKUP_TIMEOUT_SECONDS)
 
     def machines_last_seen(self, machine_ids: list[str]) -> dict:
@@ -233,8 +234,10 @@ class Service(ServiceBase):
         return exports.make_exports(self.db, self.db.settings.export_dir)
 
     @rpc
-    def apply_retention(self, now: str | None = None, dry_run: bool = False) -> dict:
-        return exports.apply_retention(self.db, self.db.settings.export_dir, when(now), dry_run)
+    def apply_retention(self, now: str | None = None, dry_run: bool = False,
+                        tenant_id: str | None = None) -> dict:
+        as_of, tenant = retention_scope(now, dry_run, tenant_id)
+        return exports.apply_retention(self.db, self.db.settings.export_dir, as_of, tenant, dry_run)
 
     # archive
     @rpc

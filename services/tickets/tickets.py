@@ -52,7 +52,7 @@ def resolve_me(filters: dict, user_id) -> dict:
 def create_ticket(source: UnitOfWorkSource, directory: Directory, actor: Actor, payload: dict) -> dict:
     data = load(contract.TicketCreate, payload)
     if data["machine_id"] is not None:  # devices owns machines: asked before anything opens
-        check_machine(directory, actor.tenant_id, data["machine_id"])
+        check_machine(directory, actor, data["machine_id"])
     return with_lookups(directory, lambda answers: _file_ticket(source, answers, actor, data))
 
 
@@ -86,10 +86,12 @@ def _file_ticket(source: UnitOfWorkSource, answers: Answers, actor: Actor, data:
         return ticket_view(ticket)
 
 
-def check_machine(directory: Directory, tenant_id, machine_id) -> None:
+def check_machine(directory: Directory, actor: Actor, machine_id) -> None:
     """A ticket's machine is one of its tenant's (devices owns machines; its online status
-    drives the chat's auto-end): another tenant's or an unknown one is not found."""
-    if not directory.machine_in_tenant(str(tenant_id), str(machine_id)):
+    drives the chat's auto-end), and a collaborator's one of their own (assigned or
+    linked): another tenant's, another person's or an unknown one is not found."""
+    own = None if actor.is_staff else str(actor.user_id)
+    if not directory.machine_in_tenant(str(actor.tenant_id), str(machine_id), own):
         raise NotFound("machine not found", code="machine_not_found")
 
 
@@ -115,7 +117,7 @@ def _edit_ticket(source: UnitOfWorkSource, answers: Answers, actor: Actor, ticke
             data["queue_id"] = find_queue(uow, actor, data["queue_id"]).id
         machine_id = data.get("machine_id")
         if machine_id is not None and machine_id != ticket.machine_id:
-            if not answers.has("machine", machine_id):  # devices is asked with the row unlocked
+            if not answers.has("machine", machine_id):  # asked with the row unlocked (staff: the tenant's)
                 raise LookupNeeded("machine", actor.tenant_id, machine_id)
             if not answers.get("machine", machine_id):
                 raise NotFound("machine not found", code="machine_not_found")

@@ -63,6 +63,7 @@ class FakeDirectory:
         self.users: dict[str, dict] = {}
         self.companies: dict[str, dict] = {}
         self.machines: dict[str, str] = {}  # machine id → tenant id
+        self.machine_users: dict[str, set[str]] = {}  # machine id → the users it is assigned to or linked with
         self.last_seen: dict[str, str | None] | Exception = {}
         self.calls: list[tuple] = []
 
@@ -78,9 +79,10 @@ class FakeDirectory:
         self._called("company", company_id)
         return self.companies[company_id]
 
-    def machine_in_tenant(self, tenant_id: str, machine_id: str) -> bool:
+    def machine_in_tenant(self, tenant_id: str, machine_id: str, user_id: str | None = None) -> bool:
         self._called("machine_in_tenant", machine_id)
-        return self.machines.get(machine_id) == tenant_id
+        return self.machines.get(machine_id) == tenant_id and (
+            user_id is None or user_id in self.machine_users.get(machine_id, ()))
 
     def machines_last_seen(self, machine_ids: list[str]) -> dict:
         self._called("machines_last_seen", tuple(machine_ids))
@@ -336,8 +338,9 @@ class FakeTicketsRepository:
             setattr(export, key, value)
         return True
 
-    def exports_before(self, cutoff) -> list[ReportExport]:
-        return [e for e in self.all(ReportExport) if e.created_at < cutoff]
+    def exports_before(self, cutoff, tenant_id=None) -> list[ReportExport]:
+        return [e for e in self.all(ReportExport) if e.created_at < cutoff
+                and (tenant_id is None or e.tenant_id == tenant_id)]
 
     def counts_by_status(self, tenant_id=None) -> dict:
         counts: dict[str, int] = {}

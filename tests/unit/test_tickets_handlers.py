@@ -133,6 +133,17 @@ def test_a_ticket_machine_must_be_the_tenants(store, directory):
     assert store.event_types() == ["ticket_created"]
 
 
+def test_a_collaborators_ticket_names_only_a_machine_of_their_own(store, directory):
+    ana, bia = person(store), person(store, name="Bia")
+    machine = uuid.uuid4()
+    directory.machines[str(machine)] = str(TENANT)
+    directory.machine_users[str(machine)] = {str(ana.user_id)}
+    assert file_ticket(store, directory, ana, machine_id=str(machine))["machine_id"] == str(machine)
+    with pytest.raises(NotFound) as refused:
+        file_ticket(store, directory, bia, machine_id=str(machine))
+    assert refused.value.code == "machine_not_found"
+
+
 def test_editing_records_what_changed_and_asks_devices_only_for_a_new_machine(store, directory):
     agent = person(store, "agent")
     machine, other = uuid.uuid4(), uuid.uuid4()
@@ -455,6 +466,8 @@ def test_retention_deletes_exports_past_thirty_days_with_their_files(store, tmp_
     path.write_text("x")
     dry = exports.apply_retention(store, tmp_path, utcnow(), dry_run=True)
     assert dry["kinds"]["report_exports"]["past_policy"] == 1 and path.exists()
+    elsewhere = exports.apply_retention(store, tmp_path, utcnow(), uuid.uuid4(), dry_run=True)
+    assert elsewhere["kinds"]["report_exports"]["past_policy"] == 0
     done = exports.apply_retention(store, tmp_path, utcnow())
     assert done["kinds"]["report_exports"]["deleted"] == 1 and not path.exists()
     assert store.repo.all(ReportExport) == [kept]
