@@ -62,6 +62,18 @@ def user_changes(current: Mapping, requested: Mapping) -> dict:
     return {field: value for field, value in wanted.items() if current[field] != value}
 
 
+def company_changes(current: Mapping, requested: Mapping) -> dict:
+    """What a company update really changes (name, apelido): field -> the value to store,
+    for each requested field whose value as it would be stored (the name trimmed, the
+    apelido normalised) differs from the current one."""
+    wanted = {}
+    if "name" in requested:
+        wanted["name"] = requested["name"].strip()
+    if "apelido" in requested:
+        wanted["apelido"] = normalize_apelido(requested["apelido"])
+    return {field: value for field, value in wanted.items() if current[field] != value}
+
+
 def new_provisioning_code() -> str:
     """What an installer types into the agent to enrol a machine in a company."""
     return secrets.token_hex(16)
