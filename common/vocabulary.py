@@ -5,8 +5,7 @@ the schemas in `common.contracts` validate against the same names and re-export 
 """
 
 # accounts
-ROLES = ("admin", "manager", "agent", "collaborator", "machine")
-STAFF_ROLES = frozenset({"admin", "manager", "agent"})
+ROLES = ("admin", "manager", "agent", "collaborator", "machine")  # STAFF_ROLES: common/actor.py
 # who may read or rotate a company's provisioning code (it enrols machines): not agents
 PROVISIONING_ROLES = frozenset({"admin", "manager"})
 

@@ -1,8 +1,9 @@
 """Contract of the accounts service (RPC `accounts`)."""
 from marshmallow import fields, validate
 
+from common.actor import STAFF_ROLES  # noqa: F401  (one definition, beside Actor)
 from common.contracts import PageQuery, StrictSchema, trimmed
-from common.vocabulary import PROVISIONING_ROLES, ROLES, STAFF_ROLES  # noqa: F401  (the contract's names)
+from common.vocabulary import PROVISIONING_ROLES, ROLES  # noqa: F401  (the contract's names)
 
 ROLE = validate.OneOf(ROLES)
 

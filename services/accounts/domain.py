@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import re
 import secrets
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from common.vocabulary import ROLES
+from common.actor import Actor  # noqa: F401  (domain.Actor: one definition, shared with tickets)
 from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from common.vocabulary import ROLES
 
 PEOPLE_ROLES = frozenset(ROLES) - {"machine"}
 USER_TYPES = {"all": frozenset(ROLES), "people": PEOPLE_ROLES, "machines": frozenset({"machine"})}
@@ -77,23 +76,6 @@ def company_changes(current: Mapping, requested: Mapping) -> dict:
 def new_provisioning_code() -> str:
     """What an installer types into the agent to enrol a machine in a company."""
     return secrets.token_hex(16)
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is acting, as the gateway authenticated them."""
-
-    user_id: uuid.UUID
-    tenant_id: uuid.UUID
-    role: str
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Actor":
-        return cls(uuid.UUID(str(data["user_id"])), uuid.UUID(str(data["tenant_id"])), data["role"])
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
 
 
 def check_can_manage_user(actor: Actor, current_role: str | None, new_role: str | None) -> None:

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from common.vocabulary import (COMMENT_MAX, EXPORT_DELIMITERS, PRIORITIES, STAFF_ROLES,  # noqa: F401
-                               STATUSES, SUBJECT_MAX, WORK_TYPES)
+from common.actor import STAFF_ROLES
+from common.vocabulary import (COMMENT_MAX, EXPORT_DELIMITERS, PRIORITIES, STATUSES,  # noqa: F401
+                               SUBJECT_MAX, WORK_TYPES)
 from common.vocabulary import PAUSE_REASONS as PEOPLE_PAUSE_REASONS
 from common.errors import Conflict, Forbidden, ValidationFailed
 from common.snapshot_version import SnapshotVersion  # noqa: F401  (domain.SnapshotVersion)
