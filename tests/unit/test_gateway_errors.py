@@ -10,8 +10,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from common.errors import (BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
                            RequestTimeout, TooManyRequests, Unauthorized, ValidationFailed)
-from services.gateway.http import (ERROR_STATUS, ServiceTimeout, ServiceUnavailable,
-                                   error_response)
+from common.errors import ServiceTimeout, ServiceUnavailable
+from services.gateway.responses import ERROR_STATUS, error_response
 
 EXPECTED_STATUS = {
     BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
@@ -123,7 +123,7 @@ def test_nameko_bad_request():
     ZeroDivisionError("secret detail"),
 ])
 def test_anything_unmapped_is_a_500_without_the_exception_text(exc, caplog):
-    with caplog.at_level(logging.CRITICAL, logger="services.gateway.http"):
+    with caplog.at_level(logging.CRITICAL, logger="services.gateway.responses"):
         response = error_response(exc)
     assert response.status_code == 500
     text = response.get_data(as_text=True)
@@ -136,7 +136,7 @@ def test_anything_unmapped_is_a_500_without_the_exception_text(exc, caplog):
 
 
 def test_unmapped_error_is_logged(caplog):
-    with caplog.at_level(logging.ERROR, logger="services.gateway.http"):
+    with caplog.at_level(logging.ERROR, logger="services.gateway.responses"):
         error_response(RuntimeError("secret detail"))
     assert any(record.exc_info and record.exc_info[1].args == ("secret detail",)
                for record in caplog.records)

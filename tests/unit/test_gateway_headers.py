@@ -9,8 +9,8 @@ from eventlet import wsgi
 from werkzeug.wrappers import Response
 
 from common.config import ConfigError, Settings
-from services.gateway.http import (CORS_ALLOW_HEADERS, Cors, JsonErrorProtocol, add_answer_headers,
-                                   is_api_path, json_response)
+from services.gateway.responses import CORS_ALLOW_HEADERS, Cors, add_answer_headers, is_api_path, json_response
+from services.gateway.server import JsonErrorProtocol
 
 ORIGIN = "https://app.example.com"
 

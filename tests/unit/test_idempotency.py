@@ -12,8 +12,8 @@ from common import idempotency
 from common.config import Settings
 from common.db import Store, new_metadata, utcnow
 from common.errors import (BadRequest, Conflict, NotFound, ServiceUnavailable, ValidationFailed)
-from services.gateway.http import error_response
-from services.gateway.service import idempotency_key
+from services.gateway.http import idempotency_key
+from services.gateway.responses import error_response
 
 ACTOR = {"tenant_id": str(uuid.uuid4()), "user_id": str(uuid.uuid4()), "role": "agent"}
 

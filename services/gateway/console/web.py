@@ -28,8 +28,9 @@ from werkzeug.wrappers import Request, Response
 from common.errors import DomainError, Unauthorized, ValidationFailed
 from services.gateway.console import catalogue, formatting
 from services.gateway.console.lookups import changes_what_pages_show
-from services.gateway.http import (ERROR_STATUS, OPERATIONS, ConsoleErrorPages, json_http, mapped_error,
-                                   observe, role_allows)
+from services.gateway.http import OPERATIONS, observe, role_allows
+from services.gateway.responses import ERROR_STATUS, ConsoleErrorPages, mapped_error
+from services.gateway.server import json_http
 
 log = logging.getLogger(__name__)
 

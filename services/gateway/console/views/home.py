@@ -8,7 +8,9 @@ from common.contracts.tickets import STATUSES
 from common.errors import DomainError, TooManyRequests, Unauthorized, ValidationFailed
 from common.rpc import together
 from services.gateway.console import catalogue
-from services.gateway.http import client_address, error_headers, json_http
+from services.gateway.http import client_address
+from services.gateway.responses import error_headers
+from services.gateway.server import json_http
 from services.gateway.console.web import (SESSION_COOKIE, error_message, local_path, page,
                                           sign_in_cookie, static_response)
 

@@ -1,0 +1,1 @@
+"""The gateway's routes by area, as mixins of `services.gateway.service.Service`."""
