@@ -11,85 +11,42 @@ kept; a refused token is asked again every time.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import time
-from collections import OrderedDict
 
-from eventlet.event import Event
 from nameko.extensions import DependencyProvider
 
 from common.config import Settings
-
-MAX_ENTRIES = 10_000  # distinct tokens seen within a second, far above any real load
+from services.gateway.single_flight import MAX_ENTRIES, SingleFlightCache
 
 
 class TokenCache:
+    """Principals by token, kept under the token's SHA-256 (never the token itself)."""
+
     def __init__(self, ttl_seconds: float, max_entries: int = MAX_ENTRIES, clock=time.monotonic):
-        self.ttl, self.max_entries, self.clock = ttl_seconds, max_entries, clock
-        self._entries: OrderedDict[str, tuple[float, dict]] = OrderedDict()
-        self._verifying: dict[str, Event] = {}
-        self._generation = 0  # bumped by forget() and clear(): an answer asked before is not kept
+        self.kept = SingleFlightCache(ttl_seconds, max_entries, clock)
 
     @staticmethod
     def _key(token: str) -> str:
         return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
     def get(self, token: str) -> dict | None:
-        if self.ttl <= 0:
-            return None
-        key = self._key(token)
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, principal = entry
-        if self.clock() >= expires:
-            self._entries.pop(key, None)
-            return None
-        return copy.deepcopy(principal)  # a handler may change its copy, never the cache's
+        return self.kept.get(self._key(token))
 
     def put(self, token: str, principal: dict) -> None:
-        if self.ttl <= 0:
-            return
-        key = self._key(token)
-        self._entries[key] = (self.clock() + self.ttl, copy.deepcopy(principal))
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self.kept.put(self._key(token), principal)
 
     def verified(self, token: str, verify) -> dict:
         """Whose token this is: remembered, or `verify()` asked once for every request that
-        wants it at the same moment (each request in flight when the entry expired asked
-        accounts again at once). A refusal raises in all of them and is not kept, nor is an
-        answer that a sign-out or a change made while it was asked for would contradict."""
-        principal = self.get(token)
-        if principal is not None or self.ttl <= 0:
-            return principal if principal is not None else verify()
-        key = self._key(token)
-        pending = self._verifying.get(key)
-        if pending is not None:
-            return copy.deepcopy(pending.wait())
-        pending = self._verifying[key] = Event()
-        generation = self._generation
-        try:
-            principal = verify()
-        except Exception as exc:
-            pending.send_exception(exc)
-            raise
-        finally:
-            self._verifying.pop(key, None)
-        pending.send(principal)
-        if generation == self._generation:
-            self.put(token, principal)
-        return principal
+        wants it at the same moment. A refusal raises in all of them and is not kept, nor is
+        an answer that a sign-out or a change made while it was asked for would contradict."""
+        return self.kept.value(self._key(token), verify)
 
     def forget(self, token: str) -> None:
-        self._entries.pop(self._key(token), None)
-        self._generation += 1
+        self.kept.forget(self._key(token))
 
     def clear(self) -> None:
-        self._entries.clear()
-        self._generation += 1
+        self.kept.clear()
 
 
 class TokenCacheProvider(DependencyProvider):

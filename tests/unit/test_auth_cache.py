@@ -47,8 +47,8 @@ def test_the_cache_keeps_its_own_copy_and_a_bounded_size():
     assert cache.get("token")["role"] == "agent"
     for number in range(5):
         cache.put(f"other-{number}", PRINCIPAL)
-    assert len(cache._entries) == 3 and cache.get("token") is None
-    assert all("other" not in key for key in cache._entries)  # kept by hash, not in clear
+    assert len(cache.kept.keys()) == 3 and cache.get("token") is None
+    assert all("other" not in key for key in cache.kept.keys())  # kept by hash, not in clear
 
 
 def test_clear_forgets_every_token():

@@ -58,7 +58,7 @@ def test_the_cache_keeps_its_own_copy_and_a_bounded_size():
     assert lookups.get("queues", ANA, Source()) == {"items": [{"name": "fetch 1"}]}
     for kind in ("a", "b", "c"):
         lookups.get(kind, ANA, Source())
-    assert len(lookups._entries) == 2
+    assert len(lookups.kept.keys()) == 2
 
 
 @pytest.mark.parametrize("method, principal, machine, changes", [
