@@ -11,6 +11,7 @@ PROVISIONING_ROLES = frozenset({"admin", "manager"})
 
 # tickets
 STATUSES = ("PENDING", "AWAITING_ATTENDANCE", "PAUSED", "RESOLVED")
+TICKET_ACTIONS = ("start", "pause", "resolve", "reopen", "assign")  # the transitions a person asks for
 PRIORITIES = ("LOW", "MEDIUM", "HIGH", "URGENT")
 WORK_TYPES = ("INTERNAL", "EXTERNAL")
 PAUSE_REASONS = ("NO_CONTACT", "WAITING_THIRD_PARTY", "IN_PROCEDURE")

@@ -7,8 +7,8 @@ from marshmallow import ValidationError, fields, validate
 
 from common.contracts import PageQuery, StrictSchema, trimmed
 from common.vocabulary import (COMMENT_MAX, EXPORT_DELIMITERS, EXPORT_STATUSES,  # noqa: F401
-                               PAUSE_REASONS, PRIORITIES, STATUSES, SUBJECT_MAX, VISIBILITIES,
-                               WORK_TYPES)
+                               PAUSE_REASONS, PRIORITIES, STATUSES, SUBJECT_MAX, TICKET_ACTIONS,
+                               VISIBILITIES, WORK_TYPES)
 
 LOCAL_ZONE = ZoneInfo("America/Sao_Paulo")  # what a plain date in a filter means
 COUNT_CAP = 10_000  # `count=true` counts up to this many matches (then `count_capped`)
@@ -166,6 +166,9 @@ class Ticket(StrictSchema):
     created_at = fields.AwareDateTime(required=True)
     updated_at = fields.AwareDateTime(required=True)
     resolved_at = fields.AwareDateTime(allow_none=True)
+    allowed_actions = fields.List(fields.String(validate=validate.OneOf(TICKET_ACTIONS)), metadata={
+        "description": "only in one ticket's answer (create, get, edit, a transition), not in lists: "
+                       "the transitions the caller may ask for now (staff: by status; collaborators: none)"})
 
 
 class TicketList(StrictSchema):

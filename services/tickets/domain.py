@@ -82,6 +82,22 @@ class Outcome:
         return self.state.status != self.previous_status
 
 
+# what staff may do to a ticket in each status (common.vocabulary.TICKET_ACTIONS);
+# collaborators open and comment, and change no status
+STAFF_ACTIONS: dict[str, tuple[str, ...]] = {
+    PENDING: ("start", "resolve", "assign"),
+    AWAITING: ("pause", "resolve", "assign"),
+    PAUSED: ("start", "resolve", "assign"),
+    RESOLVED: ("reopen",),
+}
+
+
+def allowed_actions(status: str, role: str) -> list[str]:
+    """The transitions this role may ask for on a ticket in this status (the console's
+    buttons; each transition checks again when asked)."""
+    return list(STAFF_ACTIONS.get(status, ())) if role in STAFF_ROLES else []
+
+
 def invalid_transition(action: str, status: str) -> Conflict:
     return Conflict(f"cannot {action} a ticket that is {status}", code="invalid_transition",
                     details={"action": action, "current_status": status})

@@ -83,7 +83,7 @@ def _file_ticket(source: UnitOfWorkSource, answers: Answers, actor: Actor, data:
             "queue_id": ticket.queue_id, "requester_id": ticket.requester_id,
             "company_id": ticket.company_id, "machine_id": ticket.machine_id})
         uow.commit()
-        return ticket_view(ticket)
+        return ticket_view(ticket, actor_role=actor.role)
 
 
 def check_machine(directory: Directory, actor: Actor, machine_id) -> None:
@@ -99,7 +99,7 @@ def get_ticket(source: UnitOfWorkSource, actor: Actor, ticket_id) -> dict:
     with source.unit_of_work() as uow:
         ticket = find_ticket(uow, actor, ticket_id)
         session = uow.repo.open_session(ticket.id)
-        return ticket_view(ticket, session.work_type if session else None)
+        return ticket_view(ticket, session.work_type if session else None, actor.role)
 
 
 def update_ticket(source: UnitOfWorkSource, directory: Directory, actor: Actor, ticket_id, payload: dict) -> dict:
@@ -137,7 +137,7 @@ def _edit_ticket(source: UnitOfWorkSource, answers: Answers, actor: Actor, ticke
             uow.emit("ticket_updated", {"tenant_id": ticket.tenant_id, "ticket_id": ticket.id,
                                         "changed": sorted(changed)})
         uow.commit()
-        return ticket_view(ticket)
+        return ticket_view(ticket, actor_role=actor.role)
 
 
 def list_tickets(source: UnitOfWorkSource, actor: Actor, query: dict) -> dict:

@@ -70,7 +70,8 @@ def transition(source: UnitOfWorkSource, directory: Directory, actor: Actor, tic
             outcome = decide(uow, answers, state_of(ticket, session), now)
             apply(uow, answers, ticket, session, outcome, actor.user_id, now)
             uow.commit()
-            return ticket_view(ticket, outcome.state.session.work_type if outcome.state.session else None)
+            return ticket_view(ticket, outcome.state.session.work_type if outcome.state.session else None,
+                               actor.role)
 
     return with_lookups(directory, attempt)
 

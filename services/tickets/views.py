@@ -19,10 +19,12 @@ def person_ref(person_id, name, email) -> dict | None:
     return None if person_id is None else {"id": str(person_id), "name": name, "email": email}
 
 
-def ticket_view(ticket, open_work_type: str | None = None) -> dict:
+def ticket_view(ticket, open_work_type: str | None = None, actor_role: str | None = None) -> dict:
+    """The ticket; with `actor_role` (one ticket's answer to someone, not a list or an
+    archive line) also what that person may do to it now (`allowed_actions`)."""
     label, colour = domain.STATUS_LABELS[ticket.status]
     internal, external = int(ticket.worked_internal_seconds), int(ticket.worked_external_seconds)
-    return {
+    view = {
         "id": str(ticket.id), "reference": int(ticket.reference), "subject": ticket.subject,
         "description": ticket.description, "priority": ticket.priority, "status": ticket.status,
         "status_label": label, "status_colour": colour, "queue_id": str(ticket.queue_id),
@@ -36,6 +38,9 @@ def ticket_view(ticket, open_work_type: str | None = None) -> dict:
         "created_at": timestamp(ticket.created_at), "updated_at": timestamp(ticket.updated_at),
         "resolved_at": timestamp(ticket.resolved_at),
     }
+    if actor_role is not None:
+        view["allowed_actions"] = domain.allowed_actions(ticket.status, actor_role)
+    return view
 
 
 def person_view(people: dict, person_id) -> dict:

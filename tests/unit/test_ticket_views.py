@@ -33,7 +33,7 @@ def tickets(draw):
         created_at=draw(moments), updated_at=draw(moments), resolved_at=draw(st.none() | moments))
 
 
-def schema_dump(ticket, open_work_type):
+def schema_dump(ticket, open_work_type, actor_role=None):
     """The same values through marshmallow: the reference the fast view must equal."""
     def person(person_id, name, email):
         return None if person_id is None else {"id": person_id, "name": name, "email": email}
@@ -49,13 +49,15 @@ def schema_dump(ticket, open_work_type):
         "machine_id": ticket.machine_id,
         "worked_seconds": {"INTERNAL": internal, "EXTERNAL": external, "total": internal + external},
         "work_in_progress": open_work_type,
-        "created_at": ticket.created_at, "updated_at": ticket.updated_at, "resolved_at": ticket.resolved_at})
+        "created_at": ticket.created_at, "updated_at": ticket.updated_at, "resolved_at": ticket.resolved_at,
+        **({} if actor_role is None else {"allowed_actions": domain.allowed_actions(ticket.status, actor_role)})})
 
 
 @settings(max_examples=150)
-@given(tickets(), st.none() | st.sampled_from(["INTERNAL", "EXTERNAL"]))
-def test_the_fast_view_equals_the_schema_dump(ticket, open_work_type):
-    assert ticket_view(ticket, open_work_type) == schema_dump(ticket, open_work_type)
+@given(tickets(), st.none() | st.sampled_from(["INTERNAL", "EXTERNAL"]),
+       st.none() | st.sampled_from(["admin", "agent", "collaborator"]))
+def test_the_fast_view_equals_the_schema_dump(ticket, open_work_type, actor_role):
+    assert ticket_view(ticket, open_work_type, actor_role) == schema_dump(ticket, open_work_type, actor_role)
 
 
 def test_the_view_has_every_field_of_the_contract_and_validates():
@@ -66,6 +68,8 @@ def test_the_view_has_every_field_of_the_contract_and_validates():
         company_id=None, company_name=None, machine_id=None, worked_internal_seconds=0,
         worked_external_seconds=5, created_at=datetime.now(timezone.utc),
         updated_at=datetime.now(timezone.utc), resolved_at=None)
-    view = ticket_view(ticket)
+    view = ticket_view(ticket, actor_role="agent")
     assert set(view) == set(SCHEMA.fields)
     assert SCHEMA.validate(view) == {}
+    assert view["allowed_actions"] == ["start", "resolve", "assign"]
+    assert "allowed_actions" not in ticket_view(ticket)  # lists and archives: nobody's actions

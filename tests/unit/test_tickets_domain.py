@@ -11,7 +11,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from common.errors import Conflict, Forbidden, ValidationFailed
+from common.errors import Conflict, DomainError, Forbidden, ValidationFailed
+from common.vocabulary import TICKET_ACTIONS
 from services.tickets import domain
 from services.tickets.domain import (AUTOMATIC_PAUSE_REASONS, AWAITING, CHAT_IDLE_LIMIT,
                                      DEVICE_OFFLINE_LIMIT, PAUSED, PENDING,
@@ -733,3 +734,28 @@ def test_random_action_sequences_keep_the_machine_consistent(initial, steps):
             assert out.state.assignee_id is not None
         s = out.state
         check_invariants(s, closed_totals)
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_the_allowed_actions_of_a_status_are_the_transitions_the_machine_accepts(status):
+    now = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    someone = uuid.uuid4()
+    session = domain.OpenSession("INTERNAL", someone, now) if status == "AWAITING_ATTENDANCE" else None
+    state = domain.WorkState(status=status, assignee_id=someone, session=session)
+    attempts = {
+        "start": lambda: domain.start(state, someone, "INTERNAL", now),
+        "pause": lambda: domain.pause(state, "NO_CONTACT", now),
+        "resolve": lambda: domain.resolve(state, now, None),
+        "reopen": lambda: domain.reopen(state, "agent"),
+        "assign": lambda: domain.assign(state, uuid.uuid4()),
+    }
+    accepted = set()
+    for action, attempt in attempts.items():
+        try:
+            attempt()
+            accepted.add(action)
+        except DomainError:
+            pass
+    assert set(domain.allowed_actions(status, "agent")) == accepted
+    assert set(attempts) == set(TICKET_ACTIONS)  # every action the API names is tried
+    assert domain.allowed_actions(status, "collaborator") == []  # they change no status

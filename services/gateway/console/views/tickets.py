@@ -137,7 +137,7 @@ class TicketViews:
             chat=chat, chat_poll=CHAT_POLL_SECONDS, queue_name=queue_names.get(ticket["queue_id"], "—"),
             open_dialog=dialog if dialog in DIALOGS else None, work_types=WORK_TYPES,
             pause_reasons=PAUSE_REASONS, can_comment=not staff or ticket["assignee"] is not None,
-            actions=allowed_actions(ticket["status"]) if staff else set())
+            actions=set(ticket["allowed_actions"]))
 
     @page("GET", "/chamados/<ticket_key>/chat", operation="get_chat")
     def chat_log(self, page_, ticket_key):
@@ -256,16 +256,6 @@ def page_links(filters: dict, cursor: str, next_cursor: str | None, history: str
             query.update(cursor=before, anteriores=PAGE_HISTORY_SEPARATOR.join(earlier[:-1]))
         previous_url = "/chamados?" + urlencode(query)
     return next_url, previous_url
-
-
-def allowed_actions(status: str) -> set[str]:
-    """The buttons a status offers (the service decides again; this only hides the useless)."""
-    return {
-        "PENDING": {"start", "resolve", "assign"},
-        "AWAITING_ATTENDANCE": {"pause", "resolve", "assign"},
-        "PAUSED": {"start", "resolve", "assign"},
-        "RESOLVED": {"reopen"},
-    }.get(status, set())
 
 
 def open_chat_id(timeline: list[dict]) -> str | None:
