@@ -184,6 +184,14 @@ class RecentList(StrictSchema):
     items = fields.List(fields.Nested(Ticket), required=True)
 
 
+class TicketCounts(StrictSchema):
+    """Tickets by status (every status named, 0 when none)."""
+    PENDING = fields.Integer(required=True)
+    AWAITING_ATTENDANCE = fields.Integer(required=True)
+    PAUSED = fields.Integer(required=True)
+    RESOLVED = fields.Integer(required=True)
+
+
 class Assign(StrictSchema):
     assignee_id = fields.UUID(required=True, allow_none=True)
 

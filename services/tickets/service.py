@@ -120,6 +120,10 @@ class Service(ServiceBase):
         return tickets.recent_tickets(self.db, Actor.from_dict(actor), query)
 
     @rpc
+    def my_ticket_counts(self, actor: dict) -> dict:
+        return tickets.my_ticket_counts(self.db, Actor.from_dict(actor))
+
+    @rpc
     def ticket_counts(self, tenant_id: str | None = None) -> dict:
         return tickets.ticket_counts(self.db, tenant_id)
 

@@ -376,9 +376,11 @@ class TicketsRepository(Repository):
             query = query.where(ReportExport.tenant_id == tenant_id)
         return list(self.session.scalars(query))
 
-    def counts_by_status(self, tenant_id=None) -> dict:
+    def counts_by_status(self, tenant_id=None, only_requester=None) -> dict:
         query = select(Ticket.status, func.count()).group_by(Ticket.status)
         if tenant_id is not None:
             query = query.where(Ticket.tenant_id == tenant_id)
+        if only_requester is not None:
+            query = query.where(Ticket.requester_id == only_requester)
         return dict(self.session.execute(query).all())
 

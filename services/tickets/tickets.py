@@ -176,6 +176,15 @@ def list_assignees(source: UnitOfWorkSource, actor: Actor) -> dict:
                           for person in uow.repo.staff(actor.tenant_id)]}
 
 
+def my_ticket_counts(source: UnitOfWorkSource, actor: Actor) -> dict:
+    """Tickets by status as this person sees them (the dashboard): the tenant's for staff,
+    their own for a collaborator."""
+    with source.unit_of_work(read_only=True) as uow:
+        counts = uow.repo.counts_by_status(actor.tenant_id,
+                                           only_requester=None if actor.is_staff else actor.user_id)
+    return {status: counts.get(status, 0) for status in domain.STATUSES}
+
+
 def ticket_counts(source: UnitOfWorkSource, tenant_id: str | None = None) -> dict:
     """Tickets by status, of one tenant or of all (health snapshot)."""
     with source.unit_of_work() as uow:

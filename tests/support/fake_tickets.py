@@ -342,9 +342,10 @@ class FakeTicketsRepository:
         return [e for e in self.all(ReportExport) if e.created_at < cutoff
                 and (tenant_id is None or e.tenant_id == tenant_id)]
 
-    def counts_by_status(self, tenant_id=None) -> dict:
+    def counts_by_status(self, tenant_id=None, only_requester=None) -> dict:
         counts: dict[str, int] = {}
         for ticket in self.all(Ticket):
-            if tenant_id is None or ticket.tenant_id == tenant_id:
+            if (tenant_id is None or ticket.tenant_id == tenant_id) and \
+                    (only_requester is None or ticket.requester_id == only_requester):
                 counts[ticket.status] = counts.get(ticket.status, 0) + 1
         return counts

@@ -498,3 +498,15 @@ def test_counts_by_status_name_every_status(store, directory):
     assert counts["PENDING"] == 1 and set(counts) >= {"PENDING", "AWAITING_ATTENDANCE", "PAUSED", "RESOLVED"}
     assert sum(tickets.ticket_counts(store, str(uuid.uuid4())).values()) == 0
 
+
+
+def test_my_counts_are_the_tenants_for_staff_and_my_own_for_a_collaborator(store, directory):
+    agent, ana, bia = person(store, "agent"), person(store, name="Ana"), person(store, name="Bia")
+    file_ticket(store, directory, ana)
+    file_ticket(store, directory, ana)
+    file_ticket(store, directory, bia)
+    outsider = person(store, "agent", name="Caio", tenant_id=uuid.uuid4())
+    assert tickets.my_ticket_counts(store, agent)["PENDING"] == 3
+    assert tickets.my_ticket_counts(store, ana) == {"PENDING": 2, "AWAITING_ATTENDANCE": 0, "PAUSED": 0,
+                                                    "RESOLVED": 0}
+    assert sum(tickets.my_ticket_counts(store, outsider).values()) == 0

@@ -44,6 +44,12 @@ class TicketRoutes:
     def recent_tickets(self, principal, query):
         return self.call("tickets", "recent_tickets", principal, query)
 
+    @route("GET", "/api/tickets/counts",
+           summary="Tickets by status as I see them: the tenant's (staff) or my own (collaborator)",
+           tag="tickets", response=helpdesk.TicketCounts)
+    def my_ticket_counts(self, principal):
+        return self.call("tickets", "my_ticket_counts", principal)
+
     @route("GET", "/api/assignees", summary="Who can be responsible for a ticket (the tenant's staff)",
            tag="tickets", roles=STAFF, response=helpdesk.PersonList)
     def list_assignees(self, principal):
