@@ -76,13 +76,22 @@ def route(method, path, *, summary, tag, roles=ANY_PERSON, body=None, query=None
 
 def role_allows(spec: RouteSpec, principal: dict | None) -> bool:
     """Whether this person may use the route: the one place a route's roles are read."""
-    if spec.roles is None:
+    return roles_allow(spec.roles, principal)
+
+
+def roles_allow(roles: frozenset | None, principal: dict | None) -> bool:
+    if roles is None:
         return True
-    return principal is not None and (not spec.roles or principal["role"] in spec.roles)
+    return principal is not None and (not roles or principal["role"] in roles)
 
 
 def check_role(spec: RouteSpec, principal: dict) -> None:
-    if not role_allows(spec, principal):
+    check_roles(spec.roles, principal)
+
+
+def check_roles(roles: frozenset | None, principal: dict) -> None:
+    """Forbidden unless the person has one of `roles` (a raw route checking its own)."""
+    if not roles_allow(roles, principal):
         raise Forbidden("your role may not do this", code="forbidden_role",
                         details={"role": principal["role"]})
 

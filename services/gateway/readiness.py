@@ -3,7 +3,6 @@ broker, the heartbeat queue, event consumers and every service reachable), /metr
 the OpenAPI document."""
 from __future__ import annotations
 
-import logging
 import time
 from urllib.parse import quote
 
@@ -16,11 +15,10 @@ from common.events import SUBSCRIPTIONS
 from common.messaging import HEARTBEAT_QUEUE, subscription_queue_name
 from common.metrics import metrics_response
 from services.gateway import openapi
-from services.gateway.http import (ROUTES, route)
+from services.gateway.http import ROUTES, route
 from services.gateway.responses import json_response, liveness
 from services.gateway.schemas import Readiness
 
-log = logging.getLogger(__name__)
 
 BACKENDS = ("accounts", "tickets", "devices", "scheduler")
 READYZ_SECONDS = 0.8  # /readyz answers within a second, whatever is down

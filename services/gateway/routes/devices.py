@@ -5,12 +5,11 @@ import logging
 import uuid
 from datetime import datetime
 
-
 from common import outages
 from common.contracts import devices as fleet
 from common.contracts import tickets as helpdesk
 from common.errors import ValidationFailed
-from services.gateway.http import (STAFF, USER_ADMINS, bearer_token, route)
+from services.gateway.http import STAFF, USER_ADMINS, bearer_token, route
 from services.gateway.responses import json_response
 
 log = logging.getLogger(__name__)

@@ -1,15 +1,9 @@
 """The API's routes for people: sessions, companies, users (accounts)."""
 from __future__ import annotations
 
-import logging
-
-
 from common.contracts import accounts as people
-from services.gateway.http import (ADMIN, STAFF, USER_ADMINS, bearer_token, client_address,
-                                   route)
+from services.gateway.http import ADMIN, STAFF, USER_ADMINS, bearer_token, client_address, route
 from services.gateway.responses import json_response
-
-log = logging.getLogger(__name__)
 
 
 class PeopleRoutes:

@@ -1,15 +1,12 @@
 """The API's routes for CSV exports and the local archive (tickets)."""
 from __future__ import annotations
 
-import logging
-
 from werkzeug.wrappers import Response
 
 from common.contracts import tickets as helpdesk
-from services.gateway.http import (ADMIN, STAFF, route)
+from services.gateway.http import ADMIN, STAFF, route
 from services.gateway.responses import json_response
 
-log = logging.getLogger(__name__)
 
 ARCHIVE_TIMEOUT_SECONDS = 600.0
 

@@ -1,14 +1,9 @@
 """The API's routes for queues, tickets and live chat (tickets)."""
 from __future__ import annotations
 
-import logging
-
-
 from common.contracts import tickets as helpdesk
-from services.gateway.http import (STAFF, USER_ADMINS, route)
+from services.gateway.http import STAFF, USER_ADMINS, route
 from services.gateway.responses import json_response
-
-log = logging.getLogger(__name__)
 
 
 class TicketRoutes:
