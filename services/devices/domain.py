@@ -245,4 +245,10 @@ def decide_inventory(current_hash: str | None, sent_hash: str | None,
     A hash we do not hold (changed, or never seen) asks the agent for the full inventory."""
     if computed_hash is not None:
         return InventoryDecision(computed_hash if computed_hash != current_hash else None, False)
-    return InventoryDecision(None, sent_hash != current_hash)
+    return InventoryDecision(None, needs_inventory(current_hash, sent_hash, carries_inventory=False))
+
+
+def needs_inventory(current_hash: str | None, sent_hash: str | None, carries_inventory: bool) -> bool:
+    """Whether to ask the agent for its full inventory: the heartbeat carries none, and its
+    hash is not the one we hold (the HTTP route answers this before the heartbeat is folded)."""
+    return not carries_inventory and sent_hash != current_hash

@@ -220,9 +220,10 @@ class Service(ServiceBase):
             return {"machine_id": str(machine.id), "revoked_tokens": revoked}
 
     @rpc
-    def heartbeat_hint(self, token: str) -> dict:
-        """For the HTTP heartbeat route: whose token this is (or `invalid_token`), whether
-        the server holds the machine's inventory, and any USB policy waiting."""
+    def heartbeat_hint(self, token: str, inventory_hash: str | None = None, carries_inventory: bool = False) -> dict:
+        """For the HTTP heartbeat route: whose token this is (or `invalid_token`), whether to
+        ask the agent for its full inventory (from its heartbeat's `inventory_hash` and whether
+        it carries the inventory), and any USB policy waiting."""
         hint = None
         if isinstance(token, str):
             with self.db.unit_of_work() as uow:
@@ -230,7 +231,7 @@ class Service(ServiceBase):
         if hint is None or hint.revoked_at is not None or hint.expires_at <= utcnow():
             raise Unauthorized("unknown, revoked or expired machine token", code="invalid_token")
         return {"machine_id": str(hint.machine_id), "registered_at": hint.registered_at.isoformat(),
-                "inventory_hash": hint.inventory_hash,
+                "need_inventory": domain.needs_inventory(hint.inventory_hash, inventory_hash, carries_inventory),
                 "usb_policy": hint.usb_mode if hint.usb_status == "PENDING" else None}
 
     # heartbeats ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from nameko.rpc import RpcProxy
 
 from common import idempotency, rpc
 from common.contracts import load
-from common.errors import ServiceTimeout
+from common.errors import DomainError, ServiceTimeout
 from common.metrics import EntrypointMetrics
 from services.gateway.auth_cache import TokenCacheProvider
 from services.gateway.console import web as console_web
@@ -102,22 +102,38 @@ class Service(ReadinessRoutes, PeopleRoutes, TicketRoutes, DeviceRoutes, ReportR
         self.verified_tokens.forget(token)
         self.call("accounts", "sign_out", token)
 
+    def machine_hint(self, spec, request) -> tuple[dict, dict]:
+        """(devices' hint, the body) for a machine's route: devices checks the token and
+        decides from what the heartbeat says of its inventory whether to ask for it
+        (`need_inventory`). A refused token is answered before any problem of the body, so
+        anonymous callers learn nothing of it."""
+        token = bearer_token(request)
+        try:
+            body, problem = parse_json_body(request, spec.body, self.settings.max_body_bytes), None
+        except DomainError as exc:
+            body, problem = {}, exc
+        hint = self.call("devices", "heartbeat_hint", token, body.get("inventory_hash"),
+                         body.get("inventory") is not None)
+        if problem is not None:
+            raise problem
+        return hint, body
+
     def handle_route(self, spec, handler, request, path_values):
         started = time.perf_counter()
         try:
             principal = None
-            if spec.machine:  # before the body: anonymous callers learn nothing of it
-                principal = self.call("devices", "heartbeat_hint", bearer_token(request))
+            kwargs = dict(path_values)
+            if spec.machine:
+                principal, kwargs["body"] = self.machine_hint(spec, request)
             elif spec.roles is not None:
                 principal = self.authenticate(bearer_token(request))
                 check_role(spec, principal)
-            kwargs = dict(path_values)
             # every state-changing request of a person is idempotent: the client's
             # Idempotency-Key, or one of our own for this HTTP request, so an RPC that nameko
             # redelivers after a broker outage replays its first answer (common/idempotency.py)
             key = (idempotency_key(request) or idempotency.fresh_key()) \
                 if spec.method != "GET" and principal is not None and not spec.machine else None
-            if spec.body is not None:
+            if spec.body is not None and not spec.machine:
                 kwargs["body"] = parse_json_body(request, spec.body, self.settings.max_body_bytes)
             query = parse_query(request, spec.query or NoQuery)
             if key is not None:

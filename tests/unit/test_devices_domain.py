@@ -108,6 +108,8 @@ def test_posture_alert_names_the_full_disk():
 def test_decide_inventory(current, sent, computed, new_hash, need):
     decision = domain.decide_inventory(current, sent, computed)
     assert (decision.new_hash, decision.need_inventory) == (new_hash, need)
+    # the HTTP route's answer (heartbeat_hint) asks for it exactly when the folding would
+    assert domain.needs_inventory(current, sent, carries_inventory=computed is not None) == need
 
 
 def test_hour_of():

@@ -45,8 +45,7 @@ class DeviceRoutes:
                                    message_id)
         except Exception as exc:  # unreachable, or did not confirm: the agent sends it again
             raise outages.unavailable("the message broker", exc, log) from None
-        need_inventory = body.get("inventory") is None and body.get("inventory_hash") != hint["inventory_hash"]
-        return json_response(202, {"need_inventory": need_inventory, "usb_policy": hint["usb_policy"]})
+        return json_response(202, {"need_inventory": hint["need_inventory"], "usb_policy": hint["usb_policy"]})
 
     # devices: admin --------------------------------------------------------------------
 
