@@ -1,13 +1,14 @@
-"""Every Settings field is reachable through the real path a deployment takes: environment ->
-config.yml substitution -> nameko config -> Settings (settings_from_env), and every secret
-from `<KEY>_FILE`. A field added without wiring fails here."""
+"""Every declared setting (common/config.py SETTINGS) is reachable through the real path a
+deployment takes: environment -> config.yml substitution -> nameko config -> Settings
+(settings_from_env), and every secret from `<KEY>_FILE`; config.yml and README's settings
+table agree with the declarations. A setting added without wiring fails here."""
 import dataclasses
 import re
 from pathlib import Path
 
 import pytest
-
-from common.config import CONFIG_FILE, SECRET_KEYS, SETTING_KEYS, Settings, settings_from_env
+from common.config import (CONFIG_FILE, NAMEKO_KEYS, SECRET_KEYS, SETTING_KEYS, SETTINGS, Settings,
+                           load_config, settings_from_env, settings_table)
 
 # environment value to set -> the typed value the field must then hold
 SAMPLES = {
@@ -54,6 +55,7 @@ SAMPLES = {
     "password_hash_profile": ("insecure-for-tests", "insecure-for-tests"),
     "trusted_proxies": ("10.0.0.0/8", (__import__("ipaddress").ip_network("10.0.0.0/8"),)),
     "cors_allowed_origins": ("https://a.example", ("https://a.example",)),
+    "scheduler_jobs": ('{"chat-cleanup": {"interval_seconds": 30}}', '{"chat-cleanup": {"interval_seconds": 30}}'),
 }
 FIELDS = [f.name for f in dataclasses.fields(Settings)]
 
@@ -67,16 +69,42 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
-def test_every_field_has_an_environment_key_and_a_sample():
-    assert sorted(SETTING_KEYS) == sorted(FIELDS)
+def test_every_field_has_one_declaration_and_a_sample():
+    assert [setting.field for setting in SETTINGS] == FIELDS
+    assert len(set(SETTING_KEYS.values())) == len(SETTINGS), "two declarations share a variable"
     assert sorted(SAMPLES) == sorted(FIELDS)
 
 
-def test_config_yml_reads_every_setting_key_from_the_environment():
+def test_every_declaration_names_its_users_and_meaning():
+    services = {"all", "accounts", "tickets", "devices", "scheduler", "gateway", "chamados"}
+    for setting in SETTINGS:
+        assert setting.used_by and set(setting.used_by) <= services, setting.key
+        assert setting.meaning.strip() and "|" not in setting.meaning, setting.key
+
+
+def test_config_yml_reads_every_setting_from_its_own_variable():
     text = CONFIG_FILE.read_text()
-    substituted = set(re.findall(r"\$\{([A-Z_]+):", text))
-    missing = sorted(set(SETTING_KEYS.values()) - substituted)
-    assert not missing, f"config.yml does not read {missing}"
+    for setting in SETTINGS:
+        assert re.search(rf"^{setting.source}: (!raw_env_var )?\$\{{{setting.key}:", text, re.M), \
+            f"config.yml does not read {setting.source} from ${{{setting.key}}}"
+
+
+def test_config_yml_holds_only_declared_settings_and_nameko_s_own_keys(clean_env):
+    declared = {setting.source for setting in SETTINGS} | set(NAMEKO_KEYS)
+    unknown = sorted(set(load_config()) - declared)
+    assert not unknown, f"config.yml has undeclared keys {unknown}: declare them in common/config.py"
+
+
+def test_config_yml_defaults_are_the_declared_defaults(clean_env):
+    assert settings_from_env() == Settings()
+
+
+def test_readme_holds_the_generated_settings_table():
+    readme = (CONFIG_FILE.parent / "README.md").read_text()
+    found = re.search(r"<!-- settings table:[^\n]*-->\n(.*?)<!-- end of the settings table -->", readme, re.S)
+    assert found, "README.md lost the settings table's markers"
+    assert found.group(1) == settings_table(), \
+        "README.md's settings table is not the generated one: run `chamados settings --markdown` and paste it"
 
 
 def test_every_setting_arrives_typed_from_the_environment(clean_env):
@@ -88,6 +116,15 @@ def test_every_setting_arrives_typed_from_the_environment(clean_env):
         actual = getattr(settings, field)
         assert actual == expected and type(actual) is type(expected), field
         assert actual != getattr(Settings(), field) or field == "amqp_uri", field
+
+
+def test_each_setting_alone_arrives_from_the_environment(clean_env):
+    for setting in SETTINGS:
+        with pytest.MonkeyPatch.context() as one:
+            if setting.key == "AGENT_AMQP_URI":  # must log in as AGENT_AMQP_USER
+                one.setenv("AGENT_AMQP_USER", "reach-agent")
+            one.setenv(setting.key, SAMPLES[setting.field][0])
+            assert getattr(settings_from_env(), setting.field) == SAMPLES[setting.field][1], setting.key
 
 
 @pytest.mark.parametrize("key", SECRET_KEYS)
