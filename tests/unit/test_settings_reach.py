@@ -4,10 +4,12 @@ deployment takes: environment -> config.yml substitution -> nameko config -> Set
 table agree with the declarations. A setting added without wiring fails here."""
 import dataclasses
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from common.config import (CONFIG_FILE, NAMEKO_KEYS, SECRET_KEYS, SETTING_KEYS, SETTINGS, Settings,
+from common.config import (CONFIG_FILE, ConfigError, NAMEKO_KEYS, SECRET_KEYS, SETTING_KEYS, SETTINGS, Settings,
                            load_config, settings_from_env, settings_table)
 
 # environment value to set -> the typed value the field must then hold
@@ -151,3 +153,43 @@ def test_stack_and_readme_name_only_known_keys():
     readme = (root / "README.md").read_text()
     for key in SETTING_KEYS.values():
         assert f"`{key}`" in readme, f"README's settings table lacks {key}"
+
+
+# a value each checked setting refuses; the rest take any text (their owners read it as given)
+BAD = {
+    "amqp_uri": "http://broker/", "database_url": "mysql://db/x", "db_pool_size": "0",
+    "log_level": "TRACE", "metrics_ports": "65534", "gateway_port": "65536",
+    "cors_allowed_origins": "https://a.example/path", "console_https": "maybe",
+    "trusted_proxies": "10.0.0.300", "rpc_timeout_seconds": "-1", "auth_cache_seconds": "2",
+    "console_cache_seconds": "6", "max_body_bytes": "12kb", "http_header_timeout_seconds": "0",
+    "http_body_timeout_seconds": "abc", "http_connections_per_client": "2.5",
+    "heartbeat_queue_max_age_seconds": "0", "rabbit_management_url": "ftp://broker/",
+    "admin_email": "admin", "session_ttl_hours": "0", "sign_in_account_failures": "-5",
+    "sign_in_account_window_seconds": "0", "sign_in_address_failures": "x",
+    "sign_in_address_window_seconds": "0", "sign_in_lock_seconds": "0", "sign_in_max_lock_seconds": "1",
+    "password_hash_slots": "0", "password_hash_profile": "fast", "machine_token_ttl_days": "0",
+    "machine_online_seconds": "0", "machine_stale_seconds": "300", "usb_policy_ttl_minutes": "0",
+    "agent_amqp_user": "guest", "agent_amqp_password": "short", "agent_amqp_uri": "amqp://guest:guest@broker/",
+}
+ANY_TEXT = {"var_dir", "gateway_host", "cron_secret", "internal_health_token", "admin_password",
+            "archive_dir", "export_dir", "scheduler_jobs"}
+
+
+def test_every_setting_is_either_checked_or_free_text():
+    assert sorted(BAD.keys() | ANY_TEXT) == sorted(FIELDS)
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.field in BAD], ids=lambda s: s.key)
+def test_a_bad_value_from_the_environment_is_an_error_naming_its_variable(clean_env, setting):
+    clean_env.setenv(setting.key, BAD[setting.field])
+    with pytest.raises(ConfigError, match=f"(?i){setting.key}"):
+        settings_from_env()
+
+
+def test_a_bad_value_stops_the_command_with_one_line_naming_it(clean_env):
+    clean_env.setenv("GATEWAY_PORT", "http")
+    done = subprocess.run([sys.executable, "-m", "chamados.cli", "migrate"], capture_output=True, text=True,
+                          timeout=60, cwd=CONFIG_FILE.parent)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("chamados: configuration error: GATEWAY_PORT")
+    assert "Traceback" not in done.stderr
