@@ -1,4 +1,8 @@
-"""Typed settings, read from the nameko config mapping (config.yml with env substitution)."""
+"""Typed settings, read from the nameko config mapping (config.yml with env substitution).
+
+Every setting is declared once, in SETTINGS below (grouped by the service that owns it):
+Settings' fields, the `<KEY>_FILE` secrets and README's settings table derive from the
+declarations, and tests/unit/test_settings_reach.py holds config.yml and README to them."""
 from __future__ import annotations
 
 import ipaddress
@@ -35,11 +39,10 @@ def load_config(path: Path | str | None = None) -> dict:
     for setting in SETTINGS:
         secret_file = os.environ.get(f"{setting.key}_FILE") if setting.secret else None
         if secret_file:
-            key = setting.key
             try:
                 config[setting.source] = open(secret_file).read().strip()
             except OSError as exc:
-                raise ConfigError(f"{key}_FILE: cannot read {secret_file}: {exc.strerror}") from None
+                raise ConfigError(f"{setting.key}_FILE: cannot read {secret_file}: {exc.strerror}") from None
     return config
 
 
@@ -470,8 +473,6 @@ class _SettingsBehaviour:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url is None or self.database_url.startswith("sqlite")
-
-
 
 
 def _dataclass_field(setting: Setting):
