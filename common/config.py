@@ -312,12 +312,12 @@ SHARED = (
             "the gateway's HTTP address (also the bind address of the services' metrics ports)"),
     Setting("metrics_ports", "METRICS_PORT_BASE", _metrics_ports,
             {"accounts": 9101, "tickets": 9102, "devices": 9103, "scheduler": 9104},
-            ("accounts", "tickets", "devices", "scheduler"),
+            ("accounts", "tickets", "devices", "scheduler", "chamados"),
             "accounts, tickets, devices, scheduler serve `/metrics` on 9101–9104", shown_default="`9101`"),
 )
 
 GATEWAY = (
-    Setting("gateway_port", "GATEWAY_PORT", _port, 8000, ("gateway",), "the gateway's HTTP port"),
+    Setting("gateway_port", "GATEWAY_PORT", _port, 8000, ("gateway", "chamados"), "the gateway's HTTP port"),
     Setting("cors_allowed_origins", "CORS_ALLOWED_ORIGINS", _origins_list, (), ("gateway",),
             "exact browser origins (`scheme://host[:port]`, comma-separated) allowed to call `/api/` from "
             "a page of theirs; a preflight from any other origin is 403 `cors_origin_not_allowed` "
@@ -366,9 +366,9 @@ GATEWAY = (
 )
 
 ACCOUNTS = (
-    Setting("admin_email", "CHAMADOS_ADMIN_EMAIL", _email, "admin@example.com", ("accounts", "chamados"),
-            "first admin of the default tenant"),
-    Setting("admin_password", "CHAMADOS_ADMIN_PASSWORD", _text, None, ("accounts", "chamados"),
+    Setting("admin_email", "CHAMADOS_ADMIN_EMAIL", _email, "admin@example.com", ("chamados",),
+            "first admin of the default tenant (`chamados up`, `chamados create-admin` make it)"),
+    Setting("admin_password", "CHAMADOS_ADMIN_PASSWORD", _text, None, ("chamados",),
             "the first admin's password", secret=True, shown_default="random, printed once"),
     Setting("session_ttl_hours", "SESSION_TTL_HOURS", _positive_number(int), 12, ("accounts",),
             "lifetime of a sign-in token"),
@@ -414,7 +414,7 @@ DEVICES = (
     Setting("usb_policy_ttl_minutes", "USB_POLICY_TTL_MINUTES", _positive_number(int), 60, ("devices",),
             "a USB policy not acknowledged by then becomes STALE"),
     # agents' own broker user (common/broker_users.py): made by `chamados migrate` when it has a password
-    Setting("agent_amqp_user", "AGENT_AMQP_USER", _broker_user, "chamados-agent", ("devices", "chamados"),
+    Setting("agent_amqp_user", "AGENT_AMQP_USER", _broker_user, "chamados-agent", ("chamados",),
             "the broker user desktop agents log in with; never the services' own user"),
     Setting("agent_amqp_password", "AGENT_AMQP_PASSWORD", _agent_password, None, ("chamados",),
             "with it, `chamados migrate` makes `AGENT_AMQP_USER` (through the management API) with rights "

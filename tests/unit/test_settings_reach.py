@@ -84,6 +84,22 @@ def test_every_declaration_names_its_users_and_meaning():
         assert setting.meaning.strip() and "|" not in setting.meaning, setting.key
 
 
+# `settings.<field>` or `Settings.from_mapping(config).<field>` in a package's code
+SETTING_READ = re.compile(r"(?:settings|Settings\.from_mapping\([^()]*\))\.(\w+)")
+
+
+@pytest.mark.parametrize("reader", ["accounts", "tickets", "devices", "scheduler", "gateway", "chamados"])
+def test_a_package_reads_only_the_settings_declared_for_it_or_for_all(reader):
+    root = CONFIG_FILE.parent
+    package = root / "chamados" if reader == "chamados" else root / "services" / reader
+    declared = {setting.field: setting.used_by for setting in SETTINGS}
+    strays = sorted({f"{path.relative_to(root)}: {field}"
+                     for path in package.rglob("*.py")
+                     for field in SETTING_READ.findall(path.read_text())
+                     if field in declared and not {"all", reader} & set(declared[field])})
+    assert not strays, f"add {reader!r} to these settings' used_by in common/config.py: {strays}"
+
+
 def test_config_yml_reads_every_setting_from_its_own_variable():
     text = CONFIG_FILE.read_text()
     for setting in SETTINGS:
