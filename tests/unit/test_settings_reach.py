@@ -209,3 +209,11 @@ def test_a_bad_value_stops_the_command_with_one_line_naming_it(clean_env):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("chamados: configuration error: GATEWAY_PORT")
     assert "Traceback" not in done.stderr
+
+
+def test_the_cli_prints_the_generated_table_whatever_the_environment(clean_env):
+    clean_env.setenv("GATEWAY_PORT", "http")  # the table needs no valid settings
+    done = subprocess.run([sys.executable, "-m", "chamados.cli", "settings", "--markdown"], capture_output=True,
+                          text=True, timeout=60, cwd=CONFIG_FILE.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == settings_table()
