@@ -3,7 +3,6 @@ an admin resets its agent (every token revoked)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from common.contracts import devices as contract
@@ -12,13 +11,9 @@ from common.errors import ValidationFailed
 from common.tokens import new_secret_token
 from common.unit_of_work import UnitOfWorkSource
 from services.devices import domain
-from services.devices.links import assign
+from services.devices.links import Accounts, assign
 from services.devices.queries import Actor, find_machine
 from services.devices.storage import Machine, MachineToken
-
-# accounts(method, *args): accounts' answer to that RPC (with a deadline), asked before any
-# unit of work opens, so no transaction waits on another service
-Accounts = Callable[..., dict]
 
 
 def register(store: UnitOfWorkSource, accounts: Accounts, payload: dict, now: datetime,

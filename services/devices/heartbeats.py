@@ -119,7 +119,8 @@ def consume(store: UnitOfWorkSource, deliveries, now: datetime) -> BatchResult:
             uow.emit("machine_online", {"tenant_id": machine.tenant_id, "machine_id": machine.id,
                                         "company_id": machine.company_id})
         uow.commit()
-    result.inventories_written, result.inventories_skipped = changes.inventories_written, changes.inventories_skipped
+    result.inventories_written = changes.inventories_written
+    result.inventories_skipped = changes.inventories_skipped
     return result
 
 

@@ -1,9 +1,10 @@
 """A machine's people: its assigned user (and persona), the users linked with it, and what
 accounts' events change about them. Accounts is asked before the unit of work that writes
-opens (`accounts(method, *args)`, as in enrolment.py): no transaction waits on it."""
+opens (`Accounts`): no transaction waits on it."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 from common.contracts import devices as contract
@@ -13,6 +14,10 @@ from common.unit_of_work import UnitOfWorkSource
 from services.devices import domain
 from services.devices.queries import Actor, find_machine, machine_detail
 from services.devices.storage import MachineLink
+
+# accounts(method, *args): accounts' answer to that RPC (with a deadline), asked before any
+# unit of work opens, so no transaction waits on another service
+Accounts = Callable[..., dict]
 
 
 def assign(machine, user: dict) -> None:
@@ -31,8 +36,8 @@ def _machine_seen(store: UnitOfWorkSource, actor: Actor, machine_id):
         return find_machine(uow, actor, machine_id)
 
 
-def adjust_access(store: UnitOfWorkSource, accounts, thresholds, actor: dict, machine_id, payload: dict,
-                  now: datetime) -> dict:
+def adjust_access(store: UnitOfWorkSource, accounts: Accounts, thresholds, actor: dict, machine_id,
+                  payload: dict, now: datetime) -> dict:
     """The machine's person (made when absent, as accounts' `ensure_person` does) and persona."""
     actor = Actor(actor)
     data = load(contract.Access, payload)
@@ -47,7 +52,8 @@ def adjust_access(store: UnitOfWorkSource, accounts, thresholds, actor: dict, ma
         return machine_detail(uow, machine, thresholds, now)
 
 
-def add_link(store: UnitOfWorkSource, accounts, thresholds, actor: dict, payload: dict, now: datetime) -> dict:
+def add_link(store: UnitOfWorkSource, accounts: Accounts, thresholds, actor: dict, payload: dict,
+             now: datetime) -> dict:
     actor = Actor(actor)
     data = load(contract.LinkCreate, payload)
     seen = _machine_seen(store, actor, data["machine_id"])
@@ -89,7 +95,7 @@ def user_updated(store: UnitOfWorkSource, event: dict) -> None:
             uow.commit()
 
 
-def user_merged(store: UnitOfWorkSource, accounts, event: dict) -> None:
+def user_merged(store: UnitOfWorkSource, accounts: Accounts, event: dict) -> None:
     """The merged account's machines and links now belong to the account it joined, as
     accounts describes it (asked first; not at all for an event already handled)."""
     with store.unit_of_work(read_only=True) as uow:

@@ -352,7 +352,8 @@ class DevicesRepository(SoftwareIndexQueries, Repository):
     def clear_metrics_before(self, day: date) -> None:
         """Metrics of days before `day` cleared; day rows left with nothing deleted."""
         days = MachineDay.__table__
-        self.session.execute(update(days).where(days.c.day < day, days.c.metrics.is_not(None)).values(metrics=None))
+        self.session.execute(update(days).where(days.c.day < day, days.c.metrics.is_not(None))
+                             .values(metrics=None))
         self.session.execute(delete(days).where(days.c.metrics.is_(None), days.c.changes.is_(None)))
 
     def alerts_closed_before(self, moment) -> tuple:

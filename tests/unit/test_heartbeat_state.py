@@ -43,7 +43,8 @@ def test_alerts_open_and_close_only_when_their_condition_changes():
                domain.MEMORY_PRESSURE: {"memory_percent": 97.0}}
     kinds = fold_alerts(alerts, MACHINE, "", holding, DAY_START)
     assert kinds == "DISK_ALMOST_FULL,MEMORY_PRESSURE"
-    assert [(a.kind, a.details is not None) for a in alerts] == [("DISK_ALMOST_FULL", True), ("MEMORY_PRESSURE", True)]
+    assert [(a.kind, a.details is not None) for a in alerts] == \
+        [("DISK_ALMOST_FULL", True), ("MEMORY_PRESSURE", True)]
     assert fold_alerts(alerts, MACHINE, kinds, holding, DAY_START) == kinds and len(alerts) == 2  # still holding
     later = DAY_START + timedelta(minutes=5)
     kinds = fold_alerts(alerts, MACHINE, kinds, {domain.MEMORY_PRESSURE: {"memory_percent": 96.0}}, later)
@@ -98,7 +99,8 @@ def test_a_stored_inventory_is_replaced_not_inserted_and_a_hash_we_do_not_hold_a
     now = DAY_START
     fold_inventory(changes, state, stored, beat(now, inventory_hash="d" * 64), now)
     assert state.need_inventory and not changes.inventories
-    fold_inventory(changes, state, stored, beat(now, inventory={"software": {"packages": []}, "hostname": "x"}), now)
+    renamed = {"software": {"packages": []}, "hostname": "x"}
+    fold_inventory(changes, state, stored, beat(now, inventory=renamed), now)
     assert (changes.inventories[MACHINE].version, changes.inventories[MACHINE].new) == (8, False)
 
 
