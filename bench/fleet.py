@@ -13,7 +13,7 @@ import orjson
 import pika
 
 from chamados_protocol.inventory import inventory_hash
-from common.contracts.devices import (HEARTBEAT_EXCHANGE, HEARTBEAT_MAX_BYTES, HEARTBEAT_QUEUE,
+from common.contracts.devices import (HEARTBEAT_EXCHANGE, HEARTBEAT_MAX_AGE, HEARTBEAT_MAX_BYTES, HEARTBEAT_QUEUE,
                                       HEARTBEAT_ROUTING_KEY)
 from common.tokens import hash_token, new_secret_token
 
@@ -198,6 +198,9 @@ def seed_machines(stack, count: int, packages: int = DEFAULT_PACKAGES, first_ind
 
     machines = [SimMachine(first_index + n, packages) for n in range(count)]
     now = datetime.now(timezone.utc)
+    # registered as long ago as a heartbeat may be old: the benches replay past days, and a
+    # heartbeat from before its machine's registration is refused
+    registered = now - HEARTBEAT_MAX_AGE
     tenant, company = tenant_id or uuid.uuid4(), uuid.uuid4()
     engine = create_engine(stack.database_url, hide_parameters=True,
                            connect_args={"options": "-csearch_path=devices"})  # as common/db.py
@@ -206,7 +209,7 @@ def seed_machines(stack, count: int, packages: int = DEFAULT_PACKAGES, first_ind
             connection.execute(insert(Machine.__table__), [
                 {"id": m.id, "tenant_id": tenant, "company_id": company, "hostname": m.hostname,
                  "os_name": "Ubuntu", "os_version": "22.04", "machine_user_id": uuid.uuid4(),
-                 "created_at": now, "updated_at": now} for m in machines])
+                 "created_at": registered, "updated_at": registered} for m in machines])
             connection.execute(insert(HeartbeatState.__table__), [
                 {"machine_id": m.id, "heartbeats": 0, "need_inventory": True, "reported_online": False,
                  "open_alert_kinds": "", "agg_samples": 0, "agg_cpu_sum": 0.0, "agg_memory_sum": 0.0}

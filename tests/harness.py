@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,3 +420,17 @@ def new_tenant(system: System, rpc) -> Tenant:
     created = rpc.accounts.create_tenant(f"Tenant {slug}", slug, email, password)
     admin = Client(system.base_url).sign_in(email, password, tenant=slug)
     return Tenant(created["id"], slug, admin, email, password, system)
+
+
+def backdate_registration(database_url: str, machine_ids, by: timedelta = timedelta(days=2)) -> None:
+    """Move machines' registration back in time: a test that replays past heartbeats needs
+    machines older than them (a heartbeat sent before its machine was registered is refused)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE devices.machines SET created_at = created_at - :by "
+                                    "WHERE id = ANY(CAST(:ids AS uuid[]))"), {"by": by, "ids": [str(m) for m in machine_ids]})
+    finally:
+        engine.dispose()

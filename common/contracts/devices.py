@@ -7,9 +7,9 @@ the server) and named here as well, so the server reads every devices schema fro
 from marshmallow import fields, validate
 
 from chamados_protocol.heartbeat import (  # noqa: F401  (the agents' part of this contract)
-    AGENT_CAPABILITIES, HEARTBEAT_EXCHANGE, HEARTBEAT_MAX_BYTES, HEARTBEAT_QUEUE, HEARTBEAT_ROUTING_KEY,
+    AGENT_CAPABILITIES, HEARTBEAT_EXCHANGE, HEARTBEAT_MAX_AGE, HEARTBEAT_MAX_AHEAD, HEARTBEAT_MAX_BYTES, HEARTBEAT_QUEUE, HEARTBEAT_ROUTING_KEY,
     HEARTBEAT_SCHEMA, INVENTORY_MAX_VALUES, PERSONAS, USB_MODES, Enrolment, Heartbeat, HeartbeatAnswer,
-    Registration, load_heartbeat)
+    Registration, load_heartbeat, registration_problem)
 from common.contracts import PageQuery, StrictSchema, trimmed
 
 MACHINE_STATUSES = ("online", "stale", "offline")

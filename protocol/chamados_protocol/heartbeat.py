@@ -24,6 +24,9 @@ INVENTORY_MAX_VALUES = 50_000
 # a heartbeat stamped further ahead than this is refused: the agent's clock is wrong, and
 # its current state must not be taken from the future (late heartbeats are fine)
 HEARTBEAT_MAX_AHEAD = timedelta(minutes=10)
+# and one older than this: its hour is past the metrics' retention (the devices service keeps
+# 90 days), so nothing of it could be kept — and a year-1 date is a broken clock, not a replay
+HEARTBEAT_MAX_AGE = timedelta(days=90)
 USB_MODES = ("ALLOW", "BLOCK", "READ_ONLY")
 # what an agent may say it does beyond heartbeats; a name the server does not know yet (a newer
 # agent's) is accepted and ignored
@@ -61,6 +64,27 @@ def inventory_extent(inventory: dict) -> None:
         raise ValidationError(f"the inventory is {problem}")
 
 
+def sent_at_problem(sent_at: datetime, now: datetime) -> str | None:
+    """Why a heartbeat's `sent_at` cannot be true, or None."""
+    ahead = sent_at - now
+    if ahead > HEARTBEAT_MAX_AHEAD:
+        return (f"sent_at is {int(ahead.total_seconds())} s in the future "
+                f"(at most {int(HEARTBEAT_MAX_AHEAD.total_seconds())} s): set the machine's clock")
+    if -ahead > HEARTBEAT_MAX_AGE:
+        return (f"sent_at is {(-ahead).days} days old (at most {HEARTBEAT_MAX_AGE.days}, the metrics' "
+                "retention): set the machine's clock")
+    return None
+
+
+def registration_problem(sent_at: datetime, registered_at: datetime) -> str | None:
+    """Why a heartbeat cannot be its machine's: it says it was sent before the machine was
+    registered (beyond the clock skew allowed ahead), or None."""
+    if sent_at >= registered_at - HEARTBEAT_MAX_AHEAD:
+        return None
+    return (f"sent_at {sent_at.isoformat()} is before the machine was registered "
+            f"({registered_at.isoformat()}): set the machine's clock")
+
+
 class Heartbeat(StrictSchema):
     sent_at = fields.AwareDateTime(required=True)
     metrics = fields.Nested(Metrics, load_default=dict)
@@ -69,12 +93,10 @@ class Heartbeat(StrictSchema):
     usb_policy_ack = fields.Nested(UsbPolicyAck, load_default=None, allow_none=True)
 
     @validates("sent_at")
-    def not_ahead(self, value: datetime, **kwargs):
-        ahead = value - datetime.now(timezone.utc)
-        if ahead > HEARTBEAT_MAX_AHEAD:
-            raise ValidationError(f"sent_at is {int(ahead.total_seconds())} s in the future "
-                                  f"(at most {int(HEARTBEAT_MAX_AHEAD.total_seconds())} s): "
-                                  "set the machine's clock")
+    def plausible(self, value: datetime, **kwargs):
+        problem = sent_at_problem(value, datetime.now(timezone.utc))
+        if problem:
+            raise ValidationError(problem)
 
     @validates_schema
     def inventory_or_hash(self, data, **kwargs):
@@ -191,7 +213,7 @@ def _fast_heartbeat(body: dict) -> dict:
         sent_at = datetime.fromisoformat(sent_at)
     except ValueError:
         raise _Unusual from None
-    if sent_at - datetime.now(timezone.utc) > HEARTBEAT_MAX_AHEAD:
+    if sent_at_problem(sent_at, datetime.now(timezone.utc)):
         raise _Unusual
     loaded = {"sent_at": sent_at,
               "metrics": _fast_metrics(body["metrics"]) if "metrics" in body else {}}

@@ -21,6 +21,7 @@ from common.db import Database, utcnow
 from common.errors import (Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized,
                            ValidationFailed)
 from common.idempotency import IdempotencyContext, idempotent
+from common.retention import retention_scope
 from common.pagination import decode_cursor, encode_cursor, text_value, uuid_value
 from common.service_base import ServiceBase, rpc
 from common.tokens import hash_token, new_secret_token
@@ -635,22 +636,26 @@ class Service(ServiceBase):
             return contract.Company().dump(self._company(uow, parse_id(tenant_id, "tenant"), company_id))
 
     @rpc
-    def apply_retention(self, now: str | None = None, dry_run: bool = False) -> dict:
+    def apply_retention(self, now: str | None = None, dry_run: bool = False,
+                        tenant_id: str | None = None) -> dict:
         """Sessions expired or revoked more than a day ago are worth nothing; so are sign-in
-        throttle rows whose window closed and whose lock is over."""
-        now = datetime.fromisoformat(now) if now else utcnow()
+        throttle rows whose window closed and whose lock is over. With `tenant_id` (a dry
+        run only: the health snapshot of a tenant's staff), that tenant's sessions alone —
+        throttle rows belong to no tenant."""
+        now, tenant = retention_scope(now, dry_run, tenant_id)
         with self.db.unit_of_work() as uow:
-            count, oldest = uow.repo.stale_sessions(now - timedelta(days=1))
-            throttles, oldest_throttle = uow.repo.stale_throttles(now)
+            count, oldest = uow.repo.stale_sessions(now - timedelta(days=1), tenant)
+            throttles, oldest_throttle = (0, None) if tenant else uow.repo.stale_throttles(now)
             if (count or throttles) and not dry_run:
                 uow.repo.purge_sessions(expired_before=now - timedelta(days=1))
                 uow.repo.purge_throttles(now)
                 uow.commit()
-        return {"dry_run": dry_run, "kinds": {
-            "sessions": {"past_policy": count, "deleted": 0 if dry_run else count,
-                         "oldest": oldest.isoformat() if oldest else None},
-            "sign_in_throttle": {"past_policy": throttles, "deleted": 0 if dry_run else throttles,
-                                 "oldest": oldest_throttle.isoformat() if oldest_throttle else None}}}
+        kinds = {"sessions": {"past_policy": count, "deleted": 0 if dry_run else count,
+                              "oldest": oldest.isoformat() if oldest else None}}
+        if tenant is None:
+            kinds["sign_in_throttle"] = {"past_policy": throttles, "deleted": 0 if dry_run else throttles,
+                                         "oldest": oldest_throttle.isoformat() if oldest_throttle else None}
+        return {"dry_run": dry_run, "kinds": kinds}
 
     @rpc
     def registration_counts(self, tenant_id: str | None = None) -> dict:

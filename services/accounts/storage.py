@@ -200,9 +200,11 @@ class AccountsRepository(Repository):
             statement = statement.where(ApiSession.id != keep)
         return self.session.execute(statement.values(revoked_at=now)).rowcount
 
-    def stale_sessions(self, expired_before) -> tuple[int, datetime | None]:
-        return self.session.execute(select(func.count(), func.min(ApiSession.created_at))
-                                    .where(stale_session(expired_before))).one()
+    def stale_sessions(self, expired_before, tenant_id=None) -> tuple[int, datetime | None]:
+        query = select(func.count(), func.min(ApiSession.created_at)).where(stale_session(expired_before))
+        if tenant_id is not None:
+            query = query.join(User, User.id == ApiSession.user_id).where(User.tenant_id == tenant_id)
+        return self.session.execute(query).one()
 
     def purge_sessions(self, expired_before) -> None:
         """Expired and revoked sessions are worth nothing: the table stays as big as the

@@ -88,7 +88,11 @@ def consume(store: UnitOfWorkSource, deliveries, now: datetime) -> BatchResult:
             issued = tokens.get(token_hash)
             refused = ("unknown token" if issued is None else "token revoked" if issued.revoked_at
                        else "token expired" if issued.expires_at <= now else None)
-            if refused:  # expected traffic (a reset or re-enrolled agent), not a dead
+            implausible = None if refused else contract.registration_problem(
+                heartbeat["sent_at"], issued.machine_created_at)
+            if implausible:  # a broken clock: nothing the machine measured can predate it
+                verdicts[delivery.index] = Verdict(dead_letter=f"invalid: {implausible}")
+            elif refused:  # expected traffic (a reset or re-enrolled agent), not a dead
                 # letter: acked and dropped, counted; an agent waiting for an answer is told
                 result.refusals.append((refused, delivery.message_id))
                 verdicts[delivery.index] = Verdict(
@@ -133,5 +137,6 @@ def heartbeat_hint(store: UnitOfWorkSource, token, now: datetime) -> dict:
             hint = uow.repo.token_hint(hash_token(token))
     if hint is None or hint.revoked_at is not None or hint.expires_at <= now:
         raise Unauthorized("unknown, revoked or expired machine token", code="invalid_token")
-    return {"machine_id": str(hint.machine_id), "inventory_hash": hint.inventory_hash,
+    return {"machine_id": str(hint.machine_id), "registered_at": hint.registered_at.isoformat(),
+            "inventory_hash": hint.inventory_hash,
             "usb_policy": hint.usb_mode if hint.usb_status == "PENDING" else None}

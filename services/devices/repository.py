@@ -63,16 +63,20 @@ class DevicesRepository(SoftwareIndexQueries, Repository):
     def tokens_by_hash(self, hashes) -> dict:
         if not hashes:
             return {}
-        return {t.token_hash: t for t in self.session.scalars(
-            select(MachineToken).where(MachineToken.token_hash.in_(sorted(hashes))))}
+        return {t.token_hash: t for t in self.session.execute(
+            select(MachineToken.token_hash, MachineToken.machine_id, MachineToken.revoked_at,
+                   MachineToken.expires_at, Machine.created_at.label("machine_created_at"))
+            .join(Machine, Machine.id == MachineToken.machine_id)
+            .where(MachineToken.token_hash.in_(sorted(hashes))))}
 
     def token_hint(self, token_hash: str):
         """A token with what the HTTP heartbeat route answers (its machine's inventory hash
         and USB policy), in one query; None when unknown."""
         return self.session.execute(
             select(MachineToken.machine_id, MachineToken.revoked_at, MachineToken.expires_at,
-                   HeartbeatState.inventory_hash, UsbPolicy.mode.label("usb_mode"),
-                   UsbPolicy.status.label("usb_status"))
+                   Machine.created_at.label("registered_at"), HeartbeatState.inventory_hash,
+                   UsbPolicy.mode.label("usb_mode"), UsbPolicy.status.label("usb_status"))
+            .join(Machine, Machine.id == MachineToken.machine_id)
             .outerjoin(HeartbeatState, HeartbeatState.machine_id == MachineToken.machine_id)
             .outerjoin(UsbPolicy, UsbPolicy.machine_id == MachineToken.machine_id)
             .where(MachineToken.token_hash == token_hash)).first()
@@ -343,25 +347,44 @@ class DevicesRepository(SoftwareIndexQueries, Repository):
         return list(self.session.scalars(select(UsbPolicy).where(
             UsbPolicy.status == "PENDING", UsbPolicy.requested_at <= requested_before)))
 
-    def metrics_before(self, day: date) -> tuple:
-        """(how many, the oldest) day rows holding metrics of days before `day`."""
+    def metrics_before(self, day: date, tenant_id=None) -> tuple:
+        """(how many, the oldest) day rows holding metrics of days before `day` (of the
+        tenant's machines, or of all)."""
         days = MachineDay.__table__
         return self.session.execute(select(func.count(), func.min(days.c.day)).where(
-            days.c.day < day, days.c.metrics.is_not(None))).one()
+            *self._metrics_before(day, tenant_id))).one()
 
     def clear_metrics_before(self, day: date) -> None:
         """Metrics of days before `day` cleared; day rows left with nothing deleted."""
         days = MachineDay.__table__
-        self.session.execute(update(days).where(days.c.day < day, days.c.metrics.is_not(None))
-                             .values(metrics=None))
+        self.session.execute(update(days).where(*self._metrics_before(day, None)).values(metrics=None))
         self.session.execute(delete(days).where(days.c.metrics.is_(None), days.c.changes.is_(None)))
 
-    def alerts_closed_before(self, moment) -> tuple:
-        """(how many, the oldest closing) of the alerts closed before `moment`."""
+    def alerts_closed_before(self, moment, tenant_id=None) -> tuple:
+        """(how many, the oldest closing) of the alerts closed before `moment` (of the
+        tenant's machines, or of all)."""
         alerts = Alert.__table__
         return self.session.execute(select(func.count(), func.min(alerts.c.closed_at)).where(
-            alerts.c.closed_at < moment, alerts.c.closed_at.is_not(None))).one()
+            *self._alerts_closed_before(moment, tenant_id))).one()
 
     def delete_alerts_closed_before(self, moment) -> None:
+        self.session.execute(delete(Alert.__table__).where(*self._alerts_closed_before(moment, None)))
+
+    @staticmethod
+    def _metrics_before(day: date, tenant_id) -> list:
+        days = MachineDay.__table__
+        return [days.c.day < day, days.c.metrics.is_not(None),
+                *_of_tenant(days.c.machine_id, tenant_id)]
+
+    @staticmethod
+    def _alerts_closed_before(moment, tenant_id) -> list:
         alerts = Alert.__table__
-        self.session.execute(delete(alerts).where(alerts.c.closed_at < moment, alerts.c.closed_at.is_not(None)))
+        return [alerts.c.closed_at < moment, alerts.c.closed_at.is_not(None),
+                *_of_tenant(alerts.c.machine_id, tenant_id)]
+
+
+def _of_tenant(machine_id_column, tenant_id) -> list:
+    """The condition that a row's machine is the tenant's; none for every tenant."""
+    if tenant_id is None:
+        return []
+    return [machine_id_column.in_(select(Machine.id).where(Machine.tenant_id == tenant_id))]

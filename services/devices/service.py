@@ -17,6 +17,7 @@ from common import rpc as deadline
 from common.db import Database, utcnow
 from common.idempotency import IdempotencyContext, idempotent
 from common.messaging import HEARTBEAT_EXCHANGE, HEARTBEAT_QUEUE, batch_consumer, subscribe
+from common.retention import retention_scope
 from common.service_base import ServiceBase, rpc
 from services.devices import domain, enrolment, heartbeats, links, queries, storage, sweeps, usb_policy
 from services.devices.heartbeats import BatchResult
@@ -125,8 +126,10 @@ class Service(ServiceBase):
         return sweeps.expire_stale_usb_policies(self.db, ttl, moment(now))
 
     @rpc
-    def apply_retention(self, now: str | None = None, dry_run: bool = False) -> dict:
-        return sweeps.apply_retention(self.db, moment(now), dry_run)
+    def apply_retention(self, now: str | None = None, dry_run: bool = False,
+                        tenant_id: str | None = None) -> dict:
+        now, tenant = retention_scope(now, dry_run, tenant_id)
+        return sweeps.apply_retention(self.db, now, dry_run, tenant)
 
     # what other services ask -----------------------------------------------------------------
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from common.contracts import devices as contract
 from common.unit_of_work import UnitOfWorkSource
 from services.devices import domain
 from services.devices.heartbeat_state import USB_ALERTS, fold_alerts
 from services.devices.history import day_of, day_start
 
-METRICS_RETENTION, ALERT_RETENTION = timedelta(days=90), timedelta(days=180)
+# a heartbeat older than the metrics' retention is refused at the contract (nothing of it kept)
+METRICS_RETENTION, ALERT_RETENTION = contract.HEARTBEAT_MAX_AGE, timedelta(days=180)
 
 
 def mark_offline(store: UnitOfWorkSource, thresholds: domain.StatusThresholds, now: datetime) -> dict:
@@ -46,19 +48,20 @@ def expire_stale_usb_policies(store: UnitOfWorkSource, ttl: timedelta, now: date
         return {"marked_stale": len(stale)}
 
 
-def apply_retention(store: UnitOfWorkSource, now: datetime, dry_run: bool = False) -> dict:
+def apply_retention(store: UnitOfWorkSource, now: datetime, dry_run: bool = False, tenant_id=None) -> dict:
     """Hourly metrics go after 90 days (a whole day at a time: a day's hours are one
     value), closed alerts after 180; machines, their current inventory and its change
-    history stay (a day row with changes loses only its metrics)."""
+    history stay (a day row with changes loses only its metrics). With `tenant_id` (a
+    dry run only: common.retention.retention_scope), that tenant's machines alone."""
     metrics_before, alerts_before = day_of(now - METRICS_RETENTION), now - ALERT_RETENTION
     kinds = {}
     with store.unit_of_work() as uow:
-        count, oldest = uow.repo.metrics_before(metrics_before)
+        count, oldest = uow.repo.metrics_before(metrics_before, tenant_id)
         if count and not dry_run:
             uow.repo.clear_metrics_before(metrics_before)
         kinds["metrics_hourly"] = {"past_policy": count, "deleted": 0 if dry_run else count,
                                    "oldest": day_start(oldest).isoformat() if oldest else None}
-        count, oldest = uow.repo.alerts_closed_before(alerts_before)
+        count, oldest = uow.repo.alerts_closed_before(alerts_before, tenant_id)
         if count and not dry_run:
             uow.repo.delete_alerts_closed_before(alerts_before)
         kinds["alerts"] = {"past_policy": count, "deleted": 0 if dry_run else count,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from datetime import datetime
 from urllib.parse import quote
 
 import eventlet
@@ -572,6 +573,11 @@ class Service(ConsoleViews, DeadLetterRoutes):
            response=fleet.HeartbeatAnswer, status=202)
     def machine_heartbeat(self, principal, request, body):
         hint = principal
+        # the body as received (validated, not loaded): marshmallow parses dates the same way
+        implausible = fleet.registration_problem(datetime.fromisoformat(body["sent_at"]),
+                                                 datetime.fromisoformat(hint["registered_at"]))
+        if implausible:  # refused here, as the consumer would dead-letter it
+            raise ValidationFailed(implausible, details={"fields": {"sent_at": [implausible]}})
         message_id = request.headers.get("X-Message-Id") or str(uuid.uuid4())
         if len(message_id) > 128:
             raise ValidationFailed("X-Message-Id is too long", details={"fields": {"X-Message-Id": ["max 128"]}})
@@ -764,7 +770,7 @@ class Service(ConsoleViews, DeadLetterRoutes):
             registrations=answer("accounts", "registration_counts", tenant_id),
             heartbeats=answer("devices", "health_buckets", tenant_id),
             jobs=answer("scheduler", "list_jobs"),
-            **{f"retention:{service}": answer(service, "apply_retention", None, True)
+            **{f"retention:{service}": answer(service, "apply_retention", None, True, tenant_id)
                for service in ("accounts", "tickets", "devices")})
         retention = {}
         for key in [key for key in answers if key.startswith("retention:")]:

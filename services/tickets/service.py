@@ -19,6 +19,7 @@ from common.db import Database, utcnow
 from common.errors import Conflict, Forbidden, NotFound
 from common.idempotency import IdempotencyContext, idempotent
 from common.messaging import first_delivery, subscribe
+from common.retention import retention_scope
 from common.pagination import datetime_value, decode_cursor, encode_cursor, uuid_value
 from common.service_base import ServiceBase, rpc
 from services.tickets import domain, storage
@@ -591,12 +592,14 @@ class Service(ServiceBase):
         return {"paused": paused}
 
     @rpc
-    def apply_retention(self, now: str | None = None, dry_run: bool = False) -> dict:
-        """Report runs and their files go after 30 days; tickets are kept forever."""
-        now = datetime.fromisoformat(now) if now else utcnow()
+    def apply_retention(self, now: str | None = None, dry_run: bool = False,
+                        tenant_id: str | None = None) -> dict:
+        """Report runs and their files go after 30 days; tickets are kept forever. With
+        `tenant_id` (a dry run only), that tenant's alone."""
+        now, tenant = retention_scope(now, dry_run, tenant_id)
         cutoff = now - REPORT_RETENTION
         with self.db.unit_of_work() as uow:
-            old = uow.repo.exports_before(cutoff)
+            old = uow.repo.exports_before(cutoff, tenant)
             summary = {"report_exports": {"past_policy": len(old), "deleted": 0,
                                           "oldest": min((e.created_at for e in old), default=None)},
                        "tickets": {"policy": "kept forever"}}

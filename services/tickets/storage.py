@@ -725,8 +725,11 @@ class TicketsRepository(Repository):
                                        ReportExport.claimed_by == claim)
             .values(**values).returning(ReportExport.id)).first() is not None
 
-    def exports_before(self, cutoff) -> list[ReportExport]:
-        return list(self.session.scalars(select(ReportExport).where(ReportExport.created_at < cutoff)))
+    def exports_before(self, cutoff, tenant_id=None) -> list[ReportExport]:
+        query = select(ReportExport).where(ReportExport.created_at < cutoff)
+        if tenant_id is not None:
+            query = query.where(ReportExport.tenant_id == tenant_id)
+        return list(self.session.scalars(query))
 
     def counts_by_status(self, tenant_id=None) -> dict:
         query = select(Ticket.status, func.count()).group_by(Ticket.status)

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 from chamados_protocol.inventory import canonical_form, inventory_hash
 from tests.e2e.test_devices import (beat, beat_and_wait, enrol, error, parse, sample_inventory)
-from tests.harness import eventually
+from tests.harness import backdate_registration, eventually
 
 
 def inventory_of(admin, machine_id: str) -> dict:
@@ -58,7 +58,8 @@ def test_hourly_metrics_hold_the_current_hour_and_late_hours(tenant, anonymous):
 
     beat_and_wait(anonymous, admin, token, machine_id, memory=20.0)
     beat_and_wait(anonymous, admin, token, machine_id, memory=40.0)
-    # a heartbeat measured three hours ago arrives late: it counts in its own hour
+    # a heartbeat measured three hours ago (the machine is older) arrives late: it counts in its own hour
+    backdate_registration(tenant.system.database_url, [machine_id])
     three_hours_ago = datetime.now(timezone.utc) - timedelta(hours=3)
     late = anonymous.post("/api/machines/heartbeat", headers={"Authorization": f"Bearer {token}"},
                           json={"sent_at": three_hours_ago.isoformat(), "inventory_hash": "0" * 64,

@@ -9,7 +9,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from chamados_protocol.inventory import inventory_hash
-from tests.harness import Client, dead_letters, eventually
+from tests.harness import Client, backdate_registration, dead_letters, eventually
 from tests.support.history import hourly_metrics
 from tests.integration.test_heartbeat_consumer import (enrol, heartbeat_message, heartbeat_states,
                                                         heartbeats_counted, publish_all)
@@ -26,6 +26,7 @@ def with_nested_inventory(heartbeat: dict, depth: int, leaf: str) -> bytes:
 def test_poison_headers_properties_and_inventories_are_parked_once_and_ingestion_goes_on(system, tenant):
     client = Client(system.base_url)
     enrolment = enrol(client, tenant.company(), f"poison-{uuid.uuid4().hex[:6]}")
+    backdate_registration(system.database_url, [enrolment["machine_id"]])  # its heartbeats start in the past
     token, machine_id = enrolment["token"], enrolment["machine_id"]
     marker = f"marker-{uuid.uuid4().hex}"
     start = datetime.now(timezone.utc) - timedelta(minutes=30)
@@ -87,6 +88,7 @@ def test_poison_headers_properties_and_inventories_are_parked_once_and_ingestion
 def test_late_heartbeats_count_once_without_rolling_the_machine_back(system, tenant):
     client = Client(system.base_url)
     enrolment = enrol(client, tenant.company(), f"late-{uuid.uuid4().hex[:6]}")
+    backdate_registration(system.database_url, [enrolment["machine_id"]])  # its heartbeats start in the past
     token, machine_id = enrolment["token"], enrolment["machine_id"]
     now = datetime.now(timezone.utc)
     current_inventory = {"hardware": {"cpu": "new"}, "software": {"packages": [{"name": "a", "version": "2"}]}}
@@ -149,6 +151,7 @@ def test_properties_and_header_names_that_are_not_utf8_stall_nothing(system, ten
 
     client = Client(system.base_url)
     enrolment = enrol(client, tenant.company(), f"bytes-{uuid.uuid4().hex[:6]}")
+    backdate_registration(system.database_url, [enrolment["machine_id"]])  # its heartbeats start in the past
     token, machine_id = enrolment["token"], enrolment["machine_id"]
     start = datetime.now(timezone.utc) - timedelta(minutes=20)
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import create_engine, text
 
 from services.devices.history import HourMetrics
-from tests.harness import Client, eventually
+from tests.harness import Client, backdate_registration, eventually
 from tests.integration.test_heartbeat_consumer import enrol, heartbeat_message, heartbeat_states, publish_all
 from tests.support.history import hourly_metrics
 
@@ -15,6 +15,7 @@ from tests.support.history import hourly_metrics
 def test_a_day_of_metrics_goes_to_its_day_row_when_the_next_day_starts(system, tenant):
     client = Client(system.base_url)
     enrolment = enrol(client, tenant.company(), f"days-{uuid.uuid4().hex[:6]}")
+    backdate_registration(system.database_url, [enrolment["machine_id"]])  # its heartbeats start in the past
     token, machine_id = enrolment["token"], enrolment["machine_id"]
     midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
     sent = [(midnight - timedelta(hours=2, minutes=50), 10.0),  # 21:10 the day before yesterday

@@ -6,6 +6,7 @@ gets copies of the state rows and sees its changes only once it saves them."""
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
 
 from services.devices.heartbeat_state import BatchChanges, InventoryRow, PolicyRow, StateRow
 from services.devices.history import merge_day
@@ -77,7 +78,10 @@ class FakeDevicesRepository:
         return len(live)
 
     def tokens_by_hash(self, hashes) -> dict:
-        return {token.token_hash: token for token in self.tokens if token.token_hash in hashes}
+        return {token.token_hash: SimpleNamespace(
+            token_hash=token.token_hash, machine_id=token.machine_id, revoked_at=token.revoked_at,
+            expires_at=token.expires_at, machine_created_at=self.machine_rows[token.machine_id].created_at)
+            for token in self.tokens if token.token_hash in hashes}
 
     # the heartbeat path
 

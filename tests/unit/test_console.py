@@ -128,6 +128,9 @@ def test_the_csrf_token_belongs_to_its_session():
 def test_values_read_as_people_expect():
     assert formatting.when("2026-12-01T15:04:00+00:00") == "01/12/2026 12:04"  # São Paulo, UTC-3
     assert formatting.when(None) == "—"
+    # a stored date at the edge of the calendar (a broken clock) still reads, in UTC
+    assert formatting.when("0001-01-01T00:00:00+00:00") == "01/01/1 00:00 UTC"
+    assert formatting.when("9999-12-31T23:59:00+00:00") == "31/12/9999 20:59"
     assert formatting.duration(0) == "0 min"
     assert formatting.duration(3 * 3600 + 5 * 60) == "3 h 05 min"
     assert formatting.duration(26 * 3600) == "1 d 2 h"

@@ -17,7 +17,9 @@ moments = st.sampled_from([
     (NOW - timedelta(days=2)).isoformat(), NOW.isoformat(), (NOW + timedelta(minutes=3)).isoformat(),
     (NOW + timedelta(days=1)).isoformat(), NOW.replace(tzinfo=None).isoformat(),
     NOW.strftime("%Y-%m-%dT%H:%M:%SZ"), NOW.astimezone(timezone(timedelta(hours=-3))).isoformat(),
-    NOW.strftime("%Y-%m-%d %H:%M:%S+00:00"), "2026-13-40T99:00:00Z", "yesterday", ""]) | anything
+    NOW.strftime("%Y-%m-%d %H:%M:%S+00:00"), "2026-13-40T99:00:00Z", "yesterday", "",
+    "0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59+00:00", (NOW - timedelta(days=91)).isoformat(),
+    (NOW - timedelta(days=89)).isoformat()]) | anything
 disk = st.fixed_dictionaries({"mount": st.text(max_size=4) | anything, "percent": percent},
                              optional={"extra": anything})
 metrics = st.fixed_dictionaries({}, optional={
@@ -84,3 +86,28 @@ good_bodies = st.fixed_dictionaries(
 @given(good_bodies)
 def test_well_formed_heartbeats_load_the_same_on_the_fast_path(body):
     assert heartbeat._fast_heartbeat(body) == HEARTBEAT_SCHEMA.load(body)
+
+
+@pytest.mark.parametrize("sent_at, problem", [
+    (NOW - timedelta(days=89), None),
+    (NOW + timedelta(minutes=9), None),
+    (NOW - timedelta(days=91), "91 days old"),
+    (datetime(1, 1, 1, tzinfo=timezone.utc), "days old"),
+    (NOW + timedelta(minutes=11), "in the future"),
+    (datetime(9999, 12, 31, tzinfo=timezone.utc), "in the future"),
+])
+def test_a_sent_at_is_bounded_above_and_below(sent_at, problem):
+    found = heartbeat.sent_at_problem(sent_at, NOW)
+    assert (found is None) if problem is None else (problem in found), found
+    if problem:  # and the contract refuses it with that reason, fast path or not
+        with pytest.raises(ValidationError, match="sent_at") as refused:
+            load_heartbeat({"sent_at": sent_at.isoformat(), "inventory_hash": "a" * 64})
+        assert problem in str(refused.value.messages["sent_at"])
+
+
+def test_a_heartbeat_cannot_predate_its_machine_beyond_the_clock_skew():
+    registered = NOW - timedelta(hours=2)
+    assert heartbeat.registration_problem(registered - timedelta(minutes=9), registered) is None
+    assert heartbeat.registration_problem(registered + timedelta(hours=1), registered) is None
+    assert "before the machine was registered" in heartbeat.registration_problem(
+        registered - timedelta(minutes=11), registered)

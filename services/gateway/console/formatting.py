@@ -26,7 +26,11 @@ def when(value, with_seconds: bool = False) -> str:
     moment = parse_time(value)
     if moment is None:
         return "—"
-    return moment.astimezone(LOCAL_ZONE).strftime("%d/%m/%Y %H:%M:%S" if with_seconds else "%d/%m/%Y %H:%M")
+    shape = "%d/%m/%Y %H:%M:%S" if with_seconds else "%d/%m/%Y %H:%M"
+    try:
+        return moment.astimezone(LOCAL_ZONE).strftime(shape)
+    except OverflowError:  # a stored date at the very edge of the calendar (a broken clock)
+        return moment.astimezone(timezone.utc).strftime(shape) + " UTC"
 
 
 def iso(value) -> str:
