@@ -23,7 +23,7 @@ test-browser: $(INSTALLED)
 # every fault case (private broker node and PostgreSQL cluster); `make test` runs a short subset
 test-faults: $(INSTALLED)
 	@scripts/ensure-infra.sh --tests
-	@CHAMADOS_FAULTS=all $(VENV)/bin/python -m pytest tests/faults $(PYTEST_ARGS)
+	@CHAMADOS_FAULTS=all CHAMADOS_FAULTS_REQUIRED=1 $(VENV)/bin/python -m pytest tests/faults $(PYTEST_ARGS)
 
 # benchmarks against their baselines in the same run; figures go to bench/results/
 bench: $(INSTALLED)

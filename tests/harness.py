@@ -183,9 +183,21 @@ def port_is_listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def ephemeral_ports_start() -> int:
+    """Where the kernel's ports for outgoing connections begin (Linux: 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_block(size: int) -> int:
+    """Ports free now, below the ephemeral range: a port there is taken only by a listener,
+    never by one of the machine's many outgoing connections between our check and the
+    service's bind (which made a system's start fail with "Address already in use")."""
+    top = max(12000, ephemeral_ports_start()) - size
     for _ in range(200):
-        base = random.randint(20000, 50000)
+        base = random.randint(10000, top)
         if all(port_is_free(base + offset) for offset in range(size)):
             return base
     raise RuntimeError("no free block of ports")

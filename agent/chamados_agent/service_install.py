@@ -3,7 +3,7 @@ on Linux, as a dedicated unprivileged user, restarted on failure, with its state
 /var/lib/chamados-agent (owned by that user, 0700 — systemd's StateDirectory= keeps it so).
 
 Windows and macOS are not shipped yet: there the agent runs in a session (or under a service
-wrapper such as WinSW or NSSM, set up by hand) — the README says so.
+wrapper such as WinSW or NSSM, set up by hand) — docs/OPERATIONS.md says so.
 
 With `--root DIR` nothing on this machine is changed: the unit is written under DIR and the
 commands that would create the user and start the service are printed (for an image being
@@ -71,7 +71,7 @@ def _require_linux_root(root: Path) -> bool:
     """True when this machine is to be changed (root is /), after checking it can be."""
     if not sys.platform.startswith("linux"):
         raise AgentError("install-service knows systemd (Linux) only; on this system run the agent "
-                         "under a service wrapper by hand (README, \"Desktop agent\")")
+                         "under a service wrapper by hand (docs/OPERATIONS.md, \"Desktop agent\")")
     if root != Path("/"):
         return False
     if os.geteuid() != 0:

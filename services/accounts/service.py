@@ -394,9 +394,10 @@ class Service(ServiceBase):
 
     @rpc
     @once
-    def change_password(self, principal: dict, payload: dict) -> None:
+    def change_password(self, principal: dict, payload: dict, client_address: str | None = None) -> None:
         """A signed-in person changes their own password, proving the current one; their
-        other sessions end, the one asking (`principal["session_id"]`) lives on."""
+        other sessions end, the one asking (`principal["session_id"]`) lives on. Wrong
+        current passwords count as failed sign-ins, per account and per `client_address`."""
         actor = domain.Actor.from_dict(principal)
         session_id = parse_id(principal.get("session_id"), "session")
         data = load(contract.PasswordChange, payload)
@@ -409,8 +410,11 @@ class Service(ServiceBase):
                 raise Unauthorized("invalid or expired token", code="invalid_token")
             # the current password is guessed like a sign-in's: the same account counter and
             # lock-out, and the same bounded wait for a hashing slot
-            limits = {throttle.account_key(str(user.tenant_id), domain.normalize_email(user.email)):
-                      throttle.Policy.from_settings(settings).account}
+            policy = throttle.Policy.from_settings(settings)
+            limits = {throttle.account_key(str(user.tenant_id), domain.normalize_email(user.email)): policy.account}
+            address_key = throttle.address_key(client_address)
+            if address_key is not None:
+                limits[address_key] = policy.address
             self._refuse_while_locked(uow, limits, utcnow())
             still_unlocked, counted_when_wrong = self._throttled_in_the_slot(limits)
             if not password_matches(settings, user.password_hash, data["current_password"],

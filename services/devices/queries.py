@@ -200,12 +200,15 @@ def machines_last_seen(store: UnitOfWorkSource, machine_ids) -> dict:
         return {str(m): seen.isoformat() if seen else None for m, seen in uow.repo.last_seen(ids)}
 
 
-def machine_in_tenant(store: UnitOfWorkSource, tenant_id, machine_id) -> bool:
+def machine_in_tenant(store: UnitOfWorkSource, tenant_id, machine_id, user_id=None) -> bool:
     """Whether this machine exists in this tenant (tickets checks a ticket's machine_id:
-    another tenant's machine must not drive its chat)."""
+    another tenant's machine must not drive its chat) and, given a user, is assigned to
+    or linked with them (a collaborator's ticket names only one of their own machines)."""
     try:
         tenant, machine = parse_id(tenant_id, "tenant"), parse_id(machine_id, "machine")
+        user = parse_id(user_id, "user") if user_id is not None else None
     except NotFound:
         return False
-    with store.unit_of_work() as uow:
-        return uow.repo.machine(tenant, machine) is not None
+    with store.unit_of_work(read_only=True) as uow:
+        found = uow.repo.machine(tenant, machine)
+        return found is not None and (user is None or uow.repo.is_users_machine(found, user))

@@ -24,6 +24,12 @@ class DevicesRepository(SoftwareIndexQueries, Repository):
         return self.session.scalars(select(Machine).where(
             Machine.tenant_id == tenant_id, Machine.id == machine_id)).first()
 
+    def is_users_machine(self, machine: Machine, user_id) -> bool:
+        """Assigned to the user, or linked with them."""
+        return machine.assigned_user_id == user_id or self.session.scalar(
+            select(MachineLink.machine_id).where(MachineLink.machine_id == machine.id,
+                                                 MachineLink.user_id == user_id).limit(1)) is not None
+
     def machine_matching(self, company_id, found: set) -> Machine | None:
         """The company's machine that owns any of these (kind, value) identifiers."""
         if not found:

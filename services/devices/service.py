@@ -142,8 +142,8 @@ class Service(ServiceBase):
         return queries.machines_last_seen(self.db, machine_ids)
 
     @rpc
-    def machine_in_tenant(self, tenant_id: str, machine_id: str) -> bool:
-        return queries.machine_in_tenant(self.db, tenant_id, machine_id)
+    def machine_in_tenant(self, tenant_id: str, machine_id: str, user_id: str | None = None) -> bool:
+        return queries.machine_in_tenant(self.db, tenant_id, machine_id, user_id)
 
     # admin -----------------------------------------------------------------------------------
 

@@ -27,6 +27,25 @@ IDEMPOTENCY_KEY = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}
 
 
+# what each path parameter can be: a literal segment of another route (`users/merge`,
+# `tickets/recent`, `dead-letters/replay`) must not read as an `{id}` of the same shape
+UUID_PATTERN = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+PATH_PARAMETERS = {
+    "letter_id": {"type": "string", "pattern": "^[0-9A-Fa-f]{32}$",
+                  "description": "a parked message's id (32 hex digits)"},
+    "job": {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,63}$", "description": "a scheduler job's name"},
+}
+
+
+def path_parameter(name: str) -> dict:
+    """The schema of a path parameter: every `*_id` but a dead letter's is a UUID."""
+    if name in PATH_PARAMETERS:
+        return PATH_PARAMETERS[name]
+    if name.endswith("_id"):
+        return {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}
+    raise ValueError(f"path parameter {name!r} has no schema: add it to PATH_PARAMETERS")
+
+
 def openapi_path(rule: str) -> str:
     return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
 
@@ -50,7 +69,7 @@ def _build(routes) -> dict:
                      "parameters": [], "responses": {}}
         for name in route.path_params:
             operation["parameters"].append(
-                {"in": "path", "name": name, "required": True, "schema": {"type": "string"}})
+                {"in": "path", "name": name, "required": True, "schema": path_parameter(name)})
         if route.query is not None:
             operation["parameters"].append({"in": "query", "schema": route.query})
         if route.method != "GET" and route.roles is not None:

@@ -372,9 +372,14 @@ class Service(ConsoleViews, DeadLetterRoutes):
 
     @route("POST", "/api/me/password",
            summary="Change my password (the current one first); my other sessions end",
-           tag="people", body=people.PasswordChange, status=204)
-    def change_password(self, principal, body):
-        self.call("accounts", "change_password", principal, body)
+           tag="people", body=people.PasswordChange, status=204, raw=True)
+    def change_password(self, principal, body, request, client=None):
+        """The client's address goes along, as for a sign-in: wrong current passwords are
+        counted per account and per address."""
+        if request is not None:
+            client = client_address(request, self.settings.trusted_proxies)
+        self.call("accounts", "change_password", principal, body, client)
+        return json_response(204) if request is not None else None
 
     # people: companies ---------------------------------------------------------------
 

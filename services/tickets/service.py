@@ -155,7 +155,7 @@ class Service(ServiceBase):
         actor = Actor(actor)
         data = load(contract.TicketCreate, payload)
         if data["machine_id"] is not None:
-            self._check_machine(actor.tenant_id, data["machine_id"])
+            self._check_machine(actor, data["machine_id"])
         now = utcnow()
         with self.db.unit_of_work() as uow:
             if data["queue_id"] is None:
@@ -207,7 +207,7 @@ class Service(ServiceBase):
             if "queue_id" in data:
                 data["queue_id"] = self._queue(uow, actor, data["queue_id"]).id
             if data.get("machine_id") is not None and data["machine_id"] != ticket.machine_id:
-                self._check_machine(actor.tenant_id, data["machine_id"])
+                self._check_machine(actor, data["machine_id"])
             if "company_id" in data:
                 company = self._company(uow, actor.tenant_id, data["company_id"]) if data["company_id"] else None
                 ticket.company_name = company.name if company else None
@@ -854,11 +854,13 @@ class Service(ServiceBase):
             raise NotFound("queue not found", code="queue_not_found")
         return queue
 
-    def _check_machine(self, tenant_id, machine_id) -> None:
+    def _check_machine(self, actor: Actor, machine_id) -> None:
         """A ticket's machine is one of its tenant's (devices owns machines; its online status
-        drives the chat's auto-end): another tenant's or an unknown one is not found."""
-        if not deadline.call(self.devices, "devices", "machine_in_tenant", str(tenant_id),
-                             str(machine_id), timeout=LOOKUP_TIMEOUT_SECONDS):
+        drives the chat's auto-end), and a collaborator's one of their own (assigned or
+        linked): another tenant's, another person's or an unknown one is not found."""
+        own = None if actor.is_staff else str(actor.user_id)
+        if not deadline.call(self.devices, "devices", "machine_in_tenant", str(actor.tenant_id),
+                             str(machine_id), own, timeout=LOOKUP_TIMEOUT_SECONDS):
             raise NotFound("machine not found", code="machine_not_found")
 
     def _person(self, uow, tenant_id, user_id) -> Person:

@@ -60,3 +60,28 @@ def test_request_schemas_are_the_validating_ones(anonymous):
     users = document["paths"]["/api/admin/users"]["get"]
     assert {p["name"] for p in users["parameters"]} >= {"type", "q", "company_id", "limit", "cursor"}
     assert users["security"] == [{"bearer": []}]
+
+
+def test_no_route_shadows_another_in_the_document(anonymous):
+    """Two paths of one method that differ where one has a literal segment and the other
+    a parameter (users/merge and users/{user_id}) are told apart by the parameter's pattern."""
+    document = anonymous.get("/api/openapi.json").json()
+    by_method: dict[str, list[tuple[str, dict]]] = {}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            params = {p["name"]: p["schema"] for p in operation["parameters"] if p["in"] == "path"}
+            by_method.setdefault(method, []).append((path, params))
+    clashes = []
+    for method, paths in by_method.items():
+        for path, _ in paths:
+            for other, params in paths:
+                segments, shape = path.split("/"), other.split("/")
+                if other == path or len(segments) != len(shape):
+                    continue
+                if all(mine == theirs or (theirs.startswith("{") and not mine.startswith("{")
+                                          and re.search(params[theirs[1:-1]].get("pattern", ""), mine))
+                       for mine, theirs in zip(segments, shape)):
+                    clashes.append((method, path, other))
+    assert clashes == []
+    checked = [(method, path) for method, paths in by_method.items() for path, _ in paths]
+    assert ("post", "/api/admin/users/merge") in checked and ("get", "/api/tickets/recent") in checked

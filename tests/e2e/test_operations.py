@@ -16,6 +16,7 @@ from tests.harness import free_port_block
 
 DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
+OPERATIONS = ROOT / "docs" / "OPERATIONS.md"  # how to deploy the stack
 
 
 def run(*command, cwd=None):
@@ -121,8 +122,14 @@ def test_a_real_prometheus_scrapes_every_service(prometheus):
 
 
 def test_the_swarm_stack_is_valid():
-    assert shutil.which("docker"), "the docker client is needed for `docker stack config`"
+    # `docker stack config` merges and checks the file in the client alone (no daemon, no
+    # swarm); nothing installs the client, so a machine without one says so in the -ra summary
+    if not shutil.which("docker"):
+        pytest.skip("docker client not installed: `docker stack config` checks deploy/stack.yml "
+                    "(Debian: apt-get install docker.io)")
     result = run("docker", "stack", "config", "-c", str(DEPLOY / "stack.yml"))
+    if result.returncode != 0 and re.search(r"unknown command|is not a docker command", result.stderr):
+        pytest.skip(f"this docker client has no `docker stack config`: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr
     stack = yaml.safe_load(result.stdout)
     services = stack["services"]
@@ -171,15 +178,14 @@ def test_the_swarm_stack_keeps_every_password_in_a_secret():
     # Grafana's admin password (not its default)
     assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == \
         "/run/secrets/chamados_grafana_admin_password"
-    # the README creates every secret the stack uses
-    readme = (ROOT / "README.md").read_text()
+    # the deployment steps create every secret the stack uses
+    steps = OPERATIONS.read_text()
     for secret in declared:
-        assert f"docker secret create {secret} " in readme, f"the README never creates {secret}"
+        assert f"docker secret create {secret} " in steps, f"docs/OPERATIONS.md never creates {secret}"
 
 
-def test_the_readme_first_admin_step_fits_the_stack():
-    readme = (ROOT / "README.md").read_text()
-    swarm = readme.split("## Deploying on a Swarm", 1)[1].split("\n## ", 1)[0]
+def test_the_first_admin_step_fits_the_stack():
+    swarm = OPERATIONS.read_text().split("## Deploying on a Swarm", 1)[1].split("\n## ", 1)[0]
     stack = yaml.safe_load((DEPLOY / "stack.yml").read_text())
     for network in re.findall(r"docker run [^`]*--network (\w+)", swarm):
         assert network.startswith("chamados_"), network

@@ -169,6 +169,25 @@ def test_own_password_change_is_throttled_like_a_sign_in(people):
     too_many(sign_in(system, b_email, PASSWORD, slug, "198.51.100.77"))
 
 
+def test_own_password_guesses_count_on_the_client_address_too(people):
+    """Guesses spread over several accounts' password changes from one address lock that
+    address (sign-ins from it included), though no account reaches its own limit."""
+    system, rpc, slug, a_email, b_email = people
+    guessing, elsewhere = "192.0.2.90", "192.0.2.91"
+    change = {"current_password": "wrong-password", "new_password": "another-pass-99"}
+    # 2 accounts x 2 guesses: 4 from the address (its limit), 2 for each account (under 3)
+    me = Client(system.base_url).sign_in(a_email, PASSWORD, tenant=slug)
+    other = Client(system.base_url).sign_in(b_email, PASSWORD, tenant=slug)
+    for client in (me, other):
+        client.http.headers["X-Forwarded-For"] = guessing
+        for _ in range(2):
+            response = client.post("/api/me/password", json=change)
+            assert response.status_code == 403, response.text
+    too_many(me.post("/api/me/password", json={**change, "current_password": PASSWORD}))
+    too_many(sign_in(system, b_email, PASSWORD, slug, guessing))
+    assert sign_in(system, b_email, PASSWORD, slug, elsewhere).status_code == 200
+
+
 def test_parallel_guesses_get_exactly_the_account_limit_evaluated(people):
     """Eight guesses at once (from eight addresses: the address limit is not what is tested):
     the lock-out let one guess more through than the limit, since a failure was counted only

@@ -32,10 +32,11 @@ def me(client: Client) -> dict:
     return response.json()
 
 
-def machine(tenant, *, seen_for: timedelta = timedelta(days=1)) -> str:
+def machine(tenant, *, seen_for: timedelta = timedelta(days=1), linked_to: str | None = None) -> str:
     """A machine enrolled in the tenant (a ticket's machine must be one of its own), last
     seen by devices `seen_for` from now: the chat sweep, which asks devices, then never ends
-    a chat as DEVICE_OFFLINE under a test that moves the sweep's clock forward."""
+    a chat as DEVICE_OFFLINE under a test that moves the sweep's clock forward. `linked_to`:
+    an email the machine is linked with (a collaborator's ticket names only their own)."""
     company = tenant.company()
     response = Client(tenant.system.base_url).post("/api/machines/register", json={
         "provisioning_code": company["provisioning_code"], "hostname": f"pc-{uuid.uuid4().hex[:6]}",
@@ -45,6 +46,9 @@ def machine(tenant, *, seen_for: timedelta = timedelta(days=1)) -> str:
         "collaborator": {"email": f"colab-{uuid.uuid4().hex[:8]}@{tenant.slug}.test", "name": "Maria"}})
     assert response.status_code == 201, response.text
     machine_id = response.json()["machine_id"]
+    if linked_to is not None:
+        linked = tenant.admin.post("/api/admin/devices/links", json={"machine_id": machine_id, "email": linked_to})
+        assert linked.status_code == 201, linked.text
     engine = create_engine(tenant.system.database_url)
     try:
         with engine.begin() as connection:
@@ -543,7 +547,7 @@ def test_live_chat_opens_external_work_and_ending_pauses(tenant):
     requester_user, requester = tenant.person("collaborator")
     _, stranger = tenant.person("collaborator")
     # with a machine: the chat sweep (NO_DEVICE) must not end this chat under our feet
-    ticket = create(requester, "Preciso de ajuda agora", machine_id=machine(tenant))
+    ticket = create(requester, "Preciso de ajuda agora", machine_id=machine(tenant, linked_to=requester_user["email"]))
     act(admin, ticket, "assign", assignee_id=agent_user["id"])
 
     opened = agent.post(f"/api/tickets/{ticket['id']}/chat", json={})
@@ -775,3 +779,16 @@ def test_assignees_are_the_tenants_staff_and_a_ticket_is_found_by_its_number(ten
     by_number = collaborator_client.get(f"/api/tickets/{created['reference']}")
     assert by_number.status_code == 200 and by_number.json()["id"] == created["id"]
     assert collaborator_client.get("/api/tickets/999999").status_code == 404
+
+
+def test_a_collaborator_names_only_a_machine_of_their_own(tenant):
+    """Assigned or linked to them; another person's machine of the tenant is not found for
+    them (staff may name any of the tenant's)."""
+    user, collaborator = tenant.person("collaborator")
+    someone_elses = machine(tenant)
+    refused = error(collaborator.post("/api/tickets", json={"subject": "s", "description": "d",
+                                                            "machine_id": someone_elses}), 404)
+    assert refused["code"] == "machine_not_found"
+    own = machine(tenant, linked_to=user["email"])
+    assert create(collaborator, machine_id=own)["machine_id"] == own
+    assert create(tenant.admin, machine_id=someone_elses)["machine_id"] == someone_elses

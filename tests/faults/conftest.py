@@ -3,7 +3,8 @@ per session (the machine's shared ones are never touched), the devices service r
 against them, and a per-case reset to a healthy pipeline. They are package-scoped: set up by
 the first fault case, torn down — on failure too — after the last one, so a whole `make test`
 session does not keep them idling through the other packages. Long cases are skipped unless
-CHAMADOS_FAULTS=all."""
+CHAMADOS_FAULTS=all. Without the server binaries the cases skip with the reason, except under
+CHAMADOS_FAULTS_REQUIRED=1 (`make test`, `make test-faults`), where they fail."""
 from __future__ import annotations
 
 import shutil
@@ -34,6 +35,12 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
+def unavailable(reason: str) -> None:
+    if helpers.REQUIRED:
+        pytest.fail(f"{reason}; CHAMADOS_FAULTS_REQUIRED=1: the fault tier may not skip", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="package")
 def fault_workdir():
     for leftover in helpers.reap_leftovers():
@@ -50,7 +57,7 @@ def fault_workdir():
 def private_rabbit(fault_workdir):
     missing = helpers.PrivateRabbit.missing()
     if missing:
-        pytest.skip(missing)
+        unavailable(missing)
     rabbit = helpers.PrivateRabbit(fault_workdir / "rabbitmq")
     try:
         seconds = rabbit.start()
@@ -67,7 +74,7 @@ def private_rabbit(fault_workdir):
 def private_postgres(fault_workdir):
     missing = helpers.PrivatePostgres.missing()
     if missing:
-        pytest.skip(missing)
+        unavailable(missing)
     postgres = helpers.PrivatePostgres(fault_workdir / "postgres")
     try:
         started = time.monotonic()

@@ -47,6 +47,9 @@ class FakeDevicesRepository:
         machine = self.machine_rows.get(machine_id)
         return machine if machine is not None and machine.tenant_id == tenant_id else None
 
+    def is_users_machine(self, machine, user_id) -> bool:
+        return machine.assigned_user_id == user_id or (machine.id, user_id) in self.link_rows
+
     def machine_matching(self, company_id, found: set):
         for kind, value in sorted(found):
             owner = self.identifiers.get((company_id, kind, value))

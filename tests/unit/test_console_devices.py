@@ -3,9 +3,12 @@ inventory and its change records are laid out for reading (views/devices.py)."""
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from services.gateway.console import charts
-from services.gateway.console.views.devices import (CHANGES_SHOWN, inventory_sections, percent,
-                                                    plain, readable_changes)
+from services.gateway.console.views.devices import (CHANGES_SHOWN, INVENTORY_CHARS_SHOWN, INVENTORY_VALUES_SHOWN,
+                                                    VALUE_CHARS_SHOWN,
+                                                    inventory_sections, percent, plain, readable_changes)
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 SINCE = datetime(2026, 11, 30, 3, 0, tzinfo=timezone.utc)  # 00:00 in São Paulo
@@ -98,6 +101,38 @@ def test_a_long_list_starts_folded():
     (software,) = inventory_sections({"software": {"manager": "dpkg", "packages": packages}})
     assert software.facts == [("manager", "dpkg")]
     assert software.tables[0].total == 300 and not software.short
+
+
+def rendered_values(sections) -> int:
+    return sum(len(section.facts) + sum(len(row) for table in section.tables for row in table.rows)
+               for section in sections)
+
+
+@pytest.mark.parametrize("document", [
+    {"registry": {f"key-{index}": index for index in range(45_000)}},  # one object, 45,000 keys
+    {f"top-{index}": "x" for index in range(45_000)},  # 45,000 loose values
+    {"software": [{f"column-{c}": c for c in range(50)} for _ in range(2_000)]},  # wide and long
+    {"a": {f"k{i}": i for i in range(5_000)}, "b": [{"name": i} for i in range(5_000)], "c": {"x": 1}},
+    {"notes": {f"n{i}": "long " * 70 for i in range(2_000)}},  # few values, many characters
+])
+def test_a_huge_inventory_renders_a_bounded_page_and_says_how_much_it_left_out(document):
+    sections = inventory_sections(document)
+    shown = rendered_values(sections)
+    hidden = sum(section.hidden for section in sections)
+    assert shown <= INVENTORY_VALUES_SHOWN + 50  # the budget, and one last row at most
+    chars = sum(len(text) for section in sections for _, text in section.facts) + sum(
+        len(cell) for section in sections for table in section.tables for row in table.rows for cell in row)
+    assert chars <= INVENTORY_CHARS_SHOWN + 50 * VALUE_CHARS_SHOWN
+    total = sum(1 if not isinstance(v, (dict, list)) else
+                sum(len(item) for item in v) if isinstance(v, list) else len(v) for v in document.values())
+    assert shown + hidden == total and hidden > 0
+    assert all(len(table.columns) <= 24 for section in sections for table in section.tables)
+
+
+def test_a_long_value_is_cut():
+    (general,) = inventory_sections({"note": "x" * 100_000})
+    [(_, text)] = general.facts
+    assert len(text) == VALUE_CHARS_SHOWN and text.endswith("…")
 
 
 def test_a_change_record_reads_as_path_old_new_added_removed():

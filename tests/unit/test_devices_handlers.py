@@ -265,6 +265,19 @@ def test_links_are_to_people_who_exist_and_never_to_the_assigned_user(store, acc
         links.remove_link(store, THRESHOLDS, ADMIN, {"machine_id": machine_id, "user_id": bia}, NOW)
 
 
+def test_a_machine_is_a_user_s_when_assigned_to_or_linked_with_them(store, accounts):
+    machine_id = register(store, accounts)["machine_id"]
+    ana = accounts.people["ana@example.test"]["id"]
+    bia = accounts.ensure_person(str(TENANT), "bia@example.test", "Bia", None)["id"]
+    assert queries.machine_in_tenant(store, str(TENANT), machine_id)
+    assert not queries.machine_in_tenant(store, str(uuid.uuid4()), machine_id)  # another tenant's
+    assert queries.machine_in_tenant(store, str(TENANT), machine_id, ana)
+    assert not queries.machine_in_tenant(store, str(TENANT), machine_id, bia)
+    link(store, accounts, machine_id, "bia@example.test")
+    assert queries.machine_in_tenant(store, str(TENANT), machine_id, bia)
+    assert not queries.machine_in_tenant(store, str(TENANT), "not-an-id")
+
+
 def test_access_assigns_the_person_accounts_ensures_and_drops_their_link(store, accounts):
     enrolled = register(store, accounts)
     machine_id = enrolled["machine_id"]

@@ -1,6 +1,6 @@
 """What a reader needs is in the repository: the README's and docs' links resolve inside it,
-docs/API.md lists exactly the gateway's routes, and every "pitfall N" the code cites is in
-docs/ENGINEERING.md."""
+docs/API.md lists exactly the gateway's routes, every "pitfall N" the code cites is in
+docs/ENGINEERING.md, and every test docs/ARCHITECTURE.md's guarantee table cites exists."""
 import re
 
 import services.gateway.service  # noqa: F401  (registers the routes)
@@ -8,7 +8,7 @@ from common.config import ROOT
 from services.gateway.http import ROUTES
 
 DOCS = ROOT / "docs"
-MARKDOWN = [ROOT / "README.md", ROOT / "deploy" / "README.md", *sorted(DOCS.glob("*.md"))]
+MARKDOWN = [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "deploy" / "README.md", *sorted(DOCS.glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
@@ -50,3 +50,32 @@ def test_every_pitfall_the_code_cites_is_in_engineering_md():
                                                  path.read_text(encoding="utf-8", errors="replace")):
                     cited.update(range(int(first), int(last or first) + 1))
     assert cited and cited <= numbered, f"cited but not in docs/ENGINEERING.md: {cited - numbered}"
+
+
+def guarantee_rows() -> list[tuple[str, str]]:
+    """docs/ARCHITECTURE.md's guarantee table: (guarantee, tests column) per row."""
+    text = (DOCS / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    section = text.split("## Guarantees and where they are kept", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][2:]  # past head and rule
+    return [(cells[0], cells[-1]) for cells in (row.strip("| ").split(" | ") for row in rows)]
+
+
+def test_every_guarantee_cites_its_tests_or_says_it_has_none():
+    rows = guarantee_rows()
+    assert len(rows) >= 15, "the guarantee table was not found whole"
+    for guarantee, tests in rows:
+        assert re.search(r"`tests/\S+\.py::test_\w+`", tests) or "no test yet" in tests, \
+            f"{guarantee!r}: cite `tests/<file>.py::<test>` or say 'no test yet'"
+
+
+def test_every_test_the_guarantee_table_cites_exists():
+    cited = [(guarantee, citation) for guarantee, tests in guarantee_rows()
+             for citation in re.findall(r"`(tests/[^`]+)`", tests)]
+    assert cited
+    for guarantee, citation in cited:
+        path, _, function = citation.partition("::")
+        assert function, f"{guarantee!r}: {citation} names no test function"
+        source = ROOT / path
+        assert source.is_file(), f"{guarantee!r}: {path} does not exist"
+        assert re.search(rf"^def {re.escape(function)}\(", source.read_text(encoding="utf-8"),
+                         flags=re.MULTILINE), f"{guarantee!r}: {path} has no {function}"

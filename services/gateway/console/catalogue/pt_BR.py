@@ -436,6 +436,7 @@ MESSAGES = {
     "devices.inventory_part.network": "Rede",
     "devices.inventory_part.software": "Software",
     "devices.inventory_rows_shown": "Mostrando {shown} de {total}.",
+    "devices.inventory_values_hidden": "Mais {count} valores não cabem nesta página; o inventário inteiro está em {api}.",
     "devices.changes": "Histórico de alterações do inventário",
     "devices.changes_none": "Nenhuma alteração registrada.",
     "devices.change_initial": "Primeiro inventário recebido.",

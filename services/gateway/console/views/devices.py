@@ -24,6 +24,11 @@ CHANGES_LISTED = 50  # the newest records on the page; the API pages through the
 CHANGES_SHOWN = 40  # per kind and record: a reinstalled machine's software can change hundreds of paths
 TABLE_ROWS_SHOWN = 1000  # an inventory's longest list (installed packages) stays readable
 SHORT_TABLE_ROWS = 20
+# what one device page renders of an inventory, whatever its shape (an agent may send 45,000
+# keys in one object): values in all, columns per table, characters per value; the rest is
+# counted and left to the API (GET /api/admin/machines/{id}/inventory)
+INVENTORY_VALUES_SHOWN, INVENTORY_CHARS_SHOWN = 6000, 150_000
+TABLE_COLUMNS_SHOWN, VALUE_CHARS_SHOWN = 24, 400
 RESET_DIALOG = "resetar"
 
 
@@ -246,27 +251,64 @@ class InventorySection:
     title: str
     facts: list[tuple[str, str]] = field(default_factory=list)
     tables: list[InventoryTable] = field(default_factory=list)
+    hidden: int = 0  # values left out: the page's budget ran out
 
     @property
     def short(self) -> bool:
         """Short enough to show open; a long list (installed packages) starts folded."""
-        return all(table.total <= SHORT_TABLE_ROWS for table in self.tables)
+        return not self.hidden and all(table.total <= SHORT_TABLE_ROWS for table in self.tables)
 
+
+class ValueBudget:
+    """How many more inventory values, and characters of them, the page may render."""
+
+    def __init__(self, values: int = INVENTORY_VALUES_SHOWN, chars: int = INVENTORY_CHARS_SHOWN):
+        self.values, self.chars = values, chars
+
+    @property
+    def left(self) -> bool:
+        return self.values > 0 and self.chars > 0
+
+    def take(self, texts: list[str]) -> bool:
+        """Spend on these texts (one fact, or one table row), if any budget is left."""
+        if not self.left:
+            return False
+        self.values -= len(texts)
+        self.chars -= sum(len(text) for text in texts)
+        return True
+
+
+def shown_text(value, key: str = "") -> str:
+    text = plain(value, key)
+    return text if len(text) <= VALUE_CHARS_SHOWN else text[:VALUE_CHARS_SHOWN - 1] + "…"
+
+
+def leaves(value) -> int:
+    """How many values a part of the inventory holds (what a skipped part hides)."""
+    if isinstance(value, dict) and value:
+        return sum(leaves(item) for item in value.values())
+    if is_table(value):
+        return sum(len(item) for item in value)
+    return 1
 
 def inventory_sections(document: dict) -> list[InventorySection]:
     """The inventory as the page shows it, whatever the agent put in it: one section per
     top-level object or list (titled from the catalogue when it knows the name), the loose
     values first; nested objects become `a › b` facts, lists of objects become tables."""
+    budget = ValueBudget()
     general = InventorySection("", catalogue.translate("devices.inventory_general"))
     sections = []
     for key, value in document.items():
         if (isinstance(value, dict) and value) or is_table(value):
             section = InventorySection(key, section_title(key))
-            fill_section(section, value, "")  # a top-level list is the section's one table
+            fill_section(section, value, "", budget)  # a top-level list is the section's one table
             sections.append(section)
+        elif budget.left:
+            general.facts.append((key, shown_text(value, key)))
+            budget.take([general.facts[-1][1]])
         else:
-            general.facts.append((key, plain(value, key)))
-    return ([general] if general.facts else []) + sections
+            general.hidden += 1
+    return ([general] if general.facts or general.hidden else []) + sections
 
 
 def section_title(key: str) -> str:
@@ -278,20 +320,29 @@ def is_table(value) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
 
 
-def fill_section(section: InventorySection, value, label: str) -> None:
-    if is_table(value):
+def fill_section(section: InventorySection, value, label: str, budget: ValueBudget) -> None:
+    if not budget.left:
+        section.hidden += leaves(value)
+    elif is_table(value):
         found = list(dict.fromkeys(name for item in value for name in item))
         # what names an item (its name, mount, device…) first: the stored order is alphabetical
-        columns = [name for name in IDENTITY_KEYS if name in found] + \
-            [name for name in found if name not in IDENTITY_KEYS]
-        section.tables.append(InventoryTable(
-            label, columns, [[plain(item.get(name), name) for name in columns]
-                             for item in value[:TABLE_ROWS_SHOWN]], len(value)))
+        columns = ([name for name in IDENTITY_KEYS if name in found] +
+                   [name for name in found if name not in IDENTITY_KEYS])[:TABLE_COLUMNS_SHOWN]
+        rows = []
+        for item in value[:TABLE_ROWS_SHOWN]:
+            row = [shown_text(item.get(name), name) for name in columns]
+            if not budget.take(row):
+                break
+            rows.append(row)
+        section.hidden += sum(len(item) for item in value) - sum(
+            len(item.keys() & set(columns)) for item in value[:len(rows)])
+        section.tables.append(InventoryTable(label, columns, rows, len(value)))
     elif isinstance(value, dict) and value:
         for name, item in value.items():
-            fill_section(section, item, f"{label} › {name}" if label else name)
+            fill_section(section, item, f"{label} › {name}" if label else name, budget)
     else:
-        section.facts.append((label, plain(value, label.rsplit(" › ", 1)[-1])))
+        section.facts.append((label, shown_text(value, label.rsplit(" › ", 1)[-1])))
+        budget.take([section.facts[-1][1]])
 
 
 def readable_changes(version: dict) -> dict:
