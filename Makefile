@@ -30,6 +30,11 @@ bench: $(INSTALLED)
 	@scripts/ensure-infra.sh --bench
 	@$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
+# ruff, then the layering contracts of pyproject.toml [tool.importlinter] (docs/ENGINEERING.md)
+lint: $(INSTALLED)
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/lint-imports
+
 unit: $(INSTALLED)
 	@$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
 

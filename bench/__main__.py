@@ -15,7 +15,10 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import common  # noqa: E402,F401  (psycopg wait function, as every process of the project)
+from common import bootstrap  # noqa: E402
+
+bootstrap.install()  # as every process of the project (common/bootstrap.py)
+
 from bench import BENCHES  # noqa: E402
 from bench.core import RESULTS_DIR, code_fingerprint, commit_id, environment, log, write_result  # noqa: E402
 

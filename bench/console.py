@@ -39,7 +39,7 @@ import requests
 from bench.core import BenchFailure, Stack, log, median, ratio, target
 from bench.httpload import LUA_DONE, load_generator, run_python, run_wrk
 from common.config import SERVICE_NAMES
-from services.tickets.storage import sql_fold
+from services.tickets.listing import sql_fold
 
 NAME = "console"
 SUMMARY = ("console pages (dashboard, /chamados and its filters, page 2) over N tickets at 8 connections: "
@@ -311,7 +311,7 @@ SELECT gen_random_uuid(), %(tenant)s, s.g, s.subject, s.description,
        least(%(now)s::timestamptz, s.created + CASE WHEN s.status = 'RESOLVED' THEN s.took ELSE s.took / 5 END),
        CASE WHEN s.status = 'RESOLVED' THEN least(%(now)s::timestamptz, s.created + s.took) END,
        NULL,
-       -- what the tickets service writes for `q` (services/tickets/storage.py, index_ticket)
+       -- what the tickets service writes for `q` (services/tickets/storage.py, index_ticket; the folding in listing.py)
        to_tsvector('portuguese'::regconfig, SEARCH_FOLD)
 FROM (SELECT sh.*, (%(verbs)s::text[])[sh.verb] || ' ' || (%(topics)s::text[])[sh.topic] || ' '
              || (%(places)s::text[])[sh.place] AS subject,

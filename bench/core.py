@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import common  # noqa: F401  (first: the psycopg wait function, ENGINEERING.md pitfall 1)
 import psutil
 import psycopg
 import requests

@@ -27,7 +27,10 @@ eventlet.monkey_patch()  # before anything imports sockets, threads or time
 import argparse  # noqa: E402
 import sys  # noqa: E402
 
-import common  # noqa: E402,F401  (psycopg wait function)
+from common import bootstrap  # noqa: E402
+
+bootstrap.install()  # the library patches, before anything loads psycopg
+
 from common.config import SERVICE_NAMES, ConfigError, settings_from_env  # noqa: E402
 
 

@@ -226,7 +226,7 @@ def reset_password(settings: Settings, email: str, tenant: str | None,
     nor the services (running or not: they keep nothing of a password in memory)."""
     from common.db import Store, wait_until_reachable
     from common.errors import DomainError
-    from services.accounts import domain, service, storage
+    from services.accounts import domain, recovery, storage
 
     def fail(message: str) -> int:
         print(f"chamados: reset-password: {message}", file=sys.stderr)
@@ -239,7 +239,7 @@ def reset_password(settings: Settings, email: str, tenant: str | None,
     store = Store(settings, "accounts", storage.AccountsRepository, storage.metadata)
     try:
         wait_until_reachable(store.engine, "the accounts database", attempts=3)
-        result = service.reset_password(store, email, tenant, password)
+        result = recovery.reset_password(store, settings, email, tenant, password)
     except DomainError as exc:
         if exc.code == "email_in_several_tenants":
             return fail(f"{exc.message}; run it again with --tenant SLUG")

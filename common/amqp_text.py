@@ -3,8 +3,8 @@
 py-amqp reads short strings (properties such as message_id and reply_to, header names) as
 strict UTF-8; a client that sent other bytes made every read of that queue fail, the same
 message coming back each time (one heartbeat stalled ingestion for good). Undecodable bytes
-read as U+FFFD instead. Imported by `common.messaging` and `common.service_base`, which every
-service imports; not by the desktop agent, which speaks pika.
+read as U+FFFD instead. Installed by `common.bootstrap` in every process of the server; not
+in the desktop agent, which speaks pika.
 """
 import amqp.serialization
 
@@ -15,4 +15,5 @@ def lenient_text(value):
     return value
 
 
-amqp.serialization.pstr_t = lenient_text
+def install() -> None:
+    amqp.serialization.pstr_t = lenient_text

@@ -8,8 +8,8 @@ accepts) raised inside the consumer's drain loop, with the same end. And a reply
 to the RPC exchange with `reply_to` as its routing key: a request whose `reply_to` was
 `accounts.sign_in` would have had its answer delivered to accounts as a call.
 
-Installed by importing this module (`common.service_base` and the gateway do), for every
-queue of a service's QueueConsumer (RPC, event handlers, reply listeners):
+Installed by `common.bootstrap`, for every queue of a service's QueueConsumer (RPC, event
+handlers, reply listeners):
 
 - a message that cannot be decoded is dead-lettered with the reason, then acked;
 - an RPC request is answered only when it has the shape nameko's callers send — a JSON
@@ -101,6 +101,7 @@ def _undecodable_parked(get_consumers):
     return get_consumers_parking_undecodable
 
 
-if not getattr(QueueConsumer.get_consumers, "guarded", False):
-    QueueConsumer.get_consumers = _undecodable_parked(QueueConsumer.get_consumers)
-    RpcConsumer.handle_message = _rpc_requests_checked(RpcConsumer.handle_message)
+def install() -> None:
+    if not getattr(QueueConsumer.get_consumers, "guarded", False):
+        QueueConsumer.get_consumers = _undecodable_parked(QueueConsumer.get_consumers)
+        RpcConsumer.handle_message = _rpc_requests_checked(RpcConsumer.handle_message)

@@ -75,7 +75,7 @@ def load_config(path: Path | str | None = None) -> dict:
 AGENT_PASSWORD_MIN_LENGTH = 16
 
 
-# argon2-cffi's parameter profiles by name (services/accounts/service.py maps them); the last
+# argon2-cffi's parameter profiles by name (services/accounts/passwords.py maps them); the last
 # one costs microseconds instead of ~0.1 s of CPU: test systems sign in thousands of times
 PASSWORD_HASH_PROFILES = ("rfc9106-low-memory", "rfc9106-high-memory", "insecure-for-tests")
 

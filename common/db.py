@@ -11,80 +11,23 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
-import common  # noqa: F401  (psycopg wait function, before SQLAlchemy loads psycopg)
 from nameko.extensions import DependencyProvider
-from sqlalchemy import DateTime, MetaData, create_engine, event, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.types import TypeDecorator
 
 from common.config import Settings
 from common.events import validate_event
+from common.metrics import register_collector, register_database_collector
+from common.outbox import OutboxRelay, outbox_row, outbox_table
+from common.tables import (NAMING_CONVENTION, UTCDateTime, escape_like, is_sqlite,  # noqa: F401  (their old home)
+                           new_metadata, upsert_insert, utcnow)
 from common.unit_of_work import AbstractUnitOfWork
 
 log = logging.getLogger(__name__)
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-def new_metadata() -> MetaData:
-    """Each service's tables live in their own MetaData with stable constraint names."""
-    return MetaData(naming_convention=NAMING_CONVENTION)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class UTCDateTime(TypeDecorator):
-    """Timezone-aware UTC in and out, on PostgreSQL and on SQLite (which drops the zone)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTCDateTime column")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
-
-
-def escape_like(value: str) -> str:
-    """User text inside a LIKE pattern matches literally (used with escape="\\")."""
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def upsert_insert(session, table):
-    """An INSERT that can say ON CONFLICT, for the session's database (PostgreSQL or SQLite)."""
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
-
-
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
 
 def create_service_engine(settings: Settings, service: str) -> Engine:
     url = make_url(settings.database_url_for(service))
@@ -195,8 +138,6 @@ class UnitOfWork(AbstractUnitOfWork):
 
     def emit(self, event_type: str, payload: dict) -> dict:
         """Queue an event in the outbox, inside this transaction (pitfall 8)."""
-        from common.outbox import outbox_row
-
         if self.read_only:
             raise RuntimeError("a read-only unit of work cannot emit events")
         message = validate_event(self._store.service, event_type, payload)
@@ -220,8 +161,6 @@ class Store:
 
     def __init__(self, settings: Settings, service: str, repository=None, metadata=None,
                  engine: Engine | None = None):
-        from common.outbox import outbox_table
-
         self.settings = settings
         self.service = service
         self.repository = repository
@@ -275,9 +214,6 @@ class Database(DependencyProvider):
         self.relay = None
 
     def setup(self):
-        from common.metrics import register_collector, register_database_collector
-        from common.outbox import OutboxRelay
-
         settings = Settings.from_mapping(self.container.config)
         service = self.container.service_name
         self.store = Store(settings, service, self.repository, self.metadata)

@@ -1,11 +1,16 @@
 """Domain errors with stable machine codes, carried across RPC as themselves.
 
-Every subclass is registered with nameko's remote-error registry, so a `NotFound` raised in
-the accounts service arrives in the gateway as a `NotFound` (not a `RemoteError`), with its
-code, message and details intact. The gateway maps the class to an HTTP status in one table.
+Plain Python, so domain modules raise them without loading nameko. `common.remote_errors`
+(installed by `common.bootstrap`) registers every subclass with nameko's remote-error
+registry, so a `NotFound` raised in the accounts service arrives in the gateway as a
+`NotFound` (not a `RemoteError`), with its code, message and details intact. The gateway maps
+the class to an HTTP status in one table.
 """
+from typing import Callable
+
 import orjson
-from nameko.exceptions import deserialize_to_instance
+
+_CLASS_LISTENERS: list[Callable[[type], object]] = []
 
 
 class DomainError(Exception):
@@ -23,7 +28,8 @@ class DomainError(Exception):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        deserialize_to_instance(cls)
+        for listener in _CLASS_LISTENERS:
+            listener(cls)
 
     @property
     def message(self) -> str:
@@ -41,7 +47,15 @@ class DomainError(Exception):
         return f"{self.code}: {self.message}"
 
 
-deserialize_to_instance(DomainError)
+def on_every_error_class(listener: Callable[[type], object]) -> None:
+    """Calls `listener` with DomainError and each subclass: those defined now, then each one
+    as it is defined."""
+    _CLASS_LISTENERS.append(listener)
+    classes = [DomainError]
+    while classes:
+        cls = classes.pop()
+        listener(cls)
+        classes.extend(cls.__subclasses__())
 
 
 class BadRequest(DomainError):

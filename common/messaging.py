@@ -38,7 +38,6 @@ from nameko.standalone.events import get_event_exchange
 from prometheus_client import Counter
 from sqlalchemy import Column, String, Table, Uuid
 
-from common import amqp_text  # noqa: F401  (lenient AMQP short strings)
 from common.contracts import devices as device_contract
 from common.db import UTCDateTime, upsert_insert, utcnow
 from common.deliveries import Delivery, Verdict

@@ -1,12 +1,11 @@
 """Alembic, one migration history per service, each in the service's own schema/file.
 
 `chamados migrate` upgrades every service; `chamados revision SERVICE -m MSG` autogenerates
-a revision from the service's `storage.metadata`. Each service's migrations/env.py is two
-lines that call `run_migrations_env()`.
+a revision from the service's `storage.metadata`. Each service's migrations/env.py hands its
+own metadata to `run_migrations_env()`: common imports no service (ENGINEERING.md).
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from alembic import command
@@ -66,13 +65,12 @@ def make_revision(settings: Settings, service: str, message: str) -> None:
         engine.dispose()
 
 
-def run_migrations_env() -> None:
-    """Body of every service's migrations/env.py (online mode only)."""
+def run_migrations_env(metadata) -> None:
+    """Body of every service's migrations/env.py (online mode only), given the service's
+    table metadata."""
     from alembic import context
 
     config = context.config
-    service = config.attributes["service"]
-    metadata = importlib.import_module(f"services.{service}.storage").metadata
     context.configure(
         connection=config.attributes["connection"],
         target_metadata=metadata,

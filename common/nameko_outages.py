@@ -10,7 +10,7 @@ A lost connection is one WARNING line per interval, without kombu's traceback. I
 consumers also reconnect every 2 s at most (kombu's default grows to 30 s), so a service
 is consuming again within seconds of the broker's return.
 
-Imported by `common.service_base` and `common.messaging`, which every service imports.
+Installed by `common.bootstrap`, in every process (the gateway's outage protection included).
 """
 from __future__ import annotations
 
@@ -78,7 +78,9 @@ def _warn_without_traceback(message, *args, exc_info=None, **kwargs):
               f": {describe(failure)}" if failure is not None else "")
 
 
-if not getattr(RpcConsumer.handle_result, "__name__", "") == "handle_result_riding_out_outages":
+def install() -> None:
+    if getattr(RpcConsumer.handle_result, "__name__", "") == "handle_result_riding_out_outages":
+        return
     RpcConsumer.handle_result = _reply_or_forget(RpcConsumer.handle_result)
     QueueConsumer.ack_message = _settle_or_forget(QueueConsumer.ack_message, "ack")
     QueueConsumer.requeue_message = _settle_or_forget(QueueConsumer.requeue_message, "requeue")

@@ -18,7 +18,7 @@ from kombu import Connection
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import BigInteger, Column, Integer, String, Table, Text, Uuid, delete, select
 
-from common.db import UTCDateTime, is_sqlite, utcnow
+from common.tables import UTCDateTime, is_sqlite, utcnow
 from common.metrics import OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ another) a reply is consumed without acknowledgement: an ack is one more frame e
 call, and a reply unacknowledged when its caller dies is of use to no one (its queue
 expires with the caller).
 
-Installed by importing this module (common.service_base and the gateway do).
+Installed by `common.bootstrap`.
 tests/integration/test_rpc_replies.py checks answers, errors and the unserialisable case.
 """
 from __future__ import annotations
@@ -69,7 +69,8 @@ def _replies_unacknowledged(get_consumers):
     return get_consumers_replies_unacknowledged
 
 
-# RpcConsumer.handle_result builds its Responder by this module-level name
-nameko_rpc.Responder = Responder
-if not getattr(QueueConsumer.get_consumers, "installed", False):
-    QueueConsumer.get_consumers = _replies_unacknowledged(QueueConsumer.get_consumers)
+def install() -> None:
+    # RpcConsumer.handle_result builds its Responder by this module-level name
+    nameko_rpc.Responder = Responder
+    if not getattr(QueueConsumer.get_consumers, "installed", False):
+        QueueConsumer.get_consumers = _replies_unacknowledged(QueueConsumer.get_consumers)

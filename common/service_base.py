@@ -6,11 +6,6 @@ from datetime import datetime
 from nameko.rpc import rpc as nameko_rpc
 from nameko.web.handlers import http
 
-from common import amqp_text  # noqa: F401  (lenient AMQP short strings)
-from common import nameko_outages  # noqa: F401  (no exit on a broker outage)
-from common import bus_guard  # noqa: F401  (a malformed message is parked, never fatal)
-from common import rpc_replies  # noqa: F401  (replies serialised once, no confirm)
-from common import wire  # noqa: F401  (the bus's JSON through orjson)
 from common.db import utcnow
 from common.errors import DomainError
 from common.idempotency import purge

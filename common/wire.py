@@ -9,7 +9,7 @@ processes with either codec understand each other — a test client, an older re
   the receiver a UUID object; every receiver here parses ids from text, they come from HTTP
   bodies too), and a NaN or infinite float as null (the stdlib wrote `NaN`, which is not
   JSON). tests/unit/test_wire.py holds the rest equal.
-Installed by importing this module (common.service_base and the gateway do)."""
+Installed by `common.bootstrap`."""
 from __future__ import annotations
 
 import orjson
@@ -44,4 +44,5 @@ def decode(data):
         return kombu_json.loads(text)
 
 
-registry.register("json", encode, decode, content_type="application/json", content_encoding="utf-8")
+def install() -> None:
+    registry.register("json", encode, decode, content_type="application/json", content_encoding="utf-8")

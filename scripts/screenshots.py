@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore", message="(?s).*Eventlet is deprecated")  # imported, never patched
 
+from common import bootstrap  # noqa: E402
+
+bootstrap.install()  # the library patches, as every process (no eventlet.monkey_patch(): pitfall 19)
+
 from tests.harness import Client, PostgresServer, RabbitVhost, System, eventually  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "screenshots"

@@ -9,7 +9,10 @@ import eventlet  # noqa: E402
 
 eventlet.monkey_patch()  # first thing (ENGINEERING.md pitfall 4)
 
-import common  # noqa: E402,F401  (psycopg wait function)
+from common import bootstrap  # noqa: E402
+
+bootstrap.install()  # as every process of the project (common/bootstrap.py)
+
 import pytest  # noqa: E402
 
 collect_ignore = ["browser"]  # its own pytest run, without eventlet (tests/browser/conftest.py)

@@ -1,12 +1,10 @@
 """Contract of the accounts service (RPC `accounts`)."""
 from marshmallow import fields, validate
 
+from common.actor import STAFF_ROLES  # noqa: F401  (one definition, beside Actor)
 from common.contracts import PageQuery, StrictSchema, trimmed
+from common.vocabulary import PROVISIONING_ROLES, ROLES  # noqa: F401  (the contract's names)
 
-ROLES = ("admin", "manager", "agent", "collaborator", "machine")
-STAFF_ROLES = frozenset({"admin", "manager", "agent"})
-# who may read or rotate a company's provisioning code (it enrols machines): not agents
-PROVISIONING_ROLES = frozenset({"admin", "manager"})
 ROLE = validate.OneOf(ROLES)
 
 

@@ -6,15 +6,10 @@ from zoneinfo import ZoneInfo
 from marshmallow import ValidationError, fields, validate
 
 from common.contracts import PageQuery, StrictSchema, trimmed
+from common.vocabulary import (COMMENT_MAX, EXPORT_DELIMITERS, EXPORT_STATUSES,  # noqa: F401
+                               PAUSE_REASONS, PRIORITIES, STATUSES, SUBJECT_MAX, VISIBILITIES,
+                               WORK_TYPES)
 
-STATUSES = ("PENDING", "AWAITING_ATTENDANCE", "PAUSED", "RESOLVED")
-PRIORITIES = ("LOW", "MEDIUM", "HIGH", "URGENT")
-WORK_TYPES = ("INTERNAL", "EXTERNAL")
-PAUSE_REASONS = ("NO_CONTACT", "WAITING_THIRD_PARTY", "IN_PROCEDURE")
-VISIBILITIES = ("PUBLIC", "INTERNAL")
-SUBJECT_MAX, COMMENT_MAX = 600, 20_000
-EXPORT_STATUSES = ("QUEUED", "RUNNING", "DONE", "FAILED")
-EXPORT_DELIMITERS = (",", ";")  # ";" is what a spreadsheet set to Portuguese (Brazil) expects
 LOCAL_ZONE = ZoneInfo("America/Sao_Paulo")  # what a plain date in a filter means
 COUNT_CAP = 10_000  # `count=true` counts up to this many matches (then `count_capped`)
 _PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import re
 import secrets
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from common.contracts.accounts import ROLES
+from common.actor import Actor  # noqa: F401  (domain.Actor: one definition, shared with tickets)
 from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from common.vocabulary import ROLES
 
 PEOPLE_ROLES = frozenset(ROLES) - {"machine"}
 USER_TYPES = {"all": frozenset(ROLES), "people": PEOPLE_ROLES, "machines": frozenset({"machine"})}
@@ -62,26 +61,21 @@ def user_changes(current: Mapping, requested: Mapping) -> dict:
     return {field: value for field, value in wanted.items() if current[field] != value}
 
 
+def company_changes(current: Mapping, requested: Mapping) -> dict:
+    """What a company update really changes (name, apelido): field -> the value to store,
+    for each requested field whose value as it would be stored (the name trimmed, the
+    apelido normalised) differs from the current one."""
+    wanted = {}
+    if "name" in requested:
+        wanted["name"] = requested["name"].strip()
+    if "apelido" in requested:
+        wanted["apelido"] = normalize_apelido(requested["apelido"])
+    return {field: value for field, value in wanted.items() if current[field] != value}
+
+
 def new_provisioning_code() -> str:
     """What an installer types into the agent to enrol a machine in a company."""
     return secrets.token_hex(16)
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is acting, as the gateway authenticated them."""
-
-    user_id: uuid.UUID
-    tenant_id: uuid.UUID
-    role: str
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Actor":
-        return cls(uuid.UUID(str(data["user_id"])), uuid.UUID(str(data["tenant_id"])), data["role"])
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
 
 
 def check_can_manage_user(actor: Actor, current_role: str | None, new_role: str | None) -> None:

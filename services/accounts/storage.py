@@ -102,6 +102,19 @@ class SignInThrottle(Base):
 
 
 class AccountsRepository(Repository):
+    def flush(self) -> None:
+        """Send the pending changes now, inside the transaction."""
+        self.session.flush()
+
+    def stamp_version(self, row) -> None:
+        """The row's (a user's, a company's) next version, counted by its own UPDATE
+        (`version + 1` under the row's lock, so two concurrent changes never get one number),
+        then the row read back: the event carries what was committed under that number, a
+        concurrent writer's columns included."""
+        row.version = type(row).version + 1
+        self.session.flush()
+        self.session.refresh(row)
+
     # tenants
     def tenant(self, tenant_id) -> Tenant | None:
         return self.session.get(Tenant, tenant_id)
@@ -133,6 +146,10 @@ class AccountsRepository(Repository):
     def user(self, tenant_id, user_id) -> User | None:
         return self.session.scalars(select(User).where(
             User.tenant_id == tenant_id, User.id == user_id)).first()
+
+    def user_by_id(self, user_id) -> User | None:
+        """Whatever its tenant: a session's user."""
+        return self.session.get(User, user_id)
 
     def user_by_email(self, tenant_id, email_normalized: str) -> User | None:
         return self.session.scalars(select(User).where(
@@ -211,7 +228,6 @@ class AccountsRepository(Repository):
         number of people signed in, not the number of sign-ins ever."""
         self.session.execute(delete(ApiSession).where(stale_session(expired_before)))
 
-
     # sign-in throttle
     def throttle_counts(self, keys, for_update: bool = False) -> dict[str, SignInThrottle]:
         query = select(SignInThrottle).where(SignInThrottle.key.in_(sorted(keys)))
@@ -244,15 +260,6 @@ class AccountsRepository(Repository):
         stale = (select(SignInThrottle.key).where(SignInThrottle.expires_at <= now).limit(limit)
                  .with_for_update(skip_locked=True))
         return self.session.execute(delete(SignInThrottle).where(SignInThrottle.key.in_(stale))).rowcount
-
-
-def stamp_version(session, row) -> None:
-    """The row's next version, counted by its own UPDATE (`version + 1` under the row's lock,
-    so two concurrent changes never get one number), then the row read back: the event
-    carries what was committed under that number, a concurrent writer's columns included."""
-    row.version = type(row).version + 1
-    session.flush()
-    session.refresh(row)
 
 
 def stale_session(expired_before):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+from common.actor import Actor
 from common.contracts import devices as contract
 from common.contracts import load
 from common.errors import ValidationFailed
@@ -12,7 +13,7 @@ from common.tokens import new_secret_token
 from common.unit_of_work import UnitOfWorkSource
 from services.devices import domain
 from services.devices.links import Accounts, assign
-from services.devices.queries import Actor, find_machine
+from services.devices.queries import find_machine
 from services.devices.storage import Machine, MachineToken
 
 
@@ -76,7 +77,7 @@ def describe(machine: Machine, data: dict, collaborator: dict, now: datetime) ->
 def reset_agent(store: UnitOfWorkSource, actor: dict, machine_id, now: datetime) -> dict:
     """Every token of the machine stops working at once; the agent must re-register."""
     with store.unit_of_work() as uow:
-        machine = find_machine(uow, Actor(actor), machine_id)
+        machine = find_machine(uow, Actor.from_dict(actor), machine_id)
         revoked = uow.repo.revoke_tokens(machine.id, now)
         uow.commit()
         return {"machine_id": str(machine.id), "revoked_tokens": revoked}

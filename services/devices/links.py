@@ -7,12 +7,13 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
+from common.actor import Actor
 from common.contracts import devices as contract
 from common.contracts import load
 from common.errors import Conflict, NotFound
 from common.unit_of_work import UnitOfWorkSource
 from services.devices import domain
-from services.devices.queries import Actor, find_machine, machine_detail
+from services.devices.queries import find_machine, machine_detail
 from services.devices.storage import MachineLink
 
 # accounts(method, *args): accounts' answer to that RPC (with a deadline), asked before any
@@ -39,7 +40,7 @@ def _machine_seen(store: UnitOfWorkSource, actor: Actor, machine_id):
 def adjust_access(store: UnitOfWorkSource, accounts: Accounts, thresholds, actor: dict, machine_id,
                   payload: dict, now: datetime) -> dict:
     """The machine's person (made when absent, as accounts' `ensure_person` does) and persona."""
-    actor = Actor(actor)
+    actor = Actor.from_dict(actor)
     data = load(contract.Access, payload)
     seen = _machine_seen(store, actor, machine_id)
     user = accounts("ensure_person", str(seen.tenant_id), data["email"], data["name"], str(seen.company_id))
@@ -54,7 +55,7 @@ def adjust_access(store: UnitOfWorkSource, accounts: Accounts, thresholds, actor
 
 def add_link(store: UnitOfWorkSource, accounts: Accounts, thresholds, actor: dict, payload: dict,
              now: datetime) -> dict:
-    actor = Actor(actor)
+    actor = Actor.from_dict(actor)
     data = load(contract.LinkCreate, payload)
     seen = _machine_seen(store, actor, data["machine_id"])
     # a link is to someone who already exists: an unknown email is refused, not a new
@@ -74,7 +75,7 @@ def add_link(store: UnitOfWorkSource, accounts: Accounts, thresholds, actor: dic
 
 
 def remove_link(store: UnitOfWorkSource, thresholds, actor: dict, query: dict, now: datetime) -> dict:
-    actor = Actor(actor)
+    actor = Actor.from_dict(actor)
     data = load(contract.LinkQuery, query)
     with store.unit_of_work() as uow:
         machine = find_machine(uow, actor, data["machine_id"])

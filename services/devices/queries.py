@@ -3,12 +3,12 @@ changes, metrics, software search) and the lookups other services make (health, 
 seen, tenant membership)."""
 from __future__ import annotations
 
-import uuid
 from dataclasses import asdict
 from datetime import datetime, timedelta
 
 import orjson
 
+from common.actor import Actor
 from common.contracts import devices as contract
 from common.contracts import load, parse_id
 from common.errors import NotFound
@@ -18,13 +18,6 @@ from services.devices import domain
 from services.devices.heartbeat_state import open_hour
 from services.devices.history import HourMetrics, day_of, fold_hours, hour_starts, newest_changes
 from services.devices.software import version_key
-
-
-class Actor:
-    def __init__(self, data: dict):
-        self.user_id = uuid.UUID(str(data["user_id"]))
-        self.tenant_id = uuid.UUID(str(data["tenant_id"]))
-        self.role = data["role"]
 
 
 def find_machine(uow, actor: Actor, machine_id):
@@ -76,11 +69,11 @@ def machine_detail(uow, machine, thresholds: domain.StatusThresholds, now: datet
 
 def get_machine(store: UnitOfWorkSource, thresholds, actor: dict, machine_id, now: datetime) -> dict:
     with store.unit_of_work() as uow:
-        return machine_detail(uow, find_machine(uow, Actor(actor), machine_id), thresholds, now)
+        return machine_detail(uow, find_machine(uow, Actor.from_dict(actor), machine_id), thresholds, now)
 
 
 def list_machines(store: UnitOfWorkSource, thresholds, actor: dict, query: dict, now: datetime) -> dict:
-    actor = Actor(actor)
+    actor = Actor.from_dict(actor)
     filters = load(contract.MachineQuery, query)
     after = decode_cursor(filters["cursor"], text_value, uuid_value)
     with store.unit_of_work() as uow:
@@ -94,7 +87,7 @@ def list_machines(store: UnitOfWorkSource, thresholds, actor: dict, query: dict,
 def user_machines(store: UnitOfWorkSource, thresholds, actor: dict, user_id, now: datetime) -> dict:
     """The machines a user is assigned to or linked with (Admin ▸ Usuários). The gateway
     has already found the user; an id nobody holds simply has no machines."""
-    actor = Actor(actor)
+    actor = Actor.from_dict(actor)
     user = parse_id(user_id, "user")
     with store.unit_of_work() as uow:
         rows = uow.repo.user_machines(actor.tenant_id, user, contract.USER_MACHINES_MAX)
@@ -106,7 +99,7 @@ def user_machines(store: UnitOfWorkSource, thresholds, actor: dict, user_id, now
 def inventory_changes(store: UnitOfWorkSource, actor: dict, machine_id, query: dict) -> dict:
     """The machine's inventory change records, newest first, a page at a time: what was
     added, removed (with its old value) and changed (old and new) at each version."""
-    actor = Actor(actor)
+    actor = Actor.from_dict(actor)
     data = load(contract.InventoryChangesQuery, query)
     before = decode_cursor(data["cursor"], day_value, int)
     limit = data["limit"]
@@ -124,7 +117,7 @@ def inventory_changes(store: UnitOfWorkSource, actor: dict, machine_id, query: d
 def current_inventory(store: UnitOfWorkSource, actor: dict, machine_id) -> dict:
     """The machine's inventory as stored (canonical), its hash and when it last changed."""
     with store.unit_of_work() as uow:
-        stored = uow.repo.inventory(find_machine(uow, Actor(actor), machine_id).id)
+        stored = uow.repo.inventory(find_machine(uow, Actor.from_dict(actor), machine_id).id)
         return contract.CurrentInventory().dump({
             "hash": stored.hash if stored else None, "version": stored.version if stored else None,
             "updated_at": stored.updated_at if stored else None,
@@ -135,7 +128,7 @@ def search_software(store: UnitOfWorkSource, actor: dict, query: dict) -> dict:
     """Which of the tenant's machines have a package, at which versions — "which PCs still
     have firefox older than 128": from the software index kept on every inventory change,
     never by reading inventories."""
-    actor = Actor(actor)
+    actor = Actor.from_dict(actor)
     data = load(contract.SoftwareQuery, query)
     after = decode_cursor(data["cursor"], text_value, uuid_value)
     older_than = version_key(data["version_lt"]) if data["version_lt"] else None
@@ -162,7 +155,7 @@ def machine_metrics(store: UnitOfWorkSource, actor: dict, machine_id, query: dic
     ended days from the machine's day rows, the current day's ended hours and the current
     hour so far from the state row (no hour is in two places: the state row hands a day
     over only when it moves on to a later one)."""
-    actor = Actor(actor)
+    actor = Actor.from_dict(actor)
     hours = load(contract.MetricsQuery, query)["hours"]
     since = domain.hour_of(now) - timedelta(hours=hours - 1)
     with store.unit_of_work(read_only=True) as uow:

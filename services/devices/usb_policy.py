@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from common.actor import Actor
 from common.contracts import devices as contract
 from common.contracts import load
 from common.errors import Conflict
 from common.unit_of_work import UnitOfWorkSource
-from services.devices.queries import Actor, find_machine
+from services.devices.queries import find_machine
 from services.devices.storage import UsbPolicy
 
 
 def set_usb_policy(store: UnitOfWorkSource, actor: dict, machine_id, payload: dict, now: datetime) -> dict:
-    actor = Actor(actor)
+    actor = Actor.from_dict(actor)
     data = load(contract.UsbPolicyRequest, payload)
     with store.unit_of_work() as uow:
         machine = find_machine(uow, actor, machine_id)

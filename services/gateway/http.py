@@ -16,6 +16,7 @@ import time
 from http import HTTPStatus
 from urllib.parse import urlsplit
 from dataclasses import dataclass, field
+from typing import Callable
 
 import eventlet
 import orjson
@@ -136,6 +137,38 @@ CORS_EXPOSE_HEADERS = "Retry-After, Location, Content-Disposition"  # what the A
 CORS_MAX_AGE_SECONDS = 600
 
 
+def is_console_path(path: str) -> bool:
+    """Addresses outside the API and the operations routes belong to people."""
+    return path != "/api" and not path.startswith(("/api/", "/healthz", "/readyz", "/metrics"))
+
+
+@dataclass(frozen=True)
+class ConsoleErrorPages:
+    """How an error on a people's address (`is_console_path`) is answered: with a page."""
+    # (request, error) -> the page; werkzeug's routing errors, and what is refused before a
+    # page runs (a slow body, the broker known down)
+    routing_error: Callable[[Request, BaseException], Response]
+    # (path, status, code) -> (body, content type, headers), for what the HTTP parser refused
+    parser_error: Callable[[str, int, str], tuple[bytes, str, dict]]
+
+
+# The console routes through this module (`json_http`), so this module cannot import it back:
+# the gateway's service hands the console's pages in (`answer_console_errors_with`).
+_console_error_pages: ConsoleErrorPages | None = None
+
+
+def answer_console_errors_with(pages: ConsoleErrorPages) -> None:
+    global _console_error_pages
+    _console_error_pages = pages
+
+
+def error_answer(request: Request, exc: BaseException) -> Response:
+    """A page on a console address (once the console's pages are in), else the API's JSON."""
+    if _console_error_pages is not None and is_console_path(request.path):
+        return _console_error_pages.routing_error(request, exc)
+    return error_response(exc)
+
+
 def is_api_path(path: str) -> bool:
     return path == "/api" or path.startswith("/api/")
 
@@ -206,7 +239,6 @@ class JsonWsgiApp(WsgiApp):
         self.max_body_bytes, self.body_seconds = settings.max_body_bytes, settings.http_body_timeout_seconds
 
     def __call__(self, environ, start_response):
-        from services.gateway.console.web import is_console_path, routing_error_page
         request = Request(environ, shallow=True)
         adapter = self.url_map.bind_to_environ(environ)
         origin = request.headers.get("Origin")
@@ -226,8 +258,7 @@ class JsonWsgiApp(WsgiApp):
         except RequestRedirect as redirect:  # `//api//tickets`: to the address it means
             response = same_host_redirect(redirect)
         except Exception as exc:
-            response = routing_error_page(request, exc) if is_console_path(request.path) \
-                else error_response(exc)
+            response = error_answer(request, exc)
         if not is_console_path(request.path):
             add_answer_headers(response, request.path, origin, self.cors)
         return response(environ, start_response)
@@ -297,10 +328,7 @@ def answer_without_a_worker(request: Request) -> Response | None:
         return liveness()  # with a query string, the route refuses it (422)
     if not broker_circuit.is_open() or request.path.startswith(BROKERLESS_PATHS):
         return None
-    from services.gateway.console.web import is_console_path, routing_error_page
-
-    exc = unavailable("the message broker", BROKER_DOWN, log)
-    return routing_error_page(request, exc) if is_console_path(request.path) else error_response(exc)
+    return error_answer(request, unavailable("the message broker", BROKER_DOWN, log))
 
 
 def close_connection(environ) -> None:
@@ -420,12 +448,10 @@ class JsonErrorProtocol(HttpOnlyProtocol):
                         path: str | None = None) -> None:
         """The error in the API's JSON shape; on a console `path` (when the parser got that
         far), the console's HTML error page instead."""
-        from services.gateway.console.web import console_parser_error_page, is_console_path
-
         code = PARSER_ERROR_CODES.get(status, "bad_request")
         message = message or PARSER_ERROR_MESSAGES.get(status, "malformed request")
-        if path is not None and is_console_path(path):
-            body, content_type, extra = console_parser_error_page(path, status, code)
+        if path is not None and _console_error_pages is not None and is_console_path(path):
+            body, content_type, extra = _console_error_pages.parser_error(path, status, code)
         else:
             body, content_type, extra = (orjson.dumps(error_body(code, message, details)),
                                          "application/json", NO_SNIFF_NO_STORE)

@@ -17,9 +17,6 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
 
 from common import idempotency, outages, rpc
-from common import bus_guard  # noqa: F401  (a malformed message is parked, never fatal)
-from common import rpc_replies  # noqa: F401  (replies: written once, no confirm, no ack)
-from common import wire  # noqa: F401  (the bus's JSON through orjson)
 from common.config import Settings
 from common.contracts import accounts as people
 from common.contracts import devices as fleet
@@ -34,14 +31,17 @@ from common.tokens import same_secret
 from services.gateway import openapi
 from services.gateway.auth_cache import TokenCacheProvider
 from services.gateway.console.lookups import LookupsProvider, changes_what_pages_show
+from services.gateway.console import web as console_web
 from services.gateway.console.views import ConsoleViews
 from services.gateway.deadletters import DeadLetterRoutes
-from services.gateway.http import (ARRIVED_AT_ENVIRON_KEY, OPERATIONS, ROUTES, NoQuery, check_role,
-                                   client_address, error_response, json_response, observe, parse_json_body,
-                                   parse_query, route)
+from services.gateway.http import (ARRIVED_AT_ENVIRON_KEY, OPERATIONS, ROUTES, NoQuery,
+                                   answer_console_errors_with, check_role, client_address, error_response,
+                                   json_response, liveness, observe, parse_json_body, parse_query, route)
 from services.gateway.schemas import HealthSnapshot, Readiness
 
 log = logging.getLogger(__name__)
+
+answer_console_errors_with(console_web.ERROR_PAGES)  # people get pages, the API JSON
 
 STAFF = people.STAFF_ROLES
 USER_ADMINS = frozenset({"admin", "manager"})

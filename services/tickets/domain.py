@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from common.contracts.accounts import STAFF_ROLES
-from common.contracts.tickets import (COMMENT_MAX, EXPORT_DELIMITERS, PRIORITIES, STATUSES,  # noqa: F401
-                                      SUBJECT_MAX, WORK_TYPES)
-from common.contracts.tickets import PAUSE_REASONS as PEOPLE_PAUSE_REASONS
+from common.actor import STAFF_ROLES
+from common.vocabulary import (COMMENT_MAX, EXPORT_DELIMITERS, PRIORITIES, STATUSES,  # noqa: F401
+                               SUBJECT_MAX, WORK_TYPES)
+from common.vocabulary import PAUSE_REASONS as PEOPLE_PAUSE_REASONS
 from common.errors import Conflict, Forbidden, ValidationFailed
 from common.snapshot_version import SnapshotVersion  # noqa: F401  (domain.SnapshotVersion)
 

@@ -1,360 +1,53 @@
-"""Tickets tables and repository (schema `tickets`)."""
+"""Tickets repository (schema `tickets`): the queries over models.py's tables that the
+handlers ask for, inside their unit of work."""
 from __future__ import annotations
 
-import re
-import unicodedata
 import uuid
-from datetime import datetime
-from typing import NamedTuple
 
 import orjson
-from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, Text, and_, bindparam, case,
-                        cast, func, literal_column, null, or_, select, text, tuple_, union_all,
-                        update)
+from sqlalchemy import Integer, and_, bindparam, case, cast, func, literal_column, or_, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import TSVECTOR
-from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
 
-from common.contracts.accounts import STAFF_ROLES
-from common.db import Repository, UTCDateTime, escape_like, new_metadata, upsert_insert, utcnow
-from common.idempotency import idempotency_table
-from common.messaging import inbox_table
-from common.outbox import outbox_table
+from common.actor import STAFF_ROLES
+from common.db import Repository, upsert_insert
+from common.messaging import first_delivery
 from services.tickets import domain
+from services.tickets.listing import (_PAGE_STATEMENTS, _RECENT_STATEMENTS, FTS_TABLE, SEARCH_CONFIG,
+                                      TICKET_VIEW_JSON, _remember, fold, list_conditions, list_values)
+from services.tickets.models import (USER_REFERENCES, VIEW_COLUMNS, Chat, ChatMessage, Comment,
+                                     CompanySnapshot, Person, QueueRef, ReferenceCounter, ReportExport,
+                                     SavedFilter, Ticket, TicketQueue, TimelineEntry, WorkSession, inbox)
+from services.tickets.models import idempotency_keys, metadata  # noqa: F401  (the migrations read storage.metadata)
 from services.tickets.views import ticket_view
-
-OPEN_ONLY = text("ended_at IS NULL")
-
-# Search (`q`). What is searched: the subject, the description and the PUBLIC comments (an
-# internal note's words find nothing, for anyone: one index, one rule). Accents and case are
-# folded in Python before the text reaches the database, on both sides, so no extension
-# (unaccent) is needed: "impressao" finds "impressão" and the other way round. Each word of
-# `q` must match. PostgreSQL matches whole words, stemmed by the Portuguese configuration
-# ("impressoras" finds "impressora", "impress" finds nothing; stop words such as "de" are
-# ignored). SQLite's FTS5 does not stem Portuguese: there each word matches a word or the
-# start of one ("impressora" finds "impressoras"). Punctuation alone ("%") still matches the
-# subject literally. PostgreSQL: `tickets.search_vector`, a tsvector built with the Portuguese
-# configuration and a GIN index. SQLite: the FTS5 table `tickets_fts` (one row per
-# ticket: `ticket_key` = the id's 32 hex digits, `body` = the text; unicode61 with
-# remove_diacritics 2). The service rewrites a ticket's entry whenever its subject or
-# description changes (`index_ticket`, under the ticket's row lock) and adds to it when a
-# public comment is added (`index_comment`).
-SEARCH_CONFIG = literal_column("'portuguese'::regconfig")
-FTS_TABLE = "tickets_fts"
-_WORD = re.compile(r"[^\W_]+")
-# the same folding in SQL, for the migration's backfill and the benchmark's seeding
-SQL_ACCENTS = ("ÁÀÂÃÄÅáàâãäåÇçÉÈÊËéèêëÍÌÎÏíìîïÑñÓÒÔÕÖóòôõöÚÙÛÜúùûüÝýÿ",
-               "AAAAAAaaaaaaCcEEEEeeeeIIIIiiiiNnOOOOOoooooUUUUuuuuYyy")
-
-
-def fold(value: str) -> str:
-    """Lower case without accents: what is indexed and what is searched for."""
-    decomposed = unicodedata.normalize("NFKD", value.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-def search_words(q: str) -> list[str]:
-    """The words of a query, folded; punctuation alone gives none."""
-    return _WORD.findall(fold(q))[:32]
-
-
-def sql_fold(expression: str) -> str:
-    """SQL that folds `expression` like `fold` does (for Latin letters)."""
-    return f"lower(translate({expression}, '{SQL_ACCENTS[0]}', '{SQL_ACCENTS[1]}'))"
-
-
-class Base(DeclarativeBase):
-    metadata = new_metadata()
-
-
-metadata = Base.metadata
-outbox_table(metadata)
-inbox = inbox_table(metadata)
-idempotency_keys = idempotency_table(metadata)  # Idempotency-Key records (common/idempotency.py)
-
-
-class Person(Base):
-    """Snapshot of an accounts user, kept current by accounts' events."""
-
-    __tablename__ = "people"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(254))
-    role: Mapped[str] = mapped_column(String(20))
-    company_id: Mapped[uuid.UUID | None]
-    merged_into_id: Mapped[uuid.UUID | None]
-    # the accounts version these values are of (domain.SnapshotVersion; 0: none known)
-    version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-
-
-class CompanySnapshot(Base):
-    __tablename__ = "companies"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # as Person's
-
-
-class TicketQueue(Base):
-    __tablename__ = "queues"
-    __table_args__ = (Index("uq_queues_tenant_name", "tenant_id", "name_normalized", unique=True),)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    tenant_id: Mapped[uuid.UUID]
-    name: Mapped[str] = mapped_column(String(100))
-    name_normalized: Mapped[str] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class ReferenceCounter(Base):
-    """The last human reference number given in each tenant."""
-
-    __tablename__ = "reference_counters"
-    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    last_reference: Mapped[int] = mapped_column(Integer)
-
-
-class Ticket(Base):
-    __tablename__ = "tickets"
-    __table_args__ = (
-        Index("uq_tickets_tenant_reference", "tenant_id", "reference", unique=True),
-        # one index per list filter, each ending in the keyset order (created_at, id)
-        Index("ix_tickets_tenant_created", "tenant_id", "created_at", "id"),
-        Index("ix_tickets_tenant_assignee_status_created", "tenant_id", "assignee_id", "status",
-              "created_at", "id"),
-        Index("ix_tickets_tenant_status_created", "tenant_id", "status", "created_at", "id"),
-        Index("ix_tickets_tenant_requester_created", "tenant_id", "requester_id", "created_at", "id"),
-        Index("ix_tickets_tenant_company_created", "tenant_id", "company_id", "created_at", "id"),
-        Index("ix_tickets_tenant_queue_created", "tenant_id", "queue_id", "created_at", "id"),
-        Index("ix_tickets_tenant_updated", "tenant_id", "updated_at", "id"),
-        # the unassigned in creation order: the dashboard's first part, "sem responsável"
-        Index("ix_tickets_tenant_unassigned_created", "tenant_id", "created_at", "id",
-              postgresql_where=text("assignee_id IS NULL"), sqlite_where=text("assignee_id IS NULL")),
-        Index("ix_tickets_resolved_unarchived", "status", "resolved_at",
-              postgresql_where=text("archived_at IS NULL"), sqlite_where=text("archived_at IS NULL")),
-        # `q` (PostgreSQL; SQLite searches its FTS5 table tickets_fts instead)
-        Index("ix_tickets_search_vector", "search_vector", postgresql_using="gin"),
-    )
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    tenant_id: Mapped[uuid.UUID]
-    reference: Mapped[int] = mapped_column(Integer)
-    subject: Mapped[str] = mapped_column(String(600))
-    description: Mapped[str] = mapped_column(Text, default="")
-    priority: Mapped[str] = mapped_column(String(10))
-    status: Mapped[str] = mapped_column(String(24))
-    queue_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("queues.id"))
-    requester_id: Mapped[uuid.UUID | None]
-    requester_name: Mapped[str | None] = mapped_column(String(200))
-    requester_email: Mapped[str | None] = mapped_column(String(254))
-    assignee_id: Mapped[uuid.UUID | None]
-    assignee_name: Mapped[str | None] = mapped_column(String(200))
-    assignee_email: Mapped[str | None] = mapped_column(String(254))
-    company_id: Mapped[uuid.UUID | None]
-    company_name: Mapped[str | None] = mapped_column(String(200))
-    machine_id: Mapped[uuid.UUID | None]
-    worked_internal_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
-    worked_external_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # PostgreSQL only (NULL and unused on SQLite); never loaded with the ticket
-    search_vector: Mapped[str | None] = deferred(mapped_column(TSVECTOR().with_variant(Text, "sqlite")))
-
-
-# what a ticket's view (services/tickets/views.py) reads: lists load plain rows of these,
-# not Ticket objects (the ORM's instances were a third of a list's time)
-VIEW_COLUMNS = (Ticket.id, Ticket.reference, Ticket.subject, Ticket.description, Ticket.priority,
-                Ticket.status, Ticket.queue_id, Ticket.requester_id, Ticket.requester_name,
-                Ticket.requester_email, Ticket.assignee_id, Ticket.assignee_name,
-                Ticket.assignee_email, Ticket.company_id, Ticket.company_name, Ticket.machine_id,
-                Ticket.worked_internal_seconds, Ticket.worked_external_seconds, Ticket.created_at,
-                Ticket.updated_at, Ticket.resolved_at)
-
-
-def _constant(value: str):
-    """A text constant written into the statement itself: the view's keys, labels and
-    formats as bind parameters were some 60 values to send with every page."""
-    return literal_column("'" + value.replace("'", "''") + "'")
-
-
-def _json_object(*pairs):
-    """json_build_object(key, value, …) with the keys written in."""
-    return func.json_build_object(*(_constant(part) if index % 2 == 0 else part
-                                    for index, part in enumerate(pairs)))
-
-
-def _iso_utc(column):
-    """The text `datetime.isoformat()` writes for the column's value in UTC (no fraction
-    when it has no microseconds, as Python writes it)."""
-    utc = func.timezone(_constant("UTC"), column)
-    return case((func.date_trunc(_constant("second"), column) == column,
-                 func.to_char(utc, _constant('YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))),
-                else_=func.to_char(utc, _constant('YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
-
-
-def _reference(key, *named):
-    """A person's or company's reference, {"id": …, name: …}, or null without an id."""
-    return case((key.is_(None), null()), else_=_json_object("id", key, *named))
-
-
-def _by_status(part: int):
-    """The status's label (part 0) or colour (part 1), from domain.STATUS_LABELS."""
-    return case(*((Ticket.status == _constant(status), _constant(shown[part]))
-                  for status, shown in domain.STATUS_LABELS.items()))
-
-
-# PostgreSQL writes a list row's view itself, as JSON text: what `views.ticket_view` makes of
-# the VIEW_COLUMNS (tests/integration/test_ticket_view_sql.py holds the two equal). 50 views a
-# page were a third of the tickets process's CPU per list, building them in Python.
-TICKET_VIEW_JSON = cast(_json_object(
-    "id", Ticket.id, "reference", Ticket.reference, "subject", Ticket.subject,
-    "description", Ticket.description, "priority", Ticket.priority, "status", Ticket.status,
-    "status_label", _by_status(0), "status_colour", _by_status(1), "queue_id", Ticket.queue_id,
-    "requester", _reference(Ticket.requester_id, "name", Ticket.requester_name, "email", Ticket.requester_email),
-    "assignee", _reference(Ticket.assignee_id, "name", Ticket.assignee_name, "email", Ticket.assignee_email),
-    "company", _reference(Ticket.company_id, "name", Ticket.company_name),
-    "machine_id", Ticket.machine_id,
-    "worked_seconds", _json_object(
-        "INTERNAL", Ticket.worked_internal_seconds, "EXTERNAL", Ticket.worked_external_seconds,
-        "total", Ticket.worked_internal_seconds + Ticket.worked_external_seconds),
-    "work_in_progress", null(),
-    "created_at", _iso_utc(Ticket.created_at), "updated_at", _iso_utc(Ticket.updated_at),
-    "resolved_at", _iso_utc(Ticket.resolved_at)), Text)
-
-# list and recent statements by shape, built once (see TicketsRepository.page)
-_PAGE_STATEMENTS: dict = {}
-_RECENT_STATEMENTS: dict = {}
-STATEMENTS_KEPT = 512
-
-
-def _remember(cache: dict, key, statement):
-    if len(cache) >= STATEMENTS_KEPT:  # shapes are few; a flood of odd ones must not grow it
-        cache.clear()
-    cache[key] = statement
-    return statement
-
-
-class WorkSession(Base):
-    __tablename__ = "work_sessions"
-    __table_args__ = (
-        # the machine allows one open session per ticket; the database says so too
-        Index("uq_work_sessions_open_per_ticket", "ticket_id", unique=True,
-              postgresql_where=OPEN_ONLY, sqlite_where=OPEN_ONLY),
-    )
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"), index=True)
-    agent_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    work_type: Mapped[str] = mapped_column(String(10))
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    seconds: Mapped[int | None] = mapped_column(BigInteger)
-    end_reason: Mapped[str | None] = mapped_column(String(32))
-
-
-class Comment(Base):
-    __tablename__ = "comments"
-    __table_args__ = (Index("ix_comments_ticket_created", "ticket_id", "created_at"),)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"))
-    author_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    visibility: Mapped[str] = mapped_column(String(10))
-    body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class TimelineEntry(Base):
-    __tablename__ = "ticket_events"
-    __table_args__ = (Index("ix_ticket_events_ticket", "ticket_id", "id"),)
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
-    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"))
-    actor_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    data: Mapped[str] = mapped_column(Text, default="{}")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class Chat(Base):
-    __tablename__ = "chats"
-    __table_args__ = (
-        Index("uq_chats_open_per_ticket", "ticket_id", unique=True,
-              postgresql_where=OPEN_ONLY, sqlite_where=OPEN_ONLY),
-        Index("ix_chats_open", "ended_at", "last_activity_at"),
-    )
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id"))
-    tenant_id: Mapped[uuid.UUID]
-    started_by: Mapped[uuid.UUID] = mapped_column(index=True)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    end_reason: Mapped[str | None] = mapped_column(String(32))
-
-
-class ChatMessage(Base):
-    __tablename__ = "chat_messages"
-    __table_args__ = (Index("ix_chat_messages_chat_created", "chat_id", "created_at"),)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    chat_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("chats.id"))
-    author_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class ReportExport(Base):
-    """A requested CSV export. The tickets service makes its file as soon as it is asked
-    for (and recovers what a crash left); the scheduler's runner job can make it too. A
-    maker claims the row first (`claimed_by`, renewed in `claimed_at` while it writes), so
-    no export is made twice. Runs and files are deleted after 30 days by the retention sweep."""
-
-    __tablename__ = "report_exports"
-    __table_args__ = (Index("ix_report_exports_status_created", "status", "created_at"),)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    requested_by: Mapped[uuid.UUID] = mapped_column(index=True)
-    filters: Mapped[str] = mapped_column(Text, default="{}")
-    status: Mapped[str] = mapped_column(String(10))  # QUEUED | RUNNING | DONE | FAILED
-    rows: Mapped[int | None] = mapped_column(Integer)
-    file_name: Mapped[str | None] = mapped_column(String(255))
-    error: Mapped[str | None] = mapped_column(String(500))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    delimiter: Mapped[str] = mapped_column(String(1), default=",", server_default=",")
-    claimed_by: Mapped[uuid.UUID | None]  # the maker's claim (a random id per attempt)
-    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # renewed while it writes
-
-
-# every column that holds a user id, for merges
-USER_REFERENCES = (
-    (Ticket, "requester_id"), (Ticket, "assignee_id"), (Comment, "author_id"),
-    (WorkSession, "agent_id"), (TimelineEntry, "actor_id"), (Chat, "started_by"),
-    (ChatMessage, "author_id"), (ReportExport, "requested_by"),
-)
-
-
-class SavedFilter(Base):
-    """A person's default ticket-list filter ("Salvar filtro como padrão"): one row per
-    person, replaced on save, so it follows them to any browser."""
-    __tablename__ = "saved_filters"
-
-    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    tenant_id: Mapped[uuid.UUID]
-    filters: Mapped[str] = mapped_column(Text)  # JSON, as TicketFilters dumps it
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class QueueRef(NamedTuple):
-    """What filing a ticket needs of its queue."""
-    id: uuid.UUID
-    tenant_id: uuid.UUID
-    name: str
-
 
 _KNOWN_QUEUES: dict[uuid.UUID, QueueRef] = {}
 KNOWN_QUEUES_CAP = 10_000
 
 
 class TicketsRepository(Repository):
+    @property
+    def postgres(self) -> bool:
+        return self.session.bind.dialect.name == "postgresql"
+
+    # the session's own work, as the handlers ask for it (they see no session)
+    def add_later(self, row) -> None:
+        """Inserted with the next flush (no round trip now: timeline entries)."""
+        self.session.add(row)
+
+    def flush(self) -> None:
+        self.session.flush()
+
+    def refresh(self, row) -> None:
+        """Read the row again (after a Core UPDATE the ORM did not see)."""
+        self.session.refresh(row)
+
+    def delete(self, row) -> None:
+        self.session.delete(row)
+
+    def first_delivery(self, event: dict, event_type: str) -> bool:
+        """Record an event as handled, in this transaction; False if it already was."""
+        return first_delivery(self, inbox, event, event_type)  # it needs only `.session`
+
     # directory snapshots
     def person(self, user_id) -> Person | None:
         return self.session.get(Person, user_id)
@@ -469,6 +162,10 @@ class TicketsRepository(Repository):
             query = query.with_for_update()
         return self.session.scalars(query).first()
 
+    def ticket_by_id(self, ticket_id) -> Ticket | None:
+        """Any tenant's (for the service's own sweeps)."""
+        return self.session.get(Ticket, ticket_id)
+
     def open_session(self, ticket_id) -> WorkSession | None:
         return self.session.scalars(select(WorkSession).where(
             WorkSession.ticket_id == ticket_id, WorkSession.ended_at.is_(None))).first()
@@ -483,7 +180,7 @@ class TicketsRepository(Repository):
 
     def add_ticket(self, ticket: Ticket) -> Ticket:
         """Insert a new ticket with its search entry (PostgreSQL: in the same INSERT)."""
-        if self.session.bind.dialect.name == "postgresql":
+        if self.postgres:
             ticket.search_vector = func.to_tsvector(
                 SEARCH_CONFIG, fold(f"{ticket.subject}\n{ticket.description or ''}"))
             return self.add(ticket)
@@ -495,7 +192,7 @@ class TicketsRepository(Repository):
         """Rewrite the ticket's search entry (after its text or public comments changed).
         PostgreSQL: in the ticket row's own UPDATE at flush; SQLite: its FTS5 row."""
         document = self.search_document(ticket)
-        if self.session.bind.dialect.name == "postgresql":
+        if self.postgres:
             ticket.search_vector = func.to_tsvector(SEARCH_CONFIG, fold(document))
             return
         self.session.flush()
@@ -511,31 +208,11 @@ class TicketsRepository(Repository):
         ticket row's UPDATE, evaluated on the row as it is when updated (two comments at once
         both count: nothing read before the row lock can be stale). SQLite (one writer at a
         time): the entry is rewritten."""
-        if self.session.bind.dialect.name == "postgresql":
+        if self.postgres:
             ticket.search_vector = func.coalesce(Ticket.search_vector, cast("", TSVECTOR)).op("||")(
                 func.to_tsvector(SEARCH_CONFIG, fold(body)))
             return
         self.index_ticket(ticket)
-
-    def _search(self, q: str) -> tuple[str, str]:
-        """(kind, value) of `q`'s condition: `subject` (punctuation only: the subject,
-        literally, as before) with a LIKE pattern, or `words` with the words to match."""
-        words = search_words(q)
-        if not words:
-            return "subject", f"%{escape_like(q.lower())}%"
-        if self.session.bind.dialect.name == "postgresql":
-            # whole words, stemmed: a prefix (`:*`) would be estimated blindly (2% of the
-            # rows whatever the word) and a rare word would walk the newest-first index
-            return "words", " & ".join(f"'{word}'" for word in words)
-        return "words", "body : (" + " AND ".join(f'"{word}"*' for word in words) + ")"
-
-    def _search_condition(self, kind: str, value: str):
-        if kind == "subject":
-            return func.lower(Ticket.subject).like(bindparam("q", value), escape="\\")
-        if self.session.bind.dialect.name == "postgresql":
-            return Ticket.search_vector.op("@@")(func.to_tsquery(SEARCH_CONFIG, bindparam("q", value)))
-        return Ticket.id.in_(select(literal_column("ticket_key")).select_from(text(FTS_TABLE))
-                             .where(text(f"{FTS_TABLE} MATCH :q").bindparams(q=value)))
 
     @staticmethod
     def count_query(list_query, cap: int):
@@ -546,58 +223,19 @@ class TicketsRepository(Repository):
         """How many rows a list query (without its keyset and limit) matches, up to cap + 1."""
         return self.session.scalar(self.count_query(list_query, cap))
 
-    def _list_values(self, tenant_id, filters: dict, only_requester, after) -> tuple[tuple, dict]:
-        """(shape, values) of a list query: its conditions' values by parameter name, and its
-        shape, which conditions there are (statements of one shape differ in values only)."""
-        shape, values = [], {"tenant_id": tenant_id}
-        if only_requester is not None:
-            values["only_requester"] = only_requester
-        for key in ("status", "queue_id", "company_id", "requester_id", "priority", "created_from",
-                    "created_to"):
-            if filters.get(key):
-                values[key] = filters[key]
-        assignee = filters.get("assignee_id")
-        if assignee == "unassigned":
-            shape.append("unassigned")
-        elif assignee:
-            values["assignee_id"] = uuid.UUID(assignee)
-        if filters.get("q"):
-            kind, values["q"] = self._search(filters["q"])
-            shape.append(f"q:{kind}")
-        if after is not None:
-            values["after_created_at"], values["after_id"] = after
-        return tuple(shape) + tuple(values), values
+    def count_matching(self, tenant_id, filters: dict, only_requester, cap: int) -> int:
+        return self.count(self.list_query(tenant_id, filters, only_requester=only_requester), cap)
 
-    def _list_conditions(self, shape: tuple, values: dict) -> list:
-        """The conditions of a list query of this shape, each value a named bind parameter."""
-        def value(name: str, type_=None):
-            return bindparam(name, values[name], type_)
-
-        conditions = [Ticket.tenant_id == value("tenant_id")]
-        if "only_requester" in values:
-            conditions.append(Ticket.requester_id == value("only_requester"))
-        for key in ("status", "queue_id", "company_id", "requester_id", "priority", "assignee_id"):
-            if key in values:
-                conditions.append(getattr(Ticket, key) == value(key))
-        if "unassigned" in shape:
-            conditions.append(Ticket.assignee_id.is_(None))
-        if "q" in values:
-            kind = next(part[2:] for part in shape if part.startswith("q:"))
-            conditions.append(self._search_condition(kind, values["q"]))
-        if "created_from" in values:
-            conditions.append(Ticket.created_at >= value("created_from", UTCDateTime))
-        if "created_to" in values:
-            conditions.append(Ticket.created_at < value("created_to", UTCDateTime))
-        if "after_created_at" in values:
-            conditions.append(tuple_(Ticket.created_at, Ticket.id) < tuple_(
-                value("after_created_at", UTCDateTime), value("after_id")))
-        return conditions
+    def export_page(self, tenant_id, filters: dict, after, limit: int) -> list[Ticket]:
+        """A page of an export: Ticket rows, newest first, keyset after (created_at, id)."""
+        return list(self.session.scalars(self.list_query(tenant_id, filters, after=after, limit=limit)))
 
     def list_query(self, tenant_id, filters: dict, only_requester=None, after=None, limit=50,
                    columns=None):
         """Every filter in SQL, newest first, keyset after (created_at, id); `columns`: rows
         of these instead of Ticket objects."""
-        conditions = self._list_conditions(*self._list_values(tenant_id, filters, only_requester, after))
+        postgres = self.postgres
+        conditions = list_conditions(postgres, *list_values(postgres, tenant_id, filters, only_requester, after))
         return (select(*columns) if columns else select(Ticket)).where(*conditions).order_by(
             Ticket.created_at.desc(), Ticket.id.desc()).limit(bindparam("limit", limit, Integer))
 
@@ -607,14 +245,14 @@ class TicketsRepository(Repository):
         as written (an orjson.Fragment); elsewhere ticket_view writes it from the columns.
         The statement is built once per shape and run again with new values: building and
         compiling it cost more than the query (py-spy, issue 14)."""
-        postgres = self.session.bind.dialect.name == "postgresql"
-        shape, values = self._list_values(tenant_id, filters, only_requester, after)
+        postgres = self.postgres
+        shape, values = list_values(postgres, tenant_id, filters, only_requester, after)
         key = (postgres, shape)
         statement = _PAGE_STATEMENTS.get(key)
         if statement is None:
             columns = (TICKET_VIEW_JSON, Ticket.created_at, Ticket.id) if postgres else VIEW_COLUMNS
             statement = _remember(_PAGE_STATEMENTS, key, select(*columns).where(
-                *self._list_conditions(shape, values)).order_by(Ticket.created_at.desc(), Ticket.id.desc())
+                *list_conditions(postgres, shape, values)).order_by(Ticket.created_at.desc(), Ticket.id.desc())
                 .limit(bindparam("limit", type_=Integer)))
         rows = self.session.connection().execute(statement, dict(values, limit=limit)).all()
         if postgres:
@@ -625,7 +263,7 @@ class TicketsRepository(Repository):
         """Unassigned first, oldest to newest; then the rest, most recently updated first:
         the views of `page`. One statement: one round trip, one snapshot of the data; the
         rows are chosen by their keys first, so only those shown get a view written."""
-        postgres = self.session.bind.dialect.name == "postgresql"
+        postgres = self.postgres
         key = (postgres, "recent", only_requester is not None)
         statement = _RECENT_STATEMENTS.get(key)
         if statement is None:
@@ -691,6 +329,13 @@ class TicketsRepository(Repository):
             Ticket.tenant_id == tenant_id, Ticket.status == "RESOLVED",
             Ticket.resolved_at < resolved_before, Ticket.archived_at.is_(None))
             .order_by(Ticket.resolved_at, Ticket.id).limit(limit).with_for_update()))
+
+    def saved_filter(self, user_id) -> SavedFilter | None:
+        return self.session.get(SavedFilter, user_id)
+
+    def export_by_id(self, export_id) -> ReportExport | None:
+        """Any tenant's (for the export makers)."""
+        return self.session.get(ReportExport, export_id)
 
     def export(self, tenant_id, export_id) -> ReportExport | None:
         return self.session.scalars(select(ReportExport).where(

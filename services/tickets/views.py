@@ -36,3 +36,10 @@ def ticket_view(ticket, open_work_type: str | None = None) -> dict:
         "created_at": timestamp(ticket.created_at), "updated_at": timestamp(ticket.updated_at),
         "resolved_at": timestamp(ticket.resolved_at),
     }
+
+
+def person_view(people: dict, person_id) -> dict:
+    """Who wrote or did something, from the people snapshot (`people`: id → Person)."""
+    person = people.get(person_id)
+    return {"id": person_id, "name": person.name if person else None,
+            "email": person.email if person else None}

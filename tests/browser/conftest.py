@@ -17,7 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Client, PostgresServer, RabbitVhost, System
+from common import bootstrap
+
+bootstrap.install()  # the library patches, as every process; no eventlet.monkey_patch() here
+
+from tests.harness import Client, PostgresServer, RabbitVhost, System  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

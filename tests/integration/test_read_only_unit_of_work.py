@@ -12,7 +12,8 @@ from sqlalchemy import select
 from common.config import Settings
 import common.db
 from common.db import Store
-from services.tickets.storage import CompanySnapshot, TicketsRepository, metadata
+from services.tickets.models import CompanySnapshot, metadata
+from services.tickets.storage import TicketsRepository
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ from sqlalchemy.orm import Session
 
 from common.config import Settings
 from common.db import create_service_engine
-from services.tickets.storage import _RECENT_STATEMENTS, CompanySnapshot, Person, TicketsRepository
+from services.tickets.listing import _RECENT_STATEMENTS
+from services.tickets.models import CompanySnapshot, Person
+from services.tickets.storage import TicketsRepository
 
 TICKETS = 100_000
 

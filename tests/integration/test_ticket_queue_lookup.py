@@ -8,7 +8,8 @@ from sqlalchemy import event as sqlalchemy_event
 
 from common.config import Settings
 from common.db import Store
-from services.tickets.storage import TicketQueue, TicketsRepository, metadata
+from services.tickets.models import TicketQueue, metadata
+from services.tickets.storage import TicketsRepository
 
 
 def test_a_queue_is_read_once_and_stays_invisible_to_other_tenants(private_database):

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from common.config import Settings
 from common.contracts.tickets import COUNT_CAP
 from common.db import create_service_engine
-from services.tickets.storage import TicketsRepository, sql_fold
+from services.tickets.listing import sql_fold
+from services.tickets.storage import TicketsRepository
 
 TICKETS = 100_000
 DOCUMENT = sql_fold("subject || E'\\n' || description")

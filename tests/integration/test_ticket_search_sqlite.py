@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from common.config import Settings
 from common.db import create_service_engine, utcnow
 from common.migrate import alembic_config
-from services.tickets.storage import Comment, Ticket, TicketsRepository
+from services.tickets.models import Comment, Ticket
+from services.tickets.storage import TicketsRepository
 
 BEFORE_SEARCH = "d8f2a4c6e1b3"
 

@@ -10,7 +10,8 @@ import eventlet
 
 from common.config import Settings
 from common.db import Store
-from services.tickets.storage import CompanySnapshot, TicketsRepository, metadata
+from services.tickets.models import CompanySnapshot, metadata
+from services.tickets.storage import TicketsRepository
 
 
 def store(private_database) -> Store:
@@ -55,7 +56,7 @@ def test_a_tenants_first_tickets_get_one_two_three(private_database):
 def test_tickets_names_are_rewritten_only_when_a_persons_name_or_email_changes(private_database):
     """A user event rewrites the tickets carrying the person's name only when it changed
     (two UPDATEs over the tenant's tickets per event were most of registration's cost)."""
-    from services.tickets.service import Service
+    from services.tickets.snapshots import upsert_person
 
     tickets = store(private_database)
     user = {"id": str(uuid.uuid4()), "tenant_id": str(uuid.uuid4()), "name": "Ana", "email": "ana@x.test",
@@ -64,7 +65,7 @@ def test_tickets_names_are_rewritten_only_when_a_persons_name_or_email_changes(p
     for change in ({}, {"role": "agent"}, {"name": "Ana Souza"}, {"email": "ana.souza@x.test"}):
         user.update(change)
         with tickets.unit_of_work() as uow:
-            person, renamed = Service._upsert_person(uow, user)
+            person, renamed = upsert_person(uow, user)
             uow.commit()
             seen.append((renamed, person.name, person.email, person.role))
     assert seen == [(False, "Ana", "ana@x.test", "collaborator"), (False, "Ana", "ana@x.test", "agent"),

@@ -1,4 +1,4 @@
-"""On PostgreSQL a list page's views are written by the database (storage.TICKET_VIEW_JSON),
+"""On PostgreSQL a list page's views are written by the database (listing.TICKET_VIEW_JSON),
 elsewhere by `views.ticket_view` (itself held equal to the documented schema's dump by
 tests/unit/test_ticket_views.py). Whatever a ticket holds, both must read the same; and the
 statements kept per shape must answer each call with its own values."""
@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from common.config import Settings
 from common.db import create_service_engine
 from services.tickets import domain
-from services.tickets.storage import VIEW_COLUMNS, Ticket, TicketsRepository
+from services.tickets.models import VIEW_COLUMNS, Ticket
+from services.tickets.storage import TicketsRepository
 from services.tickets.views import ticket_view
 
 maybe_uuid = st.none() | st.uuids()

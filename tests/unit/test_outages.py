@@ -105,7 +105,7 @@ def test_a_known_down_broker_fails_calls_at_once_until_its_port_accepts_again():
 def test_kombu_connection_lost_is_one_line_without_traceback(caplog):
     import kombu.mixins
 
-    import common.nameko_outages  # noqa: F401  (patches kombu.mixins.warn)
+    # kombu.mixins.warn is common.nameko_outages' since common.bootstrap (tests/conftest.py)
     from common.outages import throttle
 
     throttle.last.pop("consumer-connection-lost", None)

@@ -4,7 +4,7 @@ verifies at any other (changing the setting locks nobody out)."""
 import pytest
 
 from common.config import PASSWORD_HASH_PROFILES, ConfigError, Settings
-from services.accounts.service import HASHERS
+from services.accounts.passwords import HASHERS
 
 
 def test_the_default_is_rfc_9106s_low_memory_profile():

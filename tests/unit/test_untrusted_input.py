@@ -163,7 +163,7 @@ def test_an_rpc_request_is_answered_only_in_the_shape_callers_send(body, change,
 def test_amqp_short_strings_that_are_not_utf8_are_read_not_raised():
     """py-amqp decoded message_id, reply_to and header names as strict UTF-8: one message
     with other bytes failed every read of its queue (common/amqp_text.py relaxes it)."""
-    import common.amqp_text  # noqa: F401
+    # common.amqp_text is installed by common.bootstrap (tests/conftest.py)
     from amqp.basic_message import Message
     from amqp.serialization import decode_properties_basic
 

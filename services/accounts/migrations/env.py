@@ -1,3 +1,4 @@
 from common.migrate import run_migrations_env
+from services.accounts.storage import metadata
 
-run_migrations_env()
+run_migrations_env(metadata)

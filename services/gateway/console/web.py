@@ -28,7 +28,8 @@ from werkzeug.wrappers import Request, Response
 from common.errors import DomainError, Unauthorized, ValidationFailed
 from services.gateway.console import catalogue, formatting
 from services.gateway.console.lookups import changes_what_pages_show
-from services.gateway.http import ERROR_STATUS, OPERATIONS, json_http, mapped_error, observe, role_allows
+from services.gateway.http import (ERROR_STATUS, OPERATIONS, ConsoleErrorPages, json_http, mapped_error,
+                                   observe, role_allows)
 
 log = logging.getLogger(__name__)
 
@@ -367,9 +368,8 @@ def console_parser_error_page(path: str, status: int, code: str) -> tuple[bytes,
     return html.encode("utf-8"), "text/html; charset=utf-8", SECURITY_HEADERS
 
 
-def is_console_path(path: str) -> bool:
-    """Addresses outside the API and the operations routes belong to people."""
-    return path != "/api" and not path.startswith(("/api/", "/healthz", "/readyz", "/metrics"))
+# what the gateway's service hands to services/gateway/http.py
+ERROR_PAGES = ConsoleErrorPages(routing_error=routing_error_page, parser_error=console_parser_error_page)
 
 
 def quote_path(value: str) -> str:

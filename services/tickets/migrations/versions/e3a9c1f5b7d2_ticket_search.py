@@ -18,7 +18,7 @@ down_revision = 'd8f2a4c6e1b3'
 branch_labels = None
 depends_on = None
 
-# as services/tickets/storage.py's SQL_ACCENTS (copied: a migration must not change later)
+# as services/tickets/listing.py's SQL_ACCENTS (copied: a migration must not change later)
 ACCENTED = "ÁÀÂÃÄÅáàâãäåÇçÉÈÊËéèêëÍÌÎÏíìîïÑñÓÒÔÕÖóòôõöÚÙÛÜúùûüÝýÿ"
 PLAIN = "AAAAAAaaaaaaCcEEEEeeeeIIIIiiiiNnOOOOOoooooUUUUuuuuYyy"
 PUBLIC_COMMENTS = ("(SELECT string_agg(c.body, E'\\n' ORDER BY c.created_at, c.id) FROM comments c "
