@@ -225,6 +225,14 @@ def test_one_batch_counts_copies_once_and_refuses_what_it_cannot_use(store, acco
     assert store.repo.states[machine_id].last_sent_at == NOW - timedelta(minutes=10)  # not rolled back
 
 
+def test_a_heartbeat_from_before_its_machine_was_registered_is_dead_lettered(store, accounts):
+    enrolled = register(store, accounts)
+    minutes_ago = (NOW - ENROLLED_AT) / timedelta(minutes=1) + 20  # 20 minutes before it enrolled
+    result = consume(store, delivery(0, enrolled["token"], beat(minutes_ago, inventory_hash="a" * 64)))
+    assert "before the machine was registered" in result.verdicts[0].dead_letter
+    assert store.repo.states[uuid.UUID(enrolled["machine_id"])].heartbeats == 0
+
+
 def test_posture_alerts_open_and_close_and_a_usb_policy_is_applied_once_acknowledged(store, accounts):
     enrolled = register(store, accounts, capabilities=["usb_policy"])
     machine_id, token = uuid.UUID(enrolled["machine_id"]), enrolled["token"]
