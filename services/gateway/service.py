@@ -37,6 +37,7 @@ answer_console_errors_with(console_web.ERROR_PAGES)  # people get pages, the API
 # company, or nobody): the gateway's token cache is emptied when one succeeds
 CHANGES_WHO_MAY_DO_WHAT = frozenset({"update_user", "merge_users", "change_password"})
 
+
 class Service(ReadinessRoutes, PeopleRoutes, TicketRoutes, DeviceRoutes, ReportRoutes, OperationRoutes,
               ConsoleViews, DeadLetterRoutes):
     """The JSON API at /api/, operations routes, and the console for people at /: the routes
