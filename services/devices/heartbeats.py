@@ -129,16 +129,23 @@ def consume(store: UnitOfWorkSource, deliveries, now: datetime) -> BatchResult:
 
 
 def heartbeat_hint(store: UnitOfWorkSource, token, now: datetime, inventory_hash: str | None = None,
-                   carries_inventory: bool = False) -> dict:
+                   carries_inventory: bool = False, sent_at: str | None = None) -> dict:
     """For the HTTP heartbeat route: whose token this is (or `invalid_token`), whether to ask
     the agent for its full inventory (from its heartbeat's `inventory_hash` and whether it
-    carries the inventory: the rule the folding applies), and any USB policy waiting."""
+    carries the inventory: the rule the folding applies), any USB policy waiting, and why its
+    `sent_at` cannot be true (`sent_at_problem`: before the machine's registration — the
+    consumer would dead-letter it), or None."""
     hint = None
     if isinstance(token, str):
         with store.unit_of_work() as uow:
             hint = uow.repo.token_hint(hash_token(token))
     if hint is None or hint.revoked_at is not None or hint.expires_at <= now:
         raise Unauthorized("unknown, revoked or expired machine token", code="invalid_token")
-    return {"machine_id": str(hint.machine_id), "registered_at": hint.registered_at.isoformat(),
+    try:
+        problem = contract.registration_problem(datetime.fromisoformat(sent_at), hint.registered_at) \
+            if isinstance(sent_at, str) else None
+    except (TypeError, ValueError):  # the gateway validated it; an RPC caller may not have
+        problem = "sent_at is not an ISO 8601 time with its offset"
+    return {"machine_id": str(hint.machine_id), "sent_at_problem": problem,
             "need_inventory": domain.needs_inventory(hint.inventory_hash, inventory_hash, carries_inventory),
             "usb_policy": hint.usb_mode if hint.usb_status == "PENDING" else None}

@@ -101,8 +101,9 @@ class Service(ServiceBase):
         return enrolment.reset_agent(self.db, actor, machine_id, utcnow())
 
     @rpc
-    def heartbeat_hint(self, token: str, inventory_hash: str | None = None, carries_inventory: bool = False) -> dict:
-        return heartbeats.heartbeat_hint(self.db, token, utcnow(), inventory_hash, carries_inventory)
+    def heartbeat_hint(self, token: str, inventory_hash: str | None = None, carries_inventory: bool = False,
+                       sent_at: str | None = None) -> dict:
+        return heartbeats.heartbeat_hint(self.db, token, utcnow(), inventory_hash, carries_inventory, sent_at)
 
     # heartbeats ------------------------------------------------------------------------------
 

@@ -114,7 +114,7 @@ class Service(ReadinessRoutes, PeopleRoutes, TicketRoutes, DeviceRoutes, ReportR
         except DomainError as exc:
             body, problem = {}, exc
         hint = self.call("devices", "heartbeat_hint", token, body.get("inventory_hash"),
-                         body.get("inventory") is not None)
+                         body.get("inventory") is not None, body.get("sent_at"))
         if problem is not None:
             raise problem
         return hint, body

@@ -44,14 +44,14 @@ def test_devices_is_asked_with_the_hash_and_whether_the_inventory_came():
             "metrics": {"cpu_percent": 3, "disks": [{"mount": "/", "percent": 10}]}}
     hint, body = gateway.machine_hint(SPEC, request(sent))
     assert hint["need_inventory"] is True and body == sent
-    assert gateway.asked == [("devices", "heartbeat_hint", "machine-token", "a" * 64, False)]
+    assert gateway.asked == [("devices", "heartbeat_hint", "machine-token", "a" * 64, False, sent["sent_at"])]
 
 
 def test_a_refused_token_is_answered_before_a_malformed_body():
     gateway = Gateway(refuse=True)
     with pytest.raises(Unauthorized):
         gateway.machine_hint(SPEC, request(b"{not json"))
-    assert gateway.asked == [("devices", "heartbeat_hint", "machine-token", None, False)]
+    assert gateway.asked == [("devices", "heartbeat_hint", "machine-token", None, False, None)]
 
 
 def test_a_valid_token_with_an_invalid_body_gets_the_bodys_problem():

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
 
 from common import outages
 from common.contracts import devices as fleet
@@ -31,11 +30,8 @@ class DeviceRoutes:
            response=fleet.HeartbeatAnswer, status=202)
     def machine_heartbeat(self, principal, request, body):
         hint = principal
-        # the body as received (validated, not loaded): marshmallow parses dates the same way
-        implausible = fleet.registration_problem(datetime.fromisoformat(body["sent_at"]),
-                                                 datetime.fromisoformat(hint["registered_at"]))
-        if implausible:  # refused here, as the consumer would dead-letter it
-            raise ValidationFailed(implausible, details={"fields": {"sent_at": [implausible]}})
+        if hint["sent_at_problem"]:  # refused here, as the consumer would dead-letter it
+            raise ValidationFailed(hint["sent_at_problem"], details={"fields": {"sent_at": [hint["sent_at_problem"]]}})
         message_id = request.headers.get("X-Message-Id") or str(uuid.uuid4())
         if len(message_id) > 128:
             raise ValidationFailed("X-Message-Id is too long", details={"fields": {"X-Message-Id": ["max 128"]}})
