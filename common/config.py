@@ -12,11 +12,11 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from sqlalchemy.engine import make_url
 
-SERVICE_NAMES = ("accounts", "tickets", "devices", "scheduler", "gateway")
+SERVICE_NAMES = ("accounts", "tickets", "devices", "scheduler", "notifications", "gateway")
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = ROOT / "config.yml"
 SECRET_KEYS = ("AMQP_URI", "DATABASE_URL", "CRON_SECRET", "INTERNAL_HEALTH_TOKEN",
-               "CHAMADOS_ADMIN_PASSWORD", "AGENT_AMQP_PASSWORD", "AGENT_AMQP_URI")
+               "CHAMADOS_ADMIN_PASSWORD", "AGENT_AMQP_PASSWORD", "AGENT_AMQP_URI", "SMTP_URL")
 # Settings field -> the environment variable config.yml reads it from: the one list
 # tests/unit/test_config.py checks config.yml and every Settings field against
 SETTING_KEYS = {
@@ -46,6 +46,7 @@ SETTING_KEYS = {
     "sign_in_max_lock_seconds": "SIGN_IN_MAX_LOCK_SECONDS",
     "password_hash_slots": "PASSWORD_HASH_SLOTS", "password_hash_profile": "PASSWORD_HASH_PROFILE",
     "trusted_proxies": "TRUSTED_PROXIES", "cors_allowed_origins": "CORS_ALLOWED_ORIGINS",
+    "smtp_url": "SMTP_URL", "mail_from": "MAIL_FROM", "console_url": "CONSOLE_URL",
 }
 
 
@@ -109,6 +110,13 @@ def _text(mapping, key, default=None):
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     return str(value).strip()
+
+
+def _url(mapping, key, schemes):
+    value = _text(mapping, key)
+    if value is not None and (urlsplit(value).scheme not in schemes or not urlsplit(value).hostname):
+        raise ConfigError(f"{key} must be a {' or '.join(s + '://' for s in schemes)} URL with a host")
+    return value
 
 
 def _positive(mapping, key, default, kind=int):
@@ -254,6 +262,9 @@ class Settings:
     password_hash_profile: str = "rfc9106-low-memory"
     trusted_proxies: tuple = ()  # addresses/networks whose X-Forwarded-For the gateway believes
     cors_allowed_origins: tuple = ()  # browser origins allowed to call /api/; empty: CORS off
+    smtp_url: str | None = None  # smtp://user:pass@host:587?starttls=true | smtps://…; None: no mail
+    mail_from: str = "Chamados <chamados@localhost>"
+    console_url: str = "http://localhost:8000"  # the console's address in mails' links
 
     @classmethod
     def from_mapping(cls, config: dict) -> "Settings":
@@ -335,6 +346,9 @@ class Settings:
                                           "rfc9106-low-memory"),
             trusted_proxies=_networks(config, "TRUSTED_PROXIES"),
             cors_allowed_origins=_origins(config, "CORS_ALLOWED_ORIGINS"),
+            smtp_url=_url(config, "SMTP_URL", ("smtp", "smtps")),
+            mail_from=_text(config, "MAIL_FROM", cls.mail_from),
+            console_url=_url(config, "CONSOLE_URL", ("http", "https")) or cls.console_url,
         )
 
     @property

@@ -46,7 +46,7 @@ answer_console_errors_with(console_web.ERROR_PAGES)  # people get pages, the API
 STAFF = people.STAFF_ROLES
 USER_ADMINS = frozenset({"admin", "manager"})
 ADMIN = frozenset({"admin"})
-BACKENDS = ("accounts", "tickets", "devices", "scheduler")
+BACKENDS = ("accounts", "tickets", "devices", "scheduler", "notifications")
 ARCHIVE_TIMEOUT_SECONDS = 600.0
 CRON_TIMEOUT_SECONDS = 660.0  # the longest job's own deadline, plus a margin
 READYZ_SECONDS = 0.8  # /readyz answers within a second, whatever is down

@@ -16,7 +16,8 @@ SAMPLES = {
     "var_dir": ("/tmp/reach-var", Path("/tmp/reach-var")),
     "gateway_host": ("0.0.0.0", "0.0.0.0"),
     "gateway_port": ("8123", 8123),
-    "metrics_ports": ("9300", {"accounts": 9300, "tickets": 9301, "devices": 9302, "scheduler": 9303}),
+    "metrics_ports": ("9300", {"accounts": 9300, "tickets": 9301, "devices": 9302, "scheduler": 9303,
+                               "notifications": 9304}),
     "rpc_timeout_seconds": ("3.5", 3.5),
     "db_pool_size": ("7", 9),
     "auth_cache_seconds": ("0.25", 0.25),
@@ -54,6 +55,9 @@ SAMPLES = {
     "password_hash_profile": ("insecure-for-tests", "insecure-for-tests"),
     "trusted_proxies": ("10.0.0.0/8", (__import__("ipaddress").ip_network("10.0.0.0/8"),)),
     "cors_allowed_origins": ("https://a.example", ("https://a.example",)),
+    "smtp_url": ("smtps://u:p@mail.example:465", "smtps://u:p@mail.example:465"),
+    "mail_from": ("Suporte <suporte@empresa.com.br>", "Suporte <suporte@empresa.com.br>"),
+    "console_url": ("https://chamados.empresa.com.br", "https://chamados.empresa.com.br"),
 }
 FIELDS = [f.name for f in dataclasses.fields(Settings)]
 
