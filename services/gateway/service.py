@@ -157,6 +157,7 @@ class Service(ConsoleViews, DeadLetterRoutes):
     tickets = RpcProxy("tickets")
     devices = RpcProxy("devices")
     scheduler = RpcProxy("scheduler")
+    notifications = RpcProxy("notifications")  # /readyz pings it
 
     # plumbing ------------------------------------------------------------------------
 
