@@ -1,4 +1,4 @@
-"""Test harness: a fresh PostgreSQL database and RabbitMQ vhost per run, and the five
+"""Test harness: a fresh PostgreSQL database and RabbitMQ vhost per run, and the six
 services started as real processes against them (tests/e2e, tests/integration)."""
 import warnings
 
