@@ -5,6 +5,7 @@ import uuid
 from datetime import datetime, timezone
 
 from tests.e2e.test_tickets import user
+from tests.harness import Client, eventually
 from tests.integration.test_event_consumers import publish
 
 
@@ -78,3 +79,41 @@ def test_a_mail_waits_while_the_smtp_server_is_down_and_arrives_once(tenant, smt
     assert [m["Subject"] for m in received] == [f"[Chamado #{ticket['reference']}] Sem servidor de e-mail"]
     time.sleep(2)
     assert len(smtp_server.mails(ana["email"])) == 1
+
+
+def delivery_rows(system, email):
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(system.database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text(
+                "SELECT d.status, d.attempts, d.last_error FROM notifications.deliveries d "
+                "JOIN notifications.people p ON p.id = d.recipient_id WHERE p.email = :email"),
+                {"email": email}).all()
+    finally:
+        engine.dispose()
+
+
+
+def mailbox_user(tenant, local_part: str):
+    """A collaborator whose address starts with `local_part`, signed in."""
+    email = f"{local_part}-{uuid.uuid4().hex[:8]}@{tenant.slug}.test"
+    response = tenant.admin.post("/api/admin/users", json={
+        "email": email, "name": local_part.title(), "role": "collaborator", "password": "pass-word-1"})
+    assert response.status_code == 201, response.text
+    return email, Client(tenant.system.base_url).sign_in(email, "pass-word-1", tenant=tenant.slug)
+
+
+def test_a_5xx_is_recorded_as_failed_and_a_4xx_waits_to_be_tried_again(tenant, system, smtp_server):
+    # the test SMTP server refuses recipients named reject… with 550 and defer… with 451
+    rejected, rejected_client = mailbox_user(tenant, "reject")
+    deferred, deferred_client = mailbox_user(tenant, "defer")
+    new_ticket(rejected_client, "Recusado")
+    new_ticket(deferred_client, "Adiado")
+
+    failed = eventually(lambda: [row for row in delivery_rows(system, rejected) if row.status == "failed"])
+    assert len(failed) == 1 and failed[0].attempts == 1 and "550" in failed[0].last_error, failed
+    retried = eventually(lambda: [row for row in delivery_rows(system, deferred) if row.attempts >= 2])
+    assert len(retried) == 1 and retried[0].status == "pending" and "451" in retried[0].last_error, retried
+    assert smtp_server.mails(rejected) == [] and smtp_server.mails(deferred) == []
