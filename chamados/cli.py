@@ -7,6 +7,7 @@
     chamados create-admin             ensure the first admin (services must be running)
     chamados reset-password EMAIL     a person's new password, every session of theirs ended
                                       (straight on the database: services running or not)
+    chamados settings --markdown      README's settings table, from the declarations
     chamados dlq list [--queue Q] [--reason R] [--limit N]
                                       the dead-letter queue, oldest first (nothing is taken)
     chamados dlq show ID              one parked message: headers, properties, body
@@ -31,7 +32,8 @@ from common import bootstrap  # noqa: E402
 
 bootstrap.install()  # the library patches, before anything loads psycopg
 
-from common.config import SERVICE_NAMES, ConfigError, settings_from_env  # noqa: E402
+from common.config import (  # noqa: E402
+    SERVICE_NAMES, ConfigError, settings_from_env, settings_table)
 
 
 def main(argv=None) -> int:
@@ -57,10 +59,16 @@ def main(argv=None) -> int:
                        help="the tenant's slug, when the email is a person in several")
     reset.add_argument("--password-file", metavar="FILE",
                        help="read the new password from FILE ('-': standard input)")
+    listing = commands.add_parser("settings", help="README's table of every setting (common/config.py)")
+    listing.add_argument("--markdown", action="store_true", required=True,
+                         help="print it in Markdown, as README.md holds it")
     from chamados import dlq
 
     dlq.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "settings":  # the declarations alone: no environment needed
+        print(settings_table(), end="")
+        return 0
 
     try:
         settings = settings_from_env()

@@ -1,12 +1,18 @@
-"""Typed settings, read from the nameko config mapping (config.yml with env substitution)."""
+"""Typed settings, read from the nameko config mapping (config.yml with env substitution).
+
+Every setting is declared once, in SETTINGS below (grouped by the service that owns it):
+Settings' fields, the `<KEY>_FILE` secrets and README's settings table derive from the
+declarations, and tests/unit/test_settings_reach.py holds config.yml and README to them."""
 from __future__ import annotations
 
 import ipaddress
 import os
 import re
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -15,39 +21,6 @@ from sqlalchemy.engine import make_url
 SERVICE_NAMES = ("accounts", "tickets", "devices", "scheduler", "notifications", "gateway")
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = ROOT / "config.yml"
-SECRET_KEYS = ("AMQP_URI", "DATABASE_URL", "CRON_SECRET", "INTERNAL_HEALTH_TOKEN",
-               "CHAMADOS_ADMIN_PASSWORD", "AGENT_AMQP_PASSWORD", "AGENT_AMQP_URI", "SMTP_URL")
-# Settings field -> the environment variable config.yml reads it from: the one list
-# tests/unit/test_config.py checks config.yml and every Settings field against
-SETTING_KEYS = {
-    "amqp_uri": "AMQP_URI", "database_url": "DATABASE_URL", "var_dir": "CHAMADOS_VAR_DIR",
-    "gateway_host": "GATEWAY_HOST", "gateway_port": "GATEWAY_PORT",
-    "metrics_ports": "METRICS_PORT_BASE", "rpc_timeout_seconds": "RPC_TIMEOUT_SECONDS",
-    "db_pool_size": "MAX_WORKERS", "auth_cache_seconds": "AUTH_CACHE_SECONDS",
-    "console_cache_seconds": "CONSOLE_CACHE_SECONDS", "session_ttl_hours": "SESSION_TTL_HOURS",
-    "max_body_bytes": "MAX_BODY_BYTES", "cron_secret": "CRON_SECRET",
-    "http_header_timeout_seconds": "HTTP_HEADER_TIMEOUT_SECONDS",
-    "http_body_timeout_seconds": "HTTP_BODY_TIMEOUT_SECONDS",
-    "http_connections_per_client": "HTTP_CONNECTIONS_PER_CLIENT",
-    "internal_health_token": "INTERNAL_HEALTH_TOKEN", "archive_dir": "ARCHIVE_DIR",
-    "export_dir": "EXPORT_DIR", "log_level": "LOG_LEVEL", "admin_email": "CHAMADOS_ADMIN_EMAIL",
-    "admin_password": "CHAMADOS_ADMIN_PASSWORD", "machine_token_ttl_days": "MACHINE_TOKEN_TTL_DAYS",
-    "machine_online_seconds": "MACHINE_ONLINE_SECONDS",
-    "machine_stale_seconds": "MACHINE_STALE_SECONDS",
-    "usb_policy_ttl_minutes": "USB_POLICY_TTL_MINUTES",
-    "rabbit_management_url": "RABBIT_MANAGEMENT_URL", "agent_amqp_user": "AGENT_AMQP_USER",
-    "agent_amqp_password": "AGENT_AMQP_PASSWORD", "agent_amqp_uri": "AGENT_AMQP_URI",
-    "heartbeat_queue_max_age_seconds": "HEARTBEAT_QUEUE_MAX_AGE_SECONDS",
-    "console_https": "CONSOLE_HTTPS", "sign_in_account_failures": "SIGN_IN_ACCOUNT_FAILURES",
-    "sign_in_account_window_seconds": "SIGN_IN_ACCOUNT_WINDOW_SECONDS",
-    "sign_in_address_failures": "SIGN_IN_ADDRESS_FAILURES",
-    "sign_in_address_window_seconds": "SIGN_IN_ADDRESS_WINDOW_SECONDS",
-    "sign_in_lock_seconds": "SIGN_IN_LOCK_SECONDS",
-    "sign_in_max_lock_seconds": "SIGN_IN_MAX_LOCK_SECONDS",
-    "password_hash_slots": "PASSWORD_HASH_SLOTS", "password_hash_profile": "PASSWORD_HASH_PROFILE",
-    "trusted_proxies": "TRUSTED_PROXIES", "cors_allowed_origins": "CORS_ALLOWED_ORIGINS",
-    "smtp_url": "SMTP_URL", "mail_from": "MAIL_FROM", "console_url": "CONSOLE_URL",
-}
 
 
 class ConfigError(ValueError):
@@ -63,13 +36,13 @@ def load_config(path: Path | str | None = None) -> dict:
     with open(path or os.environ.get("CHAMADOS_CONFIG") or CONFIG_FILE) as handle:
         config = yaml.safe_load(handle) or {}
     # Docker/Swarm secrets arrive as files: KEY_FILE names the file holding KEY's value
-    for key in SECRET_KEYS:
-        secret_file = os.environ.get(f"{key}_FILE")
+    for setting in SETTINGS:
+        secret_file = os.environ.get(f"{setting.key}_FILE") if setting.secret else None
         if secret_file:
             try:
-                config[key] = open(secret_file).read().strip()
+                config[setting.source] = open(secret_file).read().strip()
             except OSError as exc:
-                raise ConfigError(f"{key}_FILE: cannot read {secret_file}: {exc.strerror}") from None
+                raise ConfigError(f"{setting.key}_FILE: cannot read {secret_file}: {exc.strerror}") from None
     return config
 
 
@@ -81,42 +54,11 @@ AGENT_PASSWORD_MIN_LENGTH = 16
 PASSWORD_HASH_PROFILES = ("rfc9106-low-memory", "rfc9106-high-memory", "insecure-for-tests")
 
 
-def _agent_broker_access(config, amqp_uri: str) -> tuple[str, str | None, str | None]:
-    """AGENT_AMQP_USER / _PASSWORD / _URI: never the services' own broker account, which may
-    do anything on the vhost; the URI's user is the agents' user."""
-    user = _text(config, "AGENT_AMQP_USER", "chamados-agent")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", user):
-        raise ConfigError(f"AGENT_AMQP_USER must be 1-64 letters, digits, '.', '_' or '-', got {user!r}")
-    services_user = unquote(urlsplit(amqp_uri).username or "guest")
-    if user == services_user:
-        raise ConfigError(f"AGENT_AMQP_USER must not be the services' broker user ({services_user!r}): "
-                          "agents get a user that can only publish heartbeats")
-    password = _text(config, "AGENT_AMQP_PASSWORD")
-    if password is not None and len(password) < AGENT_PASSWORD_MIN_LENGTH:
-        raise ConfigError(f"AGENT_AMQP_PASSWORD must be at least {AGENT_PASSWORD_MIN_LENGTH} characters")
-    uri = _text(config, "AGENT_AMQP_URI")
-    if uri is not None:
-        parts = urlsplit(uri)
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-            raise ConfigError(f"AGENT_AMQP_URI must be an amqp:// or amqps:// URI with a host, got {uri!r}")
-        if unquote(parts.username or "") != user:
-            raise ConfigError(f"AGENT_AMQP_URI must log in as AGENT_AMQP_USER ({user!r}), "
-                              "never with the services' broker account")
-    return user, password, uri
-
-
 def _text(mapping, key, default=None):
     value = mapping.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     return str(value).strip()
-
-
-def _url(mapping, key, schemes):
-    value = _text(mapping, key)
-    if value is not None and (urlsplit(value).scheme not in schemes or not urlsplit(value).hostname):
-        raise ConfigError(f"{key} must be a {' or '.join(s + '://' for s in schemes)} URL with a host")
-    return value
 
 
 def _positive(mapping, key, default, kind=int):
@@ -205,151 +147,329 @@ def _networks(mapping, key) -> tuple:
     return tuple(networks)
 
 
+# --- parsers: (config mapping, key, default) -> the typed value, or a ConfigError naming the key
+
+def _path(mapping, key, default: Path) -> Path:
+    return Path(_text(mapping, key, str(default)))
+
+
+def _positive_number(kind):
+    return lambda mapping, key, default: _positive(mapping, key, default, kind)
+
+
+def _seconds_at_most(most: float, why: str):
+    return lambda mapping, key, default: _seconds_up_to(mapping, key, f"{default:g}", most, why)
+
+
+def _one_of(allowed: tuple[str, ...]):
+    return lambda mapping, key, default: _choice(mapping, key, allowed, default)
+
+
+def _amqp_uri(mapping, key, default):
+    uri = _text(mapping, key, default)
+    if urlsplit(uri).scheme not in ("amqp", "amqps", "pyamqp"):
+        raise ConfigError(f"{key} must be an amqp:// URI, got {uri!r}")
+    return uri
+
+
+def _database_url(mapping, key, default):
+    url = _text(mapping, key, default)
+    if url and not url.startswith(("postgresql", "sqlite")):
+        raise ConfigError(f"{key} must be postgresql+psycopg://… or sqlite:///…")
+    return url
+
+
+def _metrics_ports(mapping, key, default: dict) -> dict:
+    """One metrics port per service but the gateway, in SERVICE_NAMES order from the base."""
+    names = [name for name in SERVICE_NAMES if name != "gateway"]
+    base = _port(mapping, key, default[names[0]])
+    if base + len(names) - 1 > 65535:
+        raise ConfigError(f"{key} leaves no room for {len(names)} ports, got {base}")
+    return {name: base + index for index, name in enumerate(names)}
+
+
+def _pool_size(mapping, key, default: int) -> int:
+    # one connection per nameko worker, two more for the consumers and background loops
+    return _positive(mapping, key, default - 2) + 2
+
+
+def _log_level(mapping, key, default):
+    level = _text(mapping, key, default).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{key} must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    return level
+
+
+def _email(mapping, key, default):
+    email = _text(mapping, key, default)
+    if "@" not in email.strip("@") or " " in email:
+        raise ConfigError(f"{key} must be an email address, got {email!r}")
+    return email
+
+
+def _http_url(mapping, key, default):
+    url = _text(mapping, key, default)
+    if url and urlsplit(url).scheme not in ("http", "https"):
+        raise ConfigError(f"{key} must be an http(s):// URL, got {url!r}")
+    return url
+
+
+def _url_of(schemes: tuple[str, ...]):
+    def parse(mapping, key, default):
+        url = _text(mapping, key, default)
+        if url and (urlsplit(url).scheme not in schemes or not urlsplit(url).hostname):
+            raise ConfigError(f"{key} must be a {' or '.join(s + '://' for s in schemes)} URL with a host")
+        return url
+    return parse
+
+
+def _broker_user(mapping, key, default):
+    user = _text(mapping, key, default)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", user):
+        raise ConfigError(f"{key} must be 1-64 letters, digits, '.', '_' or '-', got {user!r}")
+    return user
+
+
+def _agent_password(mapping, key, default):
+    password = _text(mapping, key, default)
+    if password is not None and len(password) < AGENT_PASSWORD_MIN_LENGTH:
+        raise ConfigError(f"{key} must be at least {AGENT_PASSWORD_MIN_LENGTH} characters")
+    return password
+
+
+def _agent_uri(mapping, key, default):
+    uri = _text(mapping, key, default)
+    if uri is not None:
+        parts = urlsplit(uri)
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            raise ConfigError(f"{key} must be an amqp:// or amqps:// URI with a host, got {uri!r}")
+    return uri
+
+
+def _origins_list(mapping, key, default):
+    return _origins(mapping, key) or default
+
+
+def _networks_list(mapping, key, default):
+    return _networks(mapping, key) or default
+
+
+def _json_or_mapping(mapping, key, default):
+    """Text for the owner to decode (JSON), or a mapping a config file gave as YAML."""
+    raw = mapping.get(key)
+    if isinstance(raw, str):
+        return raw.strip() or default
+    return raw if raw not in (None, "") else default
+
+
+def _check_together(values: dict) -> None:
+    """The rules that relate two settings, once each has parsed."""
+    services_user = unquote(urlsplit(values["amqp_uri"]).username or "guest")
+    agent_user = values["agent_amqp_user"]
+    if agent_user == services_user:
+        raise ConfigError(f"AGENT_AMQP_USER must not be the services' broker user ({services_user!r}): "
+                          "agents get a user that can only publish heartbeats")
+    agent_uri = values["agent_amqp_uri"]
+    if agent_uri is not None and unquote(urlsplit(agent_uri).username or "") != agent_user:
+        raise ConfigError(f"AGENT_AMQP_URI must log in as AGENT_AMQP_USER ({agent_user!r}), "
+                          "never with the services' broker account")
+    if values["machine_stale_seconds"] <= values["machine_online_seconds"]:
+        raise ConfigError("MACHINE_STALE_SECONDS must be greater than MACHINE_ONLINE_SECONDS")
+    if values["sign_in_max_lock_seconds"] < values["sign_in_lock_seconds"]:
+        raise ConfigError("SIGN_IN_MAX_LOCK_SECONDS must be at least SIGN_IN_LOCK_SECONDS")
+
+
+# --- the declarations: one per setting, grouped by the service that owns it ----------------
+
+ALL = "all"
+
+
 @dataclass(frozen=True)
-class Settings:
-    amqp_uri: str = "amqp://guest:guest@localhost:5672/"
-    database_url: str | None = None  # None: SQLite files under var_dir
-    var_dir: Path = ROOT / "var"
-    gateway_host: str = "127.0.0.1"
-    gateway_port: int = 8000
-    metrics_ports: dict = field(default_factory=dict)
-    rpc_timeout_seconds: float = 10.0
-    # database connections a service keeps: one per nameko worker (max_workers) and two for
-    # its consumers and background loops. Fewer made every request past them open and close
-    # a connection of its own (SQLAlchemy's overflow): 5 were kept for 10 workers.
-    db_pool_size: int = 12
-    auth_cache_seconds: float = 0.5  # how long a gateway trusts a verified token (0: not at all)
-    console_cache_seconds: float = 1.0  # how long a console page's lookups are reused (0: never)
-    session_ttl_hours: int = 12
-    max_body_bytes: int = 1_048_576
-    # a client's time to send a request (slowloris, issue 26): the request line and headers,
-    # then the body, each within its deadline (408 beyond); and connections open at once from
-    # one client address (a trusted proxy's excepted), one more answered 429 and closed
-    http_header_timeout_seconds: float = 10.0
-    http_body_timeout_seconds: float = 30.0
-    http_connections_per_client: int = 256
-    cron_secret: str | None = None
-    internal_health_token: str | None = None
-    archive_dir: Path = ROOT / "archives"
-    export_dir: Path = ROOT / "exports"
-    log_level: str = "INFO"
-    admin_email: str = "admin@example.com"
-    admin_password: str | None = None
-    machine_token_ttl_days: int = 30
-    machine_online_seconds: int = 300
-    machine_stale_seconds: int = 1800
-    usb_policy_ttl_minutes: int = 60
-    rabbit_management_url: str | None = None  # None: the broker's host, port 15672
-    # agents' own broker user (common/broker_users.py): made by `chamados migrate` when it has
-    # a password; the URI agents are told at registration (the broker as they reach it)
-    agent_amqp_user: str = "chamados-agent"
-    agent_amqp_password: str | None = None
-    agent_amqp_uri: str | None = None
-    heartbeat_queue_max_age_seconds: int = 120
-    console_https: bool = False  # the console is served over HTTPS: cookies get `Secure`
-    # sign-in throttling (services/accounts/throttle.py): failures per account and per
-    # client address within a window, then lock-outs from `sign_in_lock_seconds` doubling
-    # per further failure up to `sign_in_max_lock_seconds`
-    sign_in_account_failures: int = 5
-    sign_in_account_window_seconds: int = 3600
-    sign_in_address_failures: int = 20
-    sign_in_address_window_seconds: int = 600
-    sign_in_lock_seconds: int = 30
-    sign_in_max_lock_seconds: int = 900
-    password_hash_slots: int = 1  # argon2 computations at once in the accounts process
-    # argon2's cost for new hashes (argon2-cffi's profiles; a stored hash carries its own, so
-    # a change never locks anyone out); the cheap one is for test systems only
-    password_hash_profile: str = "rfc9106-low-memory"
-    trusted_proxies: tuple = ()  # addresses/networks whose X-Forwarded-For the gateway believes
-    cors_allowed_origins: tuple = ()  # browser origins allowed to call /api/; empty: CORS off
-    smtp_url: str | None = None  # smtp://user:pass@host:587?starttls=true | smtps://…; None: no mail
-    mail_from: str = "Chamados <chamados@localhost>"
-    console_url: str = "http://localhost:8000"  # the console's address in mails' links
+class Setting:
+    """One setting: where it is read from, how it is typed and checked, and what it means.
+    Settings' fields, `<KEY>_FILE` secrets and README's settings table all derive from these."""
+
+    field: str  # the attribute code reads: settings.<field>
+    key: str  # the environment variable (config.yml substitutes it under the same name)
+    parse: Callable[[Mapping, str, Any], Any]  # ConfigError naming the key on a bad value
+    default: Any  # the typed value when unset
+    used_by: tuple[str, ...]  # services (and `chamados` commands) that read it, or ALL
+    meaning: str
+    secret: bool = False  # may also come from the file `<KEY>_FILE` names
+    shown_default: str | None = None  # README's default, where the value alone says too little
+    config_key: str | None = None  # the nameko config's name for it, where that is not `key`
+
+    @property
+    def source(self) -> str:
+        return self.config_key or self.key
+
+
+SHARED = (
+    Setting("amqp_uri", "AMQP_URI", _amqp_uri, "amqp://guest:guest@localhost:5672/", (ALL,),
+            "the broker", secret=True),
+    Setting("database_url", "DATABASE_URL", _database_url, None, (ALL,),
+            "`postgresql+psycopg://…` for PostgreSQL", secret=True,
+            shown_default="SQLite files under `./var/`"),
+    Setting("var_dir", "CHAMADOS_VAR_DIR", _path, ROOT / "var", (ALL,), "where the SQLite files go"),
+    Setting("db_pool_size", "MAX_WORKERS", _pool_size, 12, (ALL,),
+            "nameko workers per service process; each keeps one database connection (pool: workers + 2)",
+            shown_default="`10`", config_key="max_workers"),
+    Setting("log_level", "LOG_LEVEL", _log_level, "INFO", (ALL,),
+            "`DEBUG`, `INFO`, `WARNING`, `ERROR` (logs: one JSON object a line on stdout; see "
+            "docs/OPERATIONS.md, \"Watching it\")"),
+    Setting("gateway_host", "GATEWAY_HOST", _text, "127.0.0.1", (ALL,),
+            "the gateway's HTTP address (also the bind address of the services' metrics ports)"),
+    Setting("metrics_ports", "METRICS_PORT_BASE", _metrics_ports,
+            {"accounts": 9101, "tickets": 9102, "devices": 9103, "scheduler": 9104, "notifications": 9105},
+            ("accounts", "tickets", "devices", "scheduler", "notifications", "chamados"),
+            "accounts, tickets, devices, scheduler, notifications serve `/metrics` on 9101–9105",
+            shown_default="`9101`"),
+)
+
+GATEWAY = (
+    Setting("gateway_port", "GATEWAY_PORT", _port, 8000, ("gateway", "chamados"), "the gateway's HTTP port"),
+    Setting("cors_allowed_origins", "CORS_ALLOWED_ORIGINS", _origins_list, (), ("gateway",),
+            "exact browser origins (`scheme://host[:port]`, comma-separated) allowed to call `/api/` from "
+            "a page of theirs; a preflight from any other origin is 403 `cors_origin_not_allowed` "
+            "(docs/API.md)", shown_default="unset = CORS off"),
+    Setting("console_https", "CONSOLE_HTTPS", _flag, False, ("gateway",),
+            "`true` when people reach the console over HTTPS (a proxy in front): its cookies get `Secure`"),
+    Setting("trusted_proxies", "TRUSTED_PROXIES", _networks_list, (), ("gateway",),
+            "addresses or networks (CIDR, comma-separated) of proxies in front of the gateway: only from "
+            "them is `X-Forwarded-For` believed for the client address"),
+    Setting("rpc_timeout_seconds", "RPC_TIMEOUT_SECONDS", _positive_number(float), 10.0, ("gateway",),
+            "deadline of every gateway → service call (504 beyond)"),
+    Setting("auth_cache_seconds", "AUTH_CACHE_SECONDS",
+            _seconds_at_most(1, "a revoked token must be refused within it"), 0.5, ("gateway",),
+            "how long (0–1 s) a gateway trusts a token accounts verified, instead of asking on every "
+            "request; a token revoked elsewhere (another gateway, `chamados reset-password`) is refused "
+            "within it; changes made through the same gateway take effect at once; `0` asks every time"),
+    Setting("console_cache_seconds", "CONSOLE_CACHE_SECONDS",
+            _seconds_at_most(5, "a change made elsewhere shows within it"), 1.0, ("gateway",),
+            "how long (0–5 s) a console page's lookups (queues, companies, the staff pickers, a person's "
+            "saved filter, the dashboard's counts) are reused for that person instead of asked again; a "
+            "change made through the same gateway shows at once, one made elsewhere within it; `0` asks "
+            "every time"),
+    Setting("max_body_bytes", "MAX_BODY_BYTES", _positive_number(int), 1_048_576, ("gateway",),
+            "larger request bodies get 413"),
+    # a client's time to send a request (slowloris, issue 26)
+    Setting("http_header_timeout_seconds", "HTTP_HEADER_TIMEOUT_SECONDS", _positive_number(float), 10.0,
+            ("gateway",), "a client's time to send its request line and headers, in all (a client "
+            "trickling bytes is cut off): 408 beyond"),
+    Setting("http_body_timeout_seconds", "HTTP_BODY_TIMEOUT_SECONDS", _positive_number(float), 30.0,
+            ("gateway",), "a client's time to send its body, in all: 408 beyond. A body is read whole "
+            "before a worker takes the request, so slow clients hold no worker"),
+    Setting("http_connections_per_client", "HTTP_CONNECTIONS_PER_CLIENT", _positive_number(int), 256,
+            ("gateway",), "connections open at once from one client address (a `TRUSTED_PROXIES` address "
+            "excepted); one more is answered 429 with `Retry-After` and closed"),
+    Setting("cron_secret", "CRON_SECRET", _text, None, ("gateway",),
+            "secret for `x-cron-secret` on `POST /api/cron/<job>`", secret=True,
+            shown_default="unset = cron routes disabled (404 `cron_disabled`, naming this setting)"),
+    Setting("internal_health_token", "INTERNAL_HEALTH_TOKEN", _text, None, ("gateway",),
+            "token accepted by `GET /api/admin/health` in `x-internal-token`", secret=True),
+    Setting("heartbeat_queue_max_age_seconds", "HEARTBEAT_QUEUE_MAX_AGE_SECONDS", _positive_number(int), 120,
+            ("gateway",), "`/readyz` says `stalled` when the oldest queued heartbeat waited longer"),
+    Setting("rabbit_management_url", "RABBIT_MANAGEMENT_URL", _http_url, None, ("gateway", "chamados"),
+            "RabbitMQ's management API (queue age for `/readyz`, the agents' broker user for `chamados "
+            "migrate`; the tests and `scripts/ensure-infra.sh` use it too)",
+            shown_default="the broker's host, port 15672, `/api`"),
+)
+
+ACCOUNTS = (
+    Setting("admin_email", "CHAMADOS_ADMIN_EMAIL", _email, "admin@example.com", ("chamados",),
+            "first admin of the default tenant (`chamados up`, `chamados create-admin` make it)"),
+    Setting("admin_password", "CHAMADOS_ADMIN_PASSWORD", _text, None, ("chamados",),
+            "the first admin's password", secret=True, shown_default="random, printed once"),
+    Setting("session_ttl_hours", "SESSION_TTL_HOURS", _positive_number(int), 12, ("accounts",),
+            "lifetime of a sign-in token"),
+    # sign-in throttling (services/accounts/throttle.py)
+    Setting("sign_in_account_failures", "SIGN_IN_ACCOUNT_FAILURES", _positive_number(int), 5, ("accounts",),
+            "failed sign-ins of one account (tenant + email) within `SIGN_IN_ACCOUNT_WINDOW_SECONDS` "
+            "that lock it"),
+    Setting("sign_in_account_window_seconds", "SIGN_IN_ACCOUNT_WINDOW_SECONDS", _positive_number(int), 3600,
+            ("accounts",), "the window of `SIGN_IN_ACCOUNT_FAILURES`"),
+    Setting("sign_in_address_failures", "SIGN_IN_ADDRESS_FAILURES", _positive_number(int), 20, ("accounts",),
+            "failed sign-ins from one client address (an IPv6 /64) within `SIGN_IN_ADDRESS_WINDOW_SECONDS` "
+            "that lock it"),
+    Setting("sign_in_address_window_seconds", "SIGN_IN_ADDRESS_WINDOW_SECONDS", _positive_number(int), 600,
+            ("accounts",), "the window of `SIGN_IN_ADDRESS_FAILURES`"),
+    Setting("sign_in_lock_seconds", "SIGN_IN_LOCK_SECONDS", _positive_number(int), 30, ("accounts",),
+            "the first lock-out; each further failure doubles it, up to `SIGN_IN_MAX_LOCK_SECONDS` (429 "
+            "with `Retry-After` meanwhile)"),
+    Setting("sign_in_max_lock_seconds", "SIGN_IN_MAX_LOCK_SECONDS", _positive_number(int), 900, ("accounts",),
+            "the longest lock-out"),
+    Setting("password_hash_slots", "PASSWORD_HASH_SLOTS", _positive_number(int), 1, ("accounts",),
+            "argon2 computations at once in an accounts process (each uses 4 threads); sign-ins beyond "
+            "wait in turn, and past 4 waiting per slot or 5 s are answered 429"),
+    Setting("password_hash_profile", "PASSWORD_HASH_PROFILE", _one_of(PASSWORD_HASH_PROFILES),
+            "rfc9106-low-memory", ("accounts",),
+            "argon2's cost for new password hashes: `rfc9106-low-memory` (64 MiB, ~0.1 s), "
+            "`rfc9106-high-memory` (2 GiB), or `insecure-for-tests` (what the test systems use: never in "
+            "production). A stored hash keeps its own cost, so changing it locks nobody out"),
+)
+
+TICKETS = (
+    Setting("archive_dir", "ARCHIVE_DIR", _path, ROOT / "archives", ("tickets",), "where archives go"),
+    Setting("export_dir", "EXPORT_DIR", _path, ROOT / "exports", ("tickets",), "where report files go"),
+)
+
+DEVICES = (
+    Setting("machine_token_ttl_days", "MACHINE_TOKEN_TTL_DAYS", _positive_number(int), 30, ("devices",),
+            "lifetime of an agent's token"),
+    Setting("machine_online_seconds", "MACHINE_ONLINE_SECONDS", _positive_number(int), 300, ("devices",),
+            "a machine is online until this silence, then stale; also an edge of the health buckets "
+            "(`online`, `stale`, `offline_lt_24h`, `offline_gt_24h`, `never`)"),
+    Setting("machine_stale_seconds", "MACHINE_STALE_SECONDS", _positive_number(int), 1800, ("devices",),
+            "a stale machine is offline after this silence (more than `MACHINE_ONLINE_SECONDS`)"),
+    Setting("usb_policy_ttl_minutes", "USB_POLICY_TTL_MINUTES", _positive_number(int), 60, ("devices",),
+            "a USB policy not acknowledged by then becomes STALE"),
+    # agents' own broker user (common/broker_users.py): made by `chamados migrate` when it has a password
+    Setting("agent_amqp_user", "AGENT_AMQP_USER", _broker_user, "chamados-agent", ("chamados",),
+            "the broker user desktop agents log in with; never the services' own user"),
+    Setting("agent_amqp_password", "AGENT_AMQP_PASSWORD", _agent_password, None, ("chamados",),
+            "with it, `chamados migrate` makes `AGENT_AMQP_USER` (through the management API) with rights "
+            "to publish to `devices.heartbeats` and nothing else (no queue of its own: agents take their "
+            f"answers by RabbitMQ's direct reply-to); at least {AGENT_PASSWORD_MIN_LENGTH} characters",
+            secret=True),
+    Setting("agent_amqp_uri", "AGENT_AMQP_URI", _agent_uri, None, ("devices",),
+            "the URI agents are told at registration, e.g. `amqps://chamados-agent:…@broker.example.com:5671/`: "
+            "the broker as desktops reach it, logging in as `AGENT_AMQP_USER` (any other user is refused)",
+            secret=True, shown_default="unset (agents use HTTP)"),
+)
+
+SCHEDULER = (
+    Setting("scheduler_jobs", "SCHEDULER_JOBS", _json_or_mapping, None, ("scheduler",),
+            "JSON overriding the job table, e.g. `{\"lunch-pause\": {\"enabled\": true}, \"chat-cleanup\": "
+            "{\"interval_seconds\": 30}}` (keys: enabled, interval_seconds, cron, timezone, timeout_seconds, "
+            "targets)"),
+)
+
+NOTIFICATIONS = (
+    Setting("smtp_url", "SMTP_URL", _url_of(("smtp", "smtps")), None, ("notifications",),
+            "the SMTP server mail about tickets goes through: `smtp://user:pass@host:587?starttls=true`, "
+            "`smtps://user:pass@host:465`, `smtp://host:25` (README, \"E-mail\")", secret=True,
+            shown_default="unset = no mail (said at start-up)"),
+    Setting("mail_from", "MAIL_FROM", _text, "Chamados <chamados@localhost>", ("notifications",),
+            "the mails' `From` (its domain also names their `Message-ID`s)"),
+    Setting("console_url", "CONSOLE_URL", _url_of(("http", "https")), "http://localhost:8000",
+            ("notifications",), "the console's address as people reach it: the links in mails"),
+)
+
+SETTINGS: tuple[Setting, ...] = SHARED + GATEWAY + ACCOUNTS + TICKETS + DEVICES + SCHEDULER + NOTIFICATIONS
+SECRET_KEYS = tuple(setting.key for setting in SETTINGS if setting.secret)
+SETTING_KEYS = {setting.field: setting.key for setting in SETTINGS}  # Settings field -> its variable
+# config.yml's keys that are nameko's own, not Chamados settings
+NAMEKO_KEYS = ("WEB_SERVER_ADDRESS", "rpc_exchange", "serializer")
+
+
+class _SettingsBehaviour:
+    """What Settings does besides holding values (its fields come from SETTINGS)."""
 
     @classmethod
-    def from_mapping(cls, config: dict) -> "Settings":
-        amqp_uri = _text(config, "AMQP_URI", cls.amqp_uri)
-        if urlsplit(amqp_uri).scheme not in ("amqp", "amqps", "pyamqp"):
-            raise ConfigError(f"AMQP_URI must be an amqp:// URI, got {amqp_uri!r}")
-        database_url = _text(config, "DATABASE_URL")
-        if database_url and not database_url.startswith(("postgresql", "sqlite")):
-            raise ConfigError("DATABASE_URL must be postgresql+psycopg://… or sqlite:///…")
-        metrics_base = _port(config, "METRICS_PORT_BASE", 9101)
-        if metrics_base + len(SERVICE_NAMES) - 2 > 65535:
-            raise ConfigError(f"METRICS_PORT_BASE leaves no room for four ports, got {metrics_base}")
-        log_level = (_text(config, "LOG_LEVEL", "INFO")).upper()
-        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
-        admin_email = _text(config, "CHAMADOS_ADMIN_EMAIL", "admin@example.com")
-        if "@" not in admin_email.strip("@") or " " in admin_email:
-            raise ConfigError(f"CHAMADOS_ADMIN_EMAIL must be an email address, got {admin_email!r}")
-        management_url = _text(config, "RABBIT_MANAGEMENT_URL")
-        if management_url and urlsplit(management_url).scheme not in ("http", "https"):
-            raise ConfigError(f"RABBIT_MANAGEMENT_URL must be an http(s):// URL, got {management_url!r}")
-        agent_user, agent_password, agent_uri = _agent_broker_access(config, amqp_uri)
-        online = _positive(config, "MACHINE_ONLINE_SECONDS", 300)
-        stale = _positive(config, "MACHINE_STALE_SECONDS", 1800)
-        if stale <= online:
-            raise ConfigError("MACHINE_STALE_SECONDS must be greater than MACHINE_ONLINE_SECONDS")
-        lock = _positive(config, "SIGN_IN_LOCK_SECONDS", 30)
-        max_lock = _positive(config, "SIGN_IN_MAX_LOCK_SECONDS", 900)
-        if max_lock < lock:
-            raise ConfigError("SIGN_IN_MAX_LOCK_SECONDS must be at least SIGN_IN_LOCK_SECONDS")
-        return cls(
-            amqp_uri=amqp_uri,
-            database_url=database_url,
-            var_dir=Path(_text(config, "CHAMADOS_VAR_DIR", str(ROOT / "var"))),
-            gateway_host=_text(config, "GATEWAY_HOST", "127.0.0.1"),
-            gateway_port=_port(config, "GATEWAY_PORT", 8000),
-            # one metrics port per service, in SERVICE_NAMES order from METRICS_PORT_BASE
-            metrics_ports={
-                name: metrics_base + index
-                for index, name in enumerate(SERVICE_NAMES)
-                if name != "gateway"
-            },
-            rpc_timeout_seconds=_positive(config, "RPC_TIMEOUT_SECONDS", 10.0, float),
-            db_pool_size=_positive(config, "max_workers", 10) + 2,
-            auth_cache_seconds=_seconds_up_to(config, "AUTH_CACHE_SECONDS", "0.5", 1,
-                                              "a revoked token must be refused within it"),
-            console_cache_seconds=_seconds_up_to(config, "CONSOLE_CACHE_SECONDS", "1", 5,
-                                                 "a change made elsewhere shows within it"),
-            session_ttl_hours=_positive(config, "SESSION_TTL_HOURS", 12),
-            max_body_bytes=_positive(config, "MAX_BODY_BYTES", 1_048_576),
-            http_header_timeout_seconds=_positive(config, "HTTP_HEADER_TIMEOUT_SECONDS", 10.0, float),
-            http_body_timeout_seconds=_positive(config, "HTTP_BODY_TIMEOUT_SECONDS", 30.0, float),
-            http_connections_per_client=_positive(config, "HTTP_CONNECTIONS_PER_CLIENT", 256),
-            cron_secret=_text(config, "CRON_SECRET"),
-            internal_health_token=_text(config, "INTERNAL_HEALTH_TOKEN"),
-            archive_dir=Path(_text(config, "ARCHIVE_DIR", str(ROOT / "archives"))),
-            export_dir=Path(_text(config, "EXPORT_DIR", str(ROOT / "exports"))),
-            log_level=log_level,
-            admin_email=admin_email,
-            machine_token_ttl_days=_positive(config, "MACHINE_TOKEN_TTL_DAYS", 30),
-            machine_online_seconds=online,
-            machine_stale_seconds=stale,
-            usb_policy_ttl_minutes=_positive(config, "USB_POLICY_TTL_MINUTES", 60),
-            admin_password=_text(config, "CHAMADOS_ADMIN_PASSWORD"),
-            rabbit_management_url=management_url,
-            agent_amqp_user=agent_user,
-            agent_amqp_password=agent_password,
-            agent_amqp_uri=agent_uri,
-            heartbeat_queue_max_age_seconds=_positive(config, "HEARTBEAT_QUEUE_MAX_AGE_SECONDS", 120),
-            console_https=_flag(config, "CONSOLE_HTTPS", False),
-            sign_in_account_failures=_positive(config, "SIGN_IN_ACCOUNT_FAILURES", 5),
-            sign_in_account_window_seconds=_positive(config, "SIGN_IN_ACCOUNT_WINDOW_SECONDS", 3600),
-            sign_in_address_failures=_positive(config, "SIGN_IN_ADDRESS_FAILURES", 20),
-            sign_in_address_window_seconds=_positive(config, "SIGN_IN_ADDRESS_WINDOW_SECONDS", 600),
-            sign_in_lock_seconds=lock,
-            sign_in_max_lock_seconds=max_lock,
-            password_hash_slots=_positive(config, "PASSWORD_HASH_SLOTS", 1),
-            password_hash_profile=_choice(config, "PASSWORD_HASH_PROFILE", PASSWORD_HASH_PROFILES,
-                                          "rfc9106-low-memory"),
-            trusted_proxies=_networks(config, "TRUSTED_PROXIES"),
-            cors_allowed_origins=_origins(config, "CORS_ALLOWED_ORIGINS"),
-            smtp_url=_url(config, "SMTP_URL", ("smtp", "smtps")),
-            mail_from=_text(config, "MAIL_FROM", cls.mail_from),
-            console_url=_url(config, "CONSOLE_URL", ("http", "https")) or cls.console_url,
-        )
+    def from_mapping(cls, config: Mapping) -> "Settings":
+        values = {setting.field: setting.parse(config, setting.source, setting.default) for setting in SETTINGS}
+        _check_together(values)
+        return cls(**values)
 
     @property
     def management_api(self) -> tuple[str, str, tuple[str, str]]:
@@ -376,6 +496,42 @@ class Settings:
         return self.database_url is None or self.database_url.startswith("sqlite")
 
 
+def _dataclass_field(setting: Setting):
+    if isinstance(setting.default, dict):  # a mutable default: each instance its own copy
+        return field(default_factory=lambda: dict(setting.default))
+    return field(default=setting.default)
+
+
+# frozen, compared by value; a field per declaration, defaulting to what an empty config gives
+Settings = make_dataclass(
+    "Settings", [(setting.field, Any, _dataclass_field(setting)) for setting in SETTINGS],
+    bases=(_SettingsBehaviour,), frozen=True, namespace={"__module__": __name__})
+
+
 def settings_from_env() -> Settings:
     return Settings.from_mapping(load_config())
+
+
+def _shown_default(setting: Setting) -> str:
+    if setting.shown_default is not None:
+        return setting.shown_default
+    value = setting.default
+    if value is None or value == ():
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, Path):
+        return f"`./{value.relative_to(ROOT)}`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    return f"`{value}`"
+
+
+def settings_table() -> str:
+    """README's settings table, in Markdown: one row per declaration."""
+    rows = ["| variable | default | used by | meaning |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        variable = f"`{setting.key}`" + (f" (or `{setting.key}_FILE`)" if setting.secret else "")
+        rows.append(f"| {variable} | {_shown_default(setting)} | {', '.join(setting.used_by)} | {setting.meaning} |")
+    return "\n".join(rows) + "\n"
 

@@ -17,7 +17,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import text
 
-from common.config import ConfigError
+from common.config import ConfigError, Settings
 from common.db import Database, create_service_engine, utcnow
 from common.errors import Conflict, DomainError, NotFound, ValidationFailed
 from common.service_base import ServiceBase, rpc
@@ -98,7 +98,7 @@ class JobTable(SharedExtension):
     container, shared by the ticker and the on-demand RPC, so neither overlaps the other."""
 
     def setup(self):
-        raw = self.container.config.get("SCHEDULER_JOBS")
+        raw = Settings.from_mapping(self.container.config).scheduler_jobs
         try:
             overrides = orjson.loads(raw) if isinstance(raw, str) and raw.strip() else raw or None
             self.jobs = domain.configure_jobs(overrides)
@@ -128,8 +128,6 @@ class JobTicker(Entrypoint):
     table = JobTable()
 
     def setup(self):
-        from common.config import Settings
-
         self.leadership = Leadership(Settings.from_mapping(self.container.config))
         self._running = False
 
