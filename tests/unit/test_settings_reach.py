@@ -92,7 +92,7 @@ def test_every_declaration_names_its_users_and_meaning():
 SETTING_READ = re.compile(r"(?:settings|Settings\.from_mapping\([^()]*\))\.(\w+)")
 
 
-@pytest.mark.parametrize("reader", ["accounts", "tickets", "devices", "scheduler", "gateway", "chamados"])
+@pytest.mark.parametrize("reader", [*SERVICE_NAMES, "chamados"])
 def test_a_package_reads_only_the_settings_declared_for_it_or_for_all(reader):
     root = CONFIG_FILE.parent
     package = root / "chamados" if reader == "chamados" else root / "services" / reader
