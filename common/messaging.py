@@ -25,7 +25,6 @@ import socket
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import eventlet
@@ -41,6 +40,7 @@ from sqlalchemy import Column, String, Table, Uuid
 
 from common.contracts import devices as device_contract
 from common.db import UTCDateTime, upsert_insert, utcnow
+from common.deliveries import Delivery, Verdict
 from common.errors import DomainError
 from common.events import SUBSCRIPTIONS
 from common.nameko_outages import RECONNECT_MAX_SECONDS
@@ -309,27 +309,6 @@ def declare_bus(amqp_uri: str) -> list[str]:
 # --- batched consumption ------------------------------------------------------------------
 
 CONNECTION_HEARTBEAT_SECONDS = 30
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One message of a batch, as the handler sees it: its properties already checked."""
-
-    index: int
-    body: bytes
-    headers: dict
-    message_id: str | None
-    reply_to: str | None
-    correlation_id: str | None
-
-
-@dataclass
-class Verdict:
-    """What the handler says of one delivery: dead-letter it (with the reason), and/or
-    answer its `reply_to` after the batch committed."""
-
-    dead_letter: str | None = None
-    reply: dict | None = None
 
 
 def delivery_of(index: int, message) -> tuple[Delivery | None, str | None]:

@@ -9,8 +9,9 @@ from sqlalchemy.orm import Session
 from common.config import Settings
 from common.db import create_service_engine, utcnow
 from common.migrate import upgrade
+from services.devices.repository import DevicesRepository
 from services.devices.software import version_key
-from services.devices.storage import DevicesRepository, Machine
+from services.devices.storage import Machine
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
