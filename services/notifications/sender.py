@@ -47,9 +47,9 @@ def send_due(source: UnitOfWorkSource, settings: MailSettings, send: Callable = 
         uow.commit()
     if not prepared:
         return {}
-    composed = {key: mail for key, (mail, _) in prepared.items() if mail is not None}
+    composed = {key: mail for key, (mail, _, _) in prepared.items() if mail is not None}
     outcomes = send(settings.server, composed, settings.mail_from) if composed else {}
-    for key, (mail, problem) in prepared.items():
+    for key, (mail, problem, _) in prepared.items():
         if mail is None:
             outcomes[key] = smtp.Outcome(smtp.RETRY, problem)
     counts: dict = {}
@@ -61,7 +61,7 @@ def send_due(source: UnitOfWorkSource, settings: MailSettings, send: Callable = 
             delivery.last_error = outcome.detail
             if outcome.result == smtp.SENT:
                 delivery.status, delivery.sent_at = SENT, finished
-                delivery.to_address = prepared[key][0]["To"]
+                delivery.to_address = prepared[key][2]
             elif outcome.result == smtp.FAILED:
                 delivery.status = FAILED
                 log.warning("mail %s to %s refused for good: %s", key, delivery.recipient_id, outcome.detail)
@@ -74,14 +74,14 @@ def send_due(source: UnitOfWorkSource, settings: MailSettings, send: Callable = 
 
 
 def _prepare(uow, delivery, settings: MailSettings, now: datetime):
-    """(the mail, None), or (None, why it cannot be composed yet)."""
+    """(the mail, None, its address), or (None, why it cannot be composed yet, None)."""
     notice = notice_of(delivery)
     recipient = _person(uow, notice.recipient_id)
     if recipient is None:
-        return None, "recipient not known yet (accounts' user event not received)"
+        return None, "recipient not known yet (accounts' user event not received)", None
     actor = _person(uow, notice.actor_id) if notice.actor_id else None
     return mails.compose(notice, str(delivery.id), recipient, actor, settings.mail_from,
-                         settings.console_url, now), None
+                         settings.console_url, now), None, recipient.email
 
 
 def _person(uow, person_id) -> mails.Person | None:

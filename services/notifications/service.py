@@ -6,6 +6,8 @@ loop (outgoing.py) sends what is due over SMTP (sender.py). Nothing here is on t
 path: tickets' events arrive through its outbox after its requests committed."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 from prometheus_client.core import GaugeMetricFamily
 
 from common.db import Database, utcnow
@@ -14,6 +16,9 @@ from common.service_base import ServiceBase
 from services.notifications import deliveries, people, sender, storage
 from services.notifications.outgoing import MailConfiguration, SenderWakeup, mail_sender
 from services.notifications.storage import NotificationsRepository
+
+
+SENT_MAIL_KEPT = timedelta(days=30)
 
 
 def delivery_gauges(store):
@@ -32,6 +37,10 @@ class Service(ServiceBase):
     mail = MailConfiguration()
     wake_sender = SenderWakeup()
     churning_tables = ("deliveries", "inbox")
+
+    def purge_expired(self, uow, when) -> dict:
+        """Sent mail past SENT_MAIL_KEPT (ServiceBase.maintain_storage)."""
+        return {"deliveries_deleted": uow.repo.purge_sent(when - SENT_MAIL_KEPT)}
 
     def ticket_event(self, event: dict, event_type: str) -> None:
         if deliveries.ticket_event(self.db, event, event_type, self.mail is not None, utcnow()):

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 
 import orjson
-from sqlalchemy import Index, Integer, String, Text, UniqueConstraint, func, select, text, update
+from sqlalchemy import Index, Integer, String, Text, UniqueConstraint, delete, func, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import Repository, UTCDateTime, new_metadata, upsert_insert
@@ -113,6 +113,12 @@ class NotificationsRepository(Repository):
 
     def delivery(self, delivery_id) -> Delivery | None:
         return self.session.get(Delivery, delivery_id, with_for_update=True)
+
+    def purge_sent(self, before: datetime) -> int:
+        """Sent deliveries older than `before` (failed ones stay: they are the record of a
+        refusal). Their events' inbox rows stay, so a very late redelivery still sends nothing."""
+        return self.session.execute(delete(Delivery).where(Delivery.status == SENT, Delivery.sent_at < before)
+                                    .execution_options(synchronize_session=False)).rowcount
 
     def counts_by_status(self) -> dict:
         return dict(self.session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all())

@@ -2,7 +2,7 @@
 (aiosmtpd as its own process, tests/support/smtp.py); these tests read what it received."""
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from tests.e2e.test_tickets import user
 from tests.harness import Client, eventually
@@ -117,3 +117,19 @@ def test_a_5xx_is_recorded_as_failed_and_a_4xx_waits_to_be_tried_again(tenant, s
     retried = eventually(lambda: [row for row in delivery_rows(system, deferred) if row.attempts >= 2])
     assert len(retried) == 1 and retried[0].status == "pending" and "451" in retried[0].last_error, retried
     assert smtp_server.mails(rejected) == [] and smtp_server.mails(deferred) == []
+
+
+def test_maintenance_deletes_sent_mail_past_thirty_days_and_keeps_failed(tenant, system, rpc, smtp_server):
+    sent_to, sent_client = mailbox_user(tenant, "kept")
+    refused, refused_client = mailbox_user(tenant, "reject")
+    new_ticket(sent_client, "Antigo")
+    new_ticket(refused_client, "Recusado antigo")
+    assert eventually(lambda: [r for r in delivery_rows(system, sent_to) if r.status == "sent"])
+    assert eventually(lambda: [r for r in delivery_rows(system, refused) if r.status == "failed"])
+    soon = (datetime.now(timezone.utc) + timedelta(days=29)).isoformat()
+    assert rpc.notifications.maintain_storage(soon)["vacuumed"] == ["deliveries", "inbox"]
+    assert len(delivery_rows(system, sent_to)) == 1
+    later = (datetime.now(timezone.utc) + timedelta(days=31)).isoformat()
+    assert rpc.notifications.maintain_storage(later)["deliveries_deleted"] >= 1
+    assert delivery_rows(system, sent_to) == []
+    assert [r.status for r in delivery_rows(system, refused)] == ["failed"]
