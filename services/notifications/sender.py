@@ -37,9 +37,9 @@ class MailSettings:
 
 
 def send_due(source: UnitOfWorkSource, settings: MailSettings, send: Callable = smtp.send_all,
-             now: datetime | None = None) -> dict:
+             clock: Callable[[], datetime] = utcnow) -> dict:
     """One batch: {"sent": n, "retry": n, "failed": n}."""
-    now = now or utcnow()
+    now = clock()
     with source.unit_of_work() as uow:
         due = uow.repo.claim_due(now, now + LEASE, BATCH)
         prepared = {delivery.id: _prepare(uow, delivery, settings, now) for delivery in due}
@@ -53,7 +53,7 @@ def send_due(source: UnitOfWorkSource, settings: MailSettings, send: Callable = 
         if mail is None:
             outcomes[key] = smtp.Outcome(smtp.RETRY, problem)
     counts: dict = {}
-    finished = utcnow()
+    finished = clock()  # a retry waits from when this try ended
     with source.unit_of_work() as uow:
         for key, outcome in outcomes.items():
             delivery = uow.repo.delivery(key)

@@ -6,18 +6,21 @@ loop (outgoing.py) sends what is due over SMTP (sender.py). Nothing here is on t
 path: tickets' events arrive through its outbox after its requests committed."""
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from prometheus_client.core import GaugeMetricFamily
 
 from common.db import Database, utcnow
 from common.messaging import subscribe
+from common.outages import describe, is_database_outage, warn_once
 from common.service_base import ServiceBase
 from services.notifications import deliveries, people, sender, storage
 from services.notifications.outgoing import MailConfiguration, SenderWakeup, mail_sender
 from services.notifications.storage import NotificationsRepository
 
 
+log = logging.getLogger(__name__)
 SENT_MAIL_KEPT = timedelta(days=30)
 
 
@@ -48,7 +51,15 @@ class Service(ServiceBase):
 
     @mail_sender
     def send_mail(self) -> dict:
-        return sender.send_due(self.db, self.mail) if self.mail is not None else {}
+        if self.mail is None:
+            return {}
+        try:
+            return sender.send_due(self.db, self.mail)
+        except Exception as exc:  # the loop tries again in a second: one line per outage, no trace
+            if not is_database_outage(exc):
+                raise
+            warn_once(log, "notifications database", "mail waits: the database is unreachable: %s", describe(exc))
+            return {}
 
     # tickets' events
 

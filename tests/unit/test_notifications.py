@@ -137,3 +137,65 @@ def test_smtp_urls():
     assert smtp.SmtpServer.from_url("smtps://mail.test").port == 465
     assert "p:ss" not in server.describe()
     assert timedelta(0) < domain.retry_delay(1)
+
+
+class SenderRepo:
+    """Deliveries and people in memory, as sender.send_due sees them."""
+
+    def __init__(self, deliveries, people):
+        self.rows = {row.id: row for row in deliveries}
+        self.people = people
+
+    def claim_due(self, now, lease_until, limit):
+        due = [row for row in self.rows.values() if row.status == "pending" and row.next_attempt_at <= now][:limit]
+        for row in due:
+            row.next_attempt_at = lease_until
+        return due
+
+    def person(self, person_id):
+        return self.people.get(str(person_id))
+
+    def delivery(self, delivery_id):
+        return self.rows[delivery_id]
+
+
+def delivery_row(recipient_id, kind=domain.OPENED):
+    import orjson
+    from types import SimpleNamespace
+
+    notice = domain.Notice(recipient_id=recipient_id, kind=kind, ticket_id=str(uuid.uuid4()), reference=5,
+                           subject="s", actor_id=STAFF)
+    return SimpleNamespace(id=uuid.uuid4(), details=orjson.dumps(notice.__dict__).decode(), status="pending",
+                           attempts=0, next_attempt_at=NOW, last_error=None, to_address=None, sent_at=None,
+                           recipient_id=recipient_id)
+
+
+def test_the_sender_records_sent_retried_failed_and_waits_for_an_unknown_recipient():
+    from types import SimpleNamespace
+
+    from services.notifications import sender
+
+    person = lambda name, email: SimpleNamespace(name=name, email=email, merged_into_id=None)  # noqa: E731
+    sent, deferred, refused, unknown = (delivery_row(str(uuid.uuid4())) for _ in range(4))
+    people = {sent.recipient_id: person("Ana", "ana@e.test"), deferred.recipient_id: person("Bia", "bia@e.test"),
+              refused.recipient_id: person("Caio", "caio@e.test"), STAFF: person("Bruno", "bruno@e.test")}
+    store = FakeStore("notifications", SenderRepo([sent, deferred, refused, unknown], people))
+    answers = {sent.id: smtp.Outcome(smtp.SENT), deferred.id: smtp.Outcome(smtp.RETRY, "451 later"),
+               refused.id: smtp.Outcome(smtp.FAILED, "550 no")}
+    handed = {}
+
+    def send(server, mails_by_key, mail_from):
+        handed.update(mails_by_key)
+        return {key: answers[key] for key in mails_by_key}
+
+    settings = sender.MailSettings(server=smtp.SmtpServer.from_url("smtp://x"), mail_from="c@e.test",
+                                   console_url="http://c")
+    counts = sender.send_due(store, settings, send=send, clock=lambda: NOW)
+    assert counts == {"sent": 1, "retry": 2, "failed": 1}
+    assert set(handed) == {sent.id, deferred.id, refused.id}  # the unknown recipient is not mailed
+    assert (sent.status, sent.to_address, sent.attempts) == ("sent", "ana@e.test", 1)
+    assert (refused.status, refused.last_error) == ("failed", "550 no")
+    assert deferred.status == "pending" and deferred.last_error == "451 later"
+    assert unknown.status == "pending" and "not known" in unknown.last_error
+    assert deferred.next_attempt_at > NOW and store.commits == 2
+    assert sender.send_due(store, settings, send=send, clock=lambda: NOW) == {}  # nothing due again at once
