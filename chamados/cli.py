@@ -1,6 +1,6 @@
 """`chamados`: run, migrate and administer the services.
 
-    chamados up                       migrate, start all five services, create the first admin
+    chamados up                       migrate, start all six services, create the first admin
     chamados run SERVICE              one service in this process (what `up` starts)
     chamados migrate                  upgrade every schema; declare the bus's durable queues
     chamados revision SERVICE -m MSG  autogenerate a migration from the service's tables

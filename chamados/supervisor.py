@@ -1,4 +1,4 @@
-"""`chamados up`: migrate, run the five services as child processes with prefixed logs,
+"""`chamados up`: migrate, run the six services as child processes with prefixed logs,
 create the first admin, print where everything is; Ctrl-C stops them all.
 
 One `up` per folder: a lock file in the var folder, and the gateway's and metrics ports

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from sqlalchemy.engine import make_url
 
-SERVICE_NAMES = ("accounts", "tickets", "devices", "scheduler", "gateway")
+SERVICE_NAMES = ("accounts", "tickets", "devices", "scheduler", "notifications", "gateway")
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = ROOT / "config.yml"
 
@@ -214,6 +214,15 @@ def _http_url(mapping, key, default):
     return url
 
 
+def _url_of(schemes: tuple[str, ...]):
+    def parse(mapping, key, default):
+        url = _text(mapping, key, default)
+        if url and (urlsplit(url).scheme not in schemes or not urlsplit(url).hostname):
+            raise ConfigError(f"{key} must be a {' or '.join(s + '://' for s in schemes)} URL with a host")
+        return url
+    return parse
+
+
 def _broker_user(mapping, key, default):
     user = _text(mapping, key, default)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", user):
@@ -311,9 +320,10 @@ SHARED = (
     Setting("gateway_host", "GATEWAY_HOST", _text, "127.0.0.1", (ALL,),
             "the gateway's HTTP address (also the bind address of the services' metrics ports)"),
     Setting("metrics_ports", "METRICS_PORT_BASE", _metrics_ports,
-            {"accounts": 9101, "tickets": 9102, "devices": 9103, "scheduler": 9104},
-            ("accounts", "tickets", "devices", "scheduler", "chamados"),
-            "accounts, tickets, devices, scheduler serve `/metrics` on 9101–9104", shown_default="`9101`"),
+            {"accounts": 9101, "tickets": 9102, "devices": 9103, "scheduler": 9104, "notifications": 9105},
+            ("accounts", "tickets", "devices", "scheduler", "notifications", "chamados"),
+            "accounts, tickets, devices, scheduler, notifications serve `/metrics` on 9101–9105",
+            shown_default="`9101`"),
 )
 
 GATEWAY = (
@@ -434,7 +444,18 @@ SCHEDULER = (
             "targets)"),
 )
 
-SETTINGS: tuple[Setting, ...] = SHARED + GATEWAY + ACCOUNTS + TICKETS + DEVICES + SCHEDULER
+NOTIFICATIONS = (
+    Setting("smtp_url", "SMTP_URL", _url_of(("smtp", "smtps")), None, ("notifications",),
+            "the SMTP server mail about tickets goes through: `smtp://user:pass@host:587?starttls=true`, "
+            "`smtps://user:pass@host:465`, `smtp://host:25` (README, \"E-mail\")", secret=True,
+            shown_default="unset = no mail (said at start-up)"),
+    Setting("mail_from", "MAIL_FROM", _text, "Chamados <chamados@localhost>", ("notifications",),
+            "the mails' `From` (its domain also names their `Message-ID`s)"),
+    Setting("console_url", "CONSOLE_URL", _url_of(("http", "https")), "http://localhost:8000",
+            ("notifications",), "the console's address as people reach it: the links in mails"),
+)
+
+SETTINGS: tuple[Setting, ...] = SHARED + GATEWAY + ACCOUNTS + TICKETS + DEVICES + SCHEDULER + NOTIFICATIONS
 SECRET_KEYS = tuple(setting.key for setting in SETTINGS if setting.secret)
 SETTING_KEYS = {setting.field: setting.key for setting in SETTINGS}  # Settings field -> its variable
 # config.yml's keys that are nameko's own, not Chamados settings

@@ -71,10 +71,19 @@ class TicketUpdated(EventSchema):
     changed = fields.List(fields.String(), required=True)
 
 
+def optional(field_class):
+    """A field added to an event after events without it were queued: absent means None.
+    The ticket context on tickets' events (reference, subject, requester, assignee, text)
+    lets a consumer tell people about a ticket without asking tickets (notifications)."""
+    return field_class(load_default=None, allow_none=True)
+
+
 class TicketAssigned(EventSchema):
     ticket_id = fields.UUID(required=True)
     assignee_id = fields.UUID(allow_none=True, required=True)
     actor_id = fields.UUID(allow_none=True, required=True)
+    reference = optional(fields.Integer)
+    subject = optional(fields.String)
 
 
 class TicketStatusChanged(EventSchema):
@@ -83,6 +92,11 @@ class TicketStatusChanged(EventSchema):
     to_status = fields.String(required=True)
     reason = fields.String(allow_none=True, required=True)
     actor_id = fields.UUID(allow_none=True, required=True)
+    message = optional(fields.String)  # a resolve's closing message
+    reference = optional(fields.Integer)
+    subject = optional(fields.String)
+    requester_id = optional(fields.UUID)
+    assignee_id = optional(fields.UUID)
 
 
 class CommentAdded(EventSchema):
@@ -90,6 +104,11 @@ class CommentAdded(EventSchema):
     comment_id = fields.UUID(required=True)
     author_id = fields.UUID(required=True)
     visibility = fields.String(required=True)
+    body = optional(fields.String)
+    reference = optional(fields.Integer)
+    subject = optional(fields.String)
+    requester_id = optional(fields.UUID)
+    assignee_id = optional(fields.UUID)
 
 
 class ChatChanged(EventSchema):
@@ -178,4 +197,11 @@ SUBSCRIPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("tickets", "accounts", "user_merged", "on_user_merged"),
     ("devices", "accounts", "user_updated", "on_user_updated"),
     ("devices", "accounts", "user_merged", "on_user_merged"),
+    ("notifications", "tickets", "ticket_created", "on_ticket_created"),
+    ("notifications", "tickets", "ticket_assigned", "on_ticket_assigned"),
+    ("notifications", "tickets", "comment_added", "on_comment_added"),
+    ("notifications", "tickets", "ticket_status_changed", "on_ticket_status_changed"),
+    ("notifications", "accounts", "user_created", "on_user_created"),
+    ("notifications", "accounts", "user_updated", "on_user_updated"),
+    ("notifications", "accounts", "user_merged", "on_user_merged"),
 )

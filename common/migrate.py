@@ -15,7 +15,7 @@ from sqlalchemy import text
 from common.config import ROOT, Settings
 from common.db import create_service_engine, wait_until_reachable
 
-MIGRATED_SERVICES = ("accounts", "tickets", "devices")
+MIGRATED_SERVICES = ("accounts", "tickets", "devices", "notifications")
 
 
 def migrations_dir(service: str) -> Path:

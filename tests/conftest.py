@@ -1,4 +1,4 @@
-"""Test harness: a fresh PostgreSQL database and RabbitMQ vhost per run, and the five
+"""Test harness: a fresh PostgreSQL database and RabbitMQ vhost per run, and the six
 services started as real processes against them (tests/e2e, tests/integration)."""
 import warnings
 
@@ -43,10 +43,23 @@ def amqp_uri():
 
 
 @pytest.fixture(scope="session")
-def system(database_url, amqp_uri, tmp_path_factory):
-    """All five services running as processes, as `chamados up` runs them."""
+def smtp_server(tmp_path_factory):
+    """A real SMTP server (aiosmtpd) the session's system mails through; tests read what it
+    received (tests/support/smtp.py)."""
+    from tests.support.smtp import SmtpServerProcess
+
+    server = SmtpServerProcess(tmp_path_factory.mktemp("mails"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def system(database_url, amqp_uri, smtp_server, tmp_path_factory):
+    """All six services running as processes, as `chamados up` runs them."""
     running = System(database_url=database_url, amqp_uri=amqp_uri,
-                     workdir=tmp_path_factory.mktemp("system"))
+                     workdir=tmp_path_factory.mktemp("system"),
+                     extra_env={"SMTP_URL": smtp_server.url, "MAIL_FROM": "Chamados <chamados@empresa.test>"})
     running.start()
     yield running
     running.stop()

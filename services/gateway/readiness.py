@@ -20,7 +20,7 @@ from services.gateway.responses import json_response, liveness
 from services.gateway.schemas import Readiness
 
 
-BACKENDS = ("accounts", "tickets", "devices", "scheduler")
+BACKENDS = ("accounts", "tickets", "devices", "scheduler", "notifications")
 READYZ_SECONDS = 0.8  # /readyz answers within a second, whatever is down
 
 

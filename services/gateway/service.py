@@ -56,6 +56,7 @@ class Service(ReadinessRoutes, PeopleRoutes, TicketRoutes, DeviceRoutes, ReportR
     tickets = RpcProxy("tickets")
     devices = RpcProxy("devices")
     scheduler = RpcProxy("scheduler")
+    notifications = RpcProxy("notifications")  # /readyz pings it
 
     # plumbing ------------------------------------------------------------------------
 

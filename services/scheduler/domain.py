@@ -53,7 +53,7 @@ DEFAULT_JOBS = {job.name: job for job in (
         cron="0 3 * * *", enabled=False, timeout_seconds=600),
     # dead row versions are reclaimed whether or not the database runs autovacuum
     Job("storage-maintenance", ("devices.maintain_storage", "tickets.maintain_storage",
-                                "accounts.maintain_storage"),
+                                "accounts.maintain_storage", "notifications.maintain_storage"),
         interval_seconds=900, timeout_seconds=600),
 )}
 

@@ -11,7 +11,7 @@ from common.unit_of_work import UnitOfWorkSource
 from services.tickets import domain
 from services.tickets.models import Comment
 from services.tickets.tickets import find_ticket, record
-from services.tickets.transitions import state_of
+from services.tickets.transitions import state_of, ticket_context
 from services.tickets.views import person_view
 
 
@@ -31,7 +31,8 @@ def add_comment(source: UnitOfWorkSource, actor: Actor, ticket_id, payload: dict
                {"comment_id": str(comment.id), "visibility": comment.visibility}, now)
         uow.emit("comment_added", {"tenant_id": ticket.tenant_id, "ticket_id": ticket.id,
                                    "comment_id": comment.id, "author_id": actor.user_id,
-                                   "visibility": comment.visibility})
+                                   "visibility": comment.visibility, "body": comment.body,
+                                   **ticket_context(ticket)})
         uow.commit()
         return comment_views(uow, [comment])[0]
 

@@ -44,20 +44,28 @@ def apply(uow, answers: Answers, ticket: Ticket, session: WorkSession | None, ou
         ticket.assignee_name = assignee.name if assignee else None
         ticket.assignee_email = assignee.email if assignee else None
         uow.emit("ticket_assigned", {"tenant_id": ticket.tenant_id, "ticket_id": ticket.id,
-                                     "assignee_id": ticket.assignee_id, "actor_id": actor_id})
+                                     "assignee_id": ticket.assignee_id, "actor_id": actor_id,
+                                     "reference": ticket.reference, "subject": ticket.subject})
     ticket.status = state.status
     ticket.worked_internal_seconds = state.worked["INTERNAL"]
     ticket.worked_external_seconds = state.worked["EXTERNAL"]
     if outcome.status_changed:
         ticket.resolved_at = now if state.status == domain.RESOLVED else None
         reason = next((data.get("reason") for kind, data in outcome.timeline if kind == "PAUSED"), None)
+        message = next((data.get("message") for kind, data in outcome.timeline if kind == "RESOLVED"), None)
         uow.emit("ticket_status_changed", {
             "tenant_id": ticket.tenant_id, "ticket_id": ticket.id,
             "from_status": outcome.previous_status, "to_status": state.status,
-            "reason": reason, "actor_id": actor_id})
+            "reason": reason, "actor_id": actor_id, "message": message, **ticket_context(ticket)})
     ticket.updated_at = now
     for kind, data in outcome.timeline:
         record(uow, ticket, actor_id, kind, data, now)
+
+
+def ticket_context(ticket: Ticket) -> dict:
+    """What tickets' events carry for consumers that tell people (common/events.py)."""
+    return {"reference": ticket.reference, "subject": ticket.subject,
+            "requester_id": ticket.requester_id, "assignee_id": ticket.assignee_id}
 
 
 def transition(source: UnitOfWorkSource, directory: Directory, actor: Actor, ticket_id, decide) -> dict:

@@ -52,7 +52,7 @@ def every_service_answers(system: System, rpc) -> bool:
     """Each process alive, each answering its RPC, and the gateway ready."""
     for name, process in system.processes.items():
         assert process.poll() is None, f"{name} exited:\n{system.log(name)[-3000:]}"
-    for name in ("accounts", "tickets", "devices", "scheduler"):
+    for name in ("accounts", "tickets", "devices", "scheduler", "notifications"):
         assert getattr(rpc, name).ping() is not None
     return requests.get(f"{system.base_url}/readyz", timeout=5).status_code == 200
 

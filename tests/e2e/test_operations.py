@@ -133,12 +133,12 @@ def test_the_swarm_stack_is_valid():
     assert result.returncode == 0, result.stderr
     stack = yaml.safe_load(result.stdout)
     services = stack["services"]
-    assert {"rabbitmq", "postgres", "accounts", "tickets", "devices", "scheduler", "gateway",
+    assert {"rabbitmq", "postgres", "accounts", "tickets", "devices", "scheduler", "notifications", "gateway",
             "prometheus", "grafana", "migrate"} <= set(services)
     assert services["scheduler"]["deploy"]["replicas"] == 2
     assert services["gateway"]["deploy"]["replicas"] == 2
     assert services["devices"]["deploy"]["replicas"] == 2
-    for name in ("accounts", "tickets", "devices", "scheduler", "gateway"):
+    for name in ("accounts", "tickets", "devices", "scheduler", "notifications", "gateway"):
         service = services[name]
         assert service["deploy"]["update_config"]["order"] == "start-first"
         assert service["deploy"]["update_config"]["failure_action"] == "rollback"

@@ -138,5 +138,6 @@ def test_health_and_readiness(anonymous):
     assert anonymous.get("/healthz").json() == {"status": "ok"}
     ready = anonymous.get("/readyz")
     assert ready.status_code == 200
-    assert set(ready.json()["checks"]) == {"broker", "accounts", "tickets", "devices", "scheduler", "heartbeats", "events"}
+    assert set(ready.json()["checks"]) == {"broker", "accounts", "tickets", "devices", "scheduler", "notifications",
+                                          "heartbeats", "events"}
     assert ready.json()["checks"]["events"] == "ok"

@@ -464,6 +464,7 @@ def test_storage_maintenance_vacuums_the_tables_that_churn(system, anonymous):
     assert results["tickets.maintain_storage"]["vacuumed"] == ["outbox", "idempotency_keys"]
     assert results["accounts.maintain_storage"]["vacuumed"] == ["outbox", "sign_in_throttle",
                                                                 "idempotency_keys"]
+    assert results["notifications.maintain_storage"]["vacuumed"] == ["deliveries", "inbox"]
     engine = create_engine(system.database_url)
     try:
         def vacuumed():

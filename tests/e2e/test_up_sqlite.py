@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from common.config import ROOT
+from common.config import ROOT, SERVICE_NAMES
 from tests.harness import Client, RabbitVhost, free_port_block, port_is_listening
 
 
@@ -40,11 +40,11 @@ def read_until(process, pattern, timeout, transcript):
 
 
 def test_up_runs_everything_on_sqlite_and_ctrl_c_stops_it(vhost, tmp_path):
-    base = free_port_block(5)
+    base = free_port_block(len(SERVICE_NAMES))  # a metrics port per back end, then the gateway's
     env = {key: value for key, value in os.environ.items()
            if key not in ("DATABASE_URL", "CHAMADOS_ADMIN_PASSWORD")}
     env.update({"AMQP_URI": vhost.amqp_uri, "CHAMADOS_VAR_DIR": str(tmp_path / "var"),
-                "GATEWAY_PORT": str(base + 4), "METRICS_PORT_BASE": str(base),
+                "GATEWAY_PORT": str(base + len(SERVICE_NAMES) - 1), "METRICS_PORT_BASE": str(base),
                 "CHAMADOS_ADMIN_EMAIL": "boss@example.com", "PYTHONUNBUFFERED": "1"})
     process = subprocess.Popen([sys.executable, "-m", "chamados.cli", "up"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -56,7 +56,7 @@ def test_up_runs_everything_on_sqlite_and_ctrl_c_stops_it(vhost, tmp_path):
         read_until(process, r"ready; Ctrl-C stops every service", 10, transcript)
         console = requests.get(url + "/", timeout=10)  # the sign-in form for people
         assert console.status_code == 200 and 'action="/entrar"' in console.text
-        assert {"accounts.db", "tickets.db", "devices.db"} <= {p.name for p in (tmp_path / "var").iterdir()}
+        assert {"accounts.db", "tickets.db", "devices.db", "notifications.db"} <= {p.name for p in (tmp_path / "var").iterdir()}
 
         admin = Client(url).sign_in("boss@example.com", password)
         company = admin.post("/api/admin/companies", json={"name": "Escritório", "apelido": "escritorio"})

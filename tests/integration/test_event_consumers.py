@@ -25,10 +25,11 @@ def test_a_malformed_event_is_dead_lettered_with_its_reason(system):
     marker = str(uuid.uuid4())
     publish(system.amqp_uri, "accounts", "user_updated",
             {"event_id": str(uuid.uuid4()), "tenant_id": str(uuid.uuid4()), "user_id": marker})
-    # tickets and devices both consume user_updated: each parks its own copy
-    messages = dead_letters(system.amqp_uri, marker.encode(), expected=2)
+    # tickets, devices and notifications all consume user_updated: each parks its own copy
+    messages = dead_letters(system.amqp_uri, marker.encode(), expected=3)
     assert sorted(headers["x-original-queue"] for _, headers in messages) == [
         "evt-accounts-user_updated--devices.on_user_updated",
+        "evt-accounts-user_updated--notifications.on_user_updated",
         "evt-accounts-user_updated--tickets.on_user_updated"]
     assert all("KeyError" in headers["x-dead-letter-reason"] for _, headers in messages)
     metrics = requests.get(system.metrics_url("tickets"), timeout=10).text

@@ -24,16 +24,16 @@ REFUSAL_TIMEOUT_SECONDS = 30
 @pytest.fixture
 def up_env(tmp_path):
     """The environment of an `up` whose every port is free and that could reach nothing."""
-    base = free_port_block(6)  # four metrics ports, the gateway's, and a closed broker port
+    base = free_port_block(7)  # five metrics ports, the gateway's, and a closed broker port
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     env.update({
         "CHAMADOS_VAR_DIR": str(tmp_path / "var"),
         "ARCHIVE_DIR": str(tmp_path / "archives"),
         "EXPORT_DIR": str(tmp_path / "exports"),
         "GATEWAY_HOST": "127.0.0.1",
-        "GATEWAY_PORT": str(base + 4),
+        "GATEWAY_PORT": str(base + 5),
         "METRICS_PORT_BASE": str(base),
-        "AMQP_URI": f"amqp://guest:guest@127.0.0.1:{base + 5}/",
+        "AMQP_URI": f"amqp://guest:guest@127.0.0.1:{base + 6}/",
         "PYTHONUNBUFFERED": "1",
     })
     return env
@@ -108,9 +108,9 @@ def test_free_ports_pass_the_check_and_a_listener_does_not(up_env):
     from common.config import Settings
 
     base = int(up_env["METRICS_PORT_BASE"])
-    settings = Settings(gateway_host="127.0.0.1", gateway_port=base + 4,
-                        metrics_ports={"accounts": base, "tickets": base + 1,
-                                       "devices": base + 2, "scheduler": base + 3})
+    settings = Settings(gateway_host="127.0.0.1", gateway_port=base + 5,
+                        metrics_ports={"accounts": base, "tickets": base + 1, "devices": base + 2,
+                                       "scheduler": base + 3, "notifications": base + 4})
     check_ports_free(settings)  # nothing listens: no refusal
     with listening(base + 3):
         with pytest.raises(AlreadyRunning, match=rf"port {base + 3} \(scheduler metrics\)"):

@@ -25,7 +25,7 @@ def test_defaults_from_an_empty_mapping():
     assert settings.gateway_host == "127.0.0.1"
     assert settings.gateway_port == 8000
     assert settings.metrics_ports == {"accounts": 9101, "tickets": 9102, "devices": 9103,
-                                      "scheduler": 9104}
+                                      "scheduler": 9104, "notifications": 9105}
     assert settings.rpc_timeout_seconds == 10.0
     assert settings.session_ttl_hours == 12
     assert settings.max_body_bytes == 1_048_576
@@ -169,8 +169,8 @@ def test_config_error_is_a_value_error():
 def test_metrics_ports_are_consecutive_from_the_base_in_service_order():
     settings = Settings.from_mapping({"METRICS_PORT_BASE": "12000"})
     assert settings.metrics_ports == {"accounts": 12000, "tickets": 12001, "devices": 12002,
-                                      "scheduler": 12003}
-    assert list(settings.metrics_ports) == ["accounts", "tickets", "devices", "scheduler"]
+                                      "scheduler": 12003, "notifications": 12004}
+    assert list(settings.metrics_ports) == ["accounts", "tickets", "devices", "scheduler", "notifications"]
     assert "gateway" not in settings.metrics_ports
     assert set(settings.metrics_ports) == set(SERVICE_NAMES) - {"gateway"}
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from common.config import (CONFIG_FILE, ConfigError, NAMEKO_KEYS, SECRET_KEYS, SETTING_KEYS, SETTINGS, Settings,
+from common.config import (CONFIG_FILE, ConfigError, NAMEKO_KEYS, SECRET_KEYS, SERVICE_NAMES, SETTING_KEYS, SETTINGS, Settings,
                            load_config, settings_from_env, settings_table)
 
 # environment value to set -> the typed value the field must then hold
@@ -19,7 +19,8 @@ SAMPLES = {
     "var_dir": ("/tmp/reach-var", Path("/tmp/reach-var")),
     "gateway_host": ("0.0.0.0", "0.0.0.0"),
     "gateway_port": ("8123", 8123),
-    "metrics_ports": ("9300", {"accounts": 9300, "tickets": 9301, "devices": 9302, "scheduler": 9303}),
+    "metrics_ports": ("9300", {"accounts": 9300, "tickets": 9301, "devices": 9302, "scheduler": 9303,
+                               "notifications": 9304}),
     "rpc_timeout_seconds": ("3.5", 3.5),
     "db_pool_size": ("7", 9),
     "auth_cache_seconds": ("0.25", 0.25),
@@ -58,6 +59,9 @@ SAMPLES = {
     "trusted_proxies": ("10.0.0.0/8", (__import__("ipaddress").ip_network("10.0.0.0/8"),)),
     "cors_allowed_origins": ("https://a.example", ("https://a.example",)),
     "scheduler_jobs": ('{"chat-cleanup": {"interval_seconds": 30}}', '{"chat-cleanup": {"interval_seconds": 30}}'),
+    "smtp_url": ("smtps://u:p@mail.example:465", "smtps://u:p@mail.example:465"),
+    "mail_from": ("Suporte <suporte@empresa.com.br>", "Suporte <suporte@empresa.com.br>"),
+    "console_url": ("https://chamados.empresa.com.br", "https://chamados.empresa.com.br"),
 }
 FIELDS = [f.name for f in dataclasses.fields(Settings)]
 
@@ -78,7 +82,7 @@ def test_every_field_has_one_declaration_and_a_sample():
 
 
 def test_every_declaration_names_its_users_and_meaning():
-    services = {"all", "accounts", "tickets", "devices", "scheduler", "gateway", "chamados"}
+    services = {"all", *SERVICE_NAMES, "chamados"}
     for setting in SETTINGS:
         assert setting.used_by and set(setting.used_by) <= services, setting.key
         assert setting.meaning.strip() and "|" not in setting.meaning, setting.key
@@ -88,7 +92,7 @@ def test_every_declaration_names_its_users_and_meaning():
 SETTING_READ = re.compile(r"(?:settings|Settings\.from_mapping\([^()]*\))\.(\w+)")
 
 
-@pytest.mark.parametrize("reader", ["accounts", "tickets", "devices", "scheduler", "gateway", "chamados"])
+@pytest.mark.parametrize("reader", [*SERVICE_NAMES, "chamados"])
 def test_a_package_reads_only_the_settings_declared_for_it_or_for_all(reader):
     root = CONFIG_FILE.parent
     package = root / "chamados" if reader == "chamados" else root / "services" / reader
@@ -186,9 +190,10 @@ BAD = {
     "password_hash_slots": "0", "password_hash_profile": "fast", "machine_token_ttl_days": "0",
     "machine_online_seconds": "0", "machine_stale_seconds": "300", "usb_policy_ttl_minutes": "0",
     "agent_amqp_user": "guest", "agent_amqp_password": "short", "agent_amqp_uri": "amqp://guest:guest@broker/",
+    "smtp_url": "imap://mail.example", "console_url": "chamados.example",
 }
 ANY_TEXT = {"var_dir", "gateway_host", "cron_secret", "internal_health_token", "admin_password",
-            "archive_dir", "export_dir", "scheduler_jobs"}
+            "archive_dir", "export_dir", "scheduler_jobs", "mail_from"}
 
 
 def test_every_setting_is_either_checked_or_free_text():
