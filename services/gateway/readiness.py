@@ -21,7 +21,8 @@ from services.gateway.schemas import Readiness
 
 
 BACKENDS = ("accounts", "tickets", "devices", "scheduler", "notifications")
-READYZ_SECONDS = 0.8  # /readyz answers within a second, whatever is down
+READYZ_SECONDS = 0.9  # /readyz answers within a second, whatever is down
+PING_SECONDS = 0.7  # a service's ping: its own deadline, inside READYZ_SECONDS
 
 
 class ReadinessRoutes:
@@ -35,25 +36,35 @@ class ReadinessRoutes:
     @route("GET", "/readyz", summary="Broker and every service (with its database) reachable",
            tag="operations", roles=None, raw=True, response=Readiness)
     def readyz(self, principal, request):
+        # an orchestrator's probe gives up after about a second: every check shares one
+        # deadline, and one not done by then says so (a ping's own RPC deadline does not
+        # bound its publish while the broker is going away)
         pool = eventlet.GreenPool()
         bus = pool.spawn(self._bus_checks)
+        pings = {service: pool.spawn(self._pings, service) for service in BACKENDS}
         checks = {}
-        for service, ok in zip(BACKENDS, pool.imap(self._pings, BACKENDS)):
-            checks[service] = ok
-        try:  # an orchestrator's probe gives up after about a second: answer within it
-            with eventlet.Timeout(READYZ_SECONDS):
-                checks.update(bus.wait())
-        except eventlet.Timeout:
-            bus.kill()
-            checks.update({"broker": "unknown: no answer in time", "heartbeats": "unknown",
-                           "events": "unknown"})
+        deadline = time.monotonic() + READYZ_SECONDS
+        for service, ping in pings.items():
+            checks[service] = self._within(ping, deadline, "unknown: no answer in time")
+        checks.update(self._within(bus, deadline, {
+            "broker": "unknown: no answer in time", "heartbeats": "unknown", "events": "unknown"}))
         ready = all(value == "ok" for value in checks.values())
         return json_response(200 if ready else 503,
                              {"status": "ready" if ready else "not_ready", "checks": checks})
 
+    @staticmethod
+    def _within(thread, deadline: float, late):
+        """The greenthread's result, or `late` (and the thread killed) past the deadline."""
+        try:
+            with eventlet.Timeout(max(0.0, deadline - time.monotonic())):
+                return thread.wait()
+        except eventlet.Timeout:
+            thread.kill()
+            return late
+
     def _pings(self, service):
         try:
-            self.call(service, "ping", timeout=min(READYZ_SECONDS, self.settings.rpc_timeout_seconds))
+            self.call(service, "ping", timeout=min(PING_SECONDS, self.settings.rpc_timeout_seconds))
             return "ok"
         except Exception as exc:
             return getattr(exc, "code", exc.__class__.__name__)
