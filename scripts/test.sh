@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make test`: the main suite and, at the same time, three side runs — the browser tier, the
-# fault subset, and the smoke run of every benchmark (after the fault subset, in the same
-# background job). Each starts its own system (database and vhost of its own; the fault cases
+# `make test`: the main suite (unit and end-to-end) and, at the same time, two background
+# jobs — the browser tier then the integration tier, and the fault subset then the smoke run
+# of every benchmark. Each starts its own system (database and vhost of its own; the fault cases
 # their own RabbitMQ node and PostgreSQL cluster), and all of them mostly wait on services, so
 # together they take about the time of the longest. The browser tier runs without eventlet
 # (Playwright hangs in an eventlet-patched process: docs/ENGINEERING.md pitfall 19). The side
@@ -14,12 +14,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p var
 browser_log=var/browser-tests.log
+integration_log=var/integration-tests.log
 faults_log=var/fault-tests.log
 bench_log=var/bench-smoke-tests.log
 # About twice what each run takes on a 2-core machine (all of `make test`: ~10 minutes), so
 # only a hang reaches them; CHAMADOS_TEST_LIMIT_<RUN> sets one (a `timeout` duration).
 main_limit=${CHAMADOS_TEST_LIMIT_MAIN:-25m}
 browser_limit=${CHAMADOS_TEST_LIMIT_BROWSER:-15m}
+integration_limit=${CHAMADOS_TEST_LIMIT_INTEGRATION:-10m}
 faults_limit=${CHAMADOS_TEST_LIMIT_FAULTS:-15m}
 bench_limit=${CHAMADOS_TEST_LIMIT_BENCH:-10m}
 # Past its limit a run gets SIGINT, so pytest tears its system down, and SIGKILL a minute
@@ -44,9 +46,23 @@ wait_for() {  # a background run's exit status, waiting again after a trapped si
     wait "$1"
 }
 
-rm -f var/fault-tests.status "$bench_log"  # no stale report for a bench that did not run
-"${limited[@]}" "$browser_limit" "${pytest[@]}" tests/browser --confcutdir=tests/browser "$@" \
-    >"$browser_log" 2>&1 &
+rm -f var/fault-tests.status var/browser-tests.status "$bench_log" "$integration_log"  # no stale report
+(
+    # the integration tier after the browser tier (each mostly waits on its services), unless
+    # a stop came first; a TERM is passed on to the current run, a Ctrl-C reached it already
+    stopping=0
+    trap 'stopping=1; kill -INT "$run" 2>/dev/null' TERM
+    trap 'stopping=1' USR1
+    "${limited[@]}" "$browser_limit" "${pytest[@]}" tests/browser --confcutdir=tests/browser "$@" \
+        >"$browser_log" 2>&1 &
+    run=$!
+    wait_for "$run"
+    echo $? >var/browser-tests.status
+    [ "$stopping" = 1 ] && exit 130
+    "${limited[@]}" "$integration_limit" "${pytest[@]}" tests/integration "$@" >"$integration_log" 2>&1 &
+    run=$!
+    wait_for "$run"
+) &
 browser=$!
 (
     # no benchmark after a stop: a TERM is passed on to the current run; after a Ctrl-C (which
@@ -68,21 +84,25 @@ browser=$!
 ) &
 side=$!
 # a Ctrl-C reached every run (they share this process group): wait for their teardown and report
-trap 'kill -USR1 "$side" 2>/dev/null' INT
-trap 'kill -INT "$browser" 2>/dev/null; kill -TERM "$side" 2>/dev/null' TERM
-"${limited[@]}" "$main_limit" "${pytest[@]}" --ignore=tests/faults --ignore=tests/bench "$@"
+trap 'kill -USR1 "$side" "$browser" 2>/dev/null' INT
+trap 'kill -TERM "$browser" "$side" 2>/dev/null' TERM
+"${limited[@]}" "$main_limit" "${pytest[@]}" --ignore=tests/faults --ignore=tests/bench \
+    --ignore=tests/integration "$@"
 main_status=$?
 wait_for "$side"
 bench_status=$?
 faults_status=$(cat var/fault-tests.status 2>/dev/null || echo 1)
 wait_for "$browser"
-browser_status=$?
+integration_status=$?
+browser_status=$(cat var/browser-tests.status 2>/dev/null || echo 1)
 echo "=== fault subset (tests/faults, log: $faults_log; every case: make test-faults) ==="
 cat "$faults_log"
 echo "=== benchmarks at smoke size (tests/bench, log: $bench_log) ==="
 cat "$bench_log" 2>/dev/null
 echo "=== browser tests (tests/browser, log: $browser_log) ==="
 cat "$browser_log"
+echo "=== integration tests (tests/integration, log: $integration_log) ==="
+cat "$integration_log" 2>/dev/null
 
 failed=0
 verdict() {  # run name, its exit status, its limit: a line for a run that did not pass
@@ -100,4 +120,5 @@ verdict "main suite" "$main_status" "$main_limit"
 verdict "fault subset" "$faults_status" "$faults_limit"
 verdict "benchmark smoke run" "$bench_status" "$bench_limit"
 verdict "browser tier" "$browser_status" "$browser_limit"
+verdict "integration tier" "$integration_status" "$integration_limit"
 exit "$failed"

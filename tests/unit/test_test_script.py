@@ -14,7 +14,7 @@ from common.config import ROOT
 FAKE_PYTHON = """#!/usr/bin/env bash
 run=main
 for arg; do
-    case $arg in tests/browser | tests/faults | tests/bench) run=${arg#tests/} ;; esac
+    case $arg in tests/browser | tests/faults | tests/bench | tests/integration) run=${arg#tests/} ;; esac
 done
 echo "fake $run: $* (CHAMADOS_FAULTS_REQUIRED=${CHAMADOS_FAULTS_REQUIRED:-})"
 ending=FAKE_${run^^}
@@ -89,5 +89,14 @@ def test_a_run_past_its_limit_fails_with_a_line_saying_so(checkout):
 def test_the_fault_tier_is_told_it_may_not_skip(checkout):
     done = run_script(checkout)
     assert "fake faults: -m pytest tests/faults (CHAMADOS_FAULTS_REQUIRED=1)" in done.stdout
-    assert "fake main: -m pytest --ignore=tests/faults --ignore=tests/bench (CHAMADOS_FAULTS_REQUIRED=)" \
+    assert "fake main: -m pytest --ignore=tests/faults --ignore=tests/bench --ignore=tests/integration (CHAMADOS_FAULTS_REQUIRED=)" \
         in done.stdout
+
+
+def test_the_integration_tier_runs_after_the_browser_tier_and_counts(checkout):
+    done = run_script(checkout, integration=1)
+    assert done.returncode == 1
+    assert "FAILED: the integration tier exited 1" in done.stdout
+    ok = run_script(checkout)
+    assert "fake integration: -m pytest tests/integration" in (checkout / "var" / "integration-tests.log").read_text()
+    assert ok.returncode == 0, ok.stdout
