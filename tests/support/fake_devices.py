@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 from services.devices.heartbeat_state import BatchChanges, InventoryRow, PolicyRow, StateRow
 from services.devices.history import merge_day
+from services.devices.software import version_key
 from services.devices.storage import Alert, HeartbeatState
 
 STATE_COLUMNS = [column.name for column in HeartbeatState.__table__.columns]
@@ -29,6 +30,7 @@ class FakeDevicesRepository:
         self.software: dict = {}  # machine id -> {(name, version)}
         self.link_rows: dict = {}  # (machine id, user id) -> MachineLink
         self.inbox: set = set()
+        self.version_ids: dict = {}  # (name, version) -> id, as software_versions' table
 
     def add(self, row):
         if hasattr(row, "id") and row.id is None:
@@ -147,6 +149,88 @@ class FakeDevicesRepository:
     def links(self, machine_id) -> list:
         return [link for (machine, _), link in self.link_rows.items() if machine == machine_id]
 
+    def inventory(self, machine_id):
+        return self.inventory_rows.get(machine_id)
+
+    def change_days(self, machine_id, until, limit: int) -> list:
+        return sorted(((day, changes) for (machine, day), (_, changes) in self.days.items()
+                       if machine == machine_id and changes is not None and (until is None or day <= until)),
+                      reverse=True)[:limit]
+
+    def metric_days(self, machine_id, since) -> list:
+        return [(day, metrics) for (machine, day), (metrics, _) in self.days.items()
+                if machine == machine_id and day >= since and metrics is not None]
+
+    def _with_last_seen(self, machines) -> list:
+        """(machine, last seen) by hostname and id, as the real queries order them."""
+        return [(machine, self.states[machine.id].last_seen_at if machine.id in self.states else None)
+                for machine in sorted(machines, key=lambda m: (m.hostname, m.id))]
+
+    def user_machines(self, tenant_id, user_id, limit: int) -> list:
+        return self._with_last_seen(
+            machine for machine in self.machine_rows.values()
+            if machine.tenant_id == tenant_id and self.is_users_machine(machine, user_id))[:limit]
+
+    def list_machines(self, tenant_id, filters: dict, now, thresholds, after, limit: int) -> list:
+        def wanted(machine, seen) -> bool:
+            status = filters.get("status")
+            return ((not filters.get("company_id") or machine.company_id == filters["company_id"])
+                    and (not filters.get("q") or filters["q"].lower() in machine.hostname.lower())
+                    and (status != "online" or (seen is not None and seen > now - thresholds.online))
+                    and (status != "stale" or (seen is not None and now - thresholds.stale < seen
+                                               <= now - thresholds.online))
+                    and (status != "offline" or seen is None or seen <= now - thresholds.stale)
+                    and (after is None or (machine.hostname, machine.id) > tuple(after)))
+        return [(machine, seen) for machine, seen in self._with_last_seen(
+            m for m in self.machine_rows.values() if m.tenant_id == tenant_id) if wanted(machine, seen)][:limit]
+
+    def last_seen_all(self, tenant_id=None) -> list:
+        return [state.last_seen_at for machine_id, state in self.states.items()
+                if tenant_id is None or self.machine_rows[machine_id].tenant_id == tenant_id]
+
+    def last_seen(self, machine_ids) -> list:
+        return [(machine_id, self.states[machine_id].last_seen_at) for machine_id in sorted(machine_ids)
+                if machine_id in self.states]
+
+    def token_hint(self, token_hash: str):
+        token = next((token for token in self.tokens if token.token_hash == token_hash), None)
+        if token is None:
+            return None
+        state, policy = self.states.get(token.machine_id), self.policies.get(token.machine_id)
+        return SimpleNamespace(machine_id=token.machine_id, revoked_at=token.revoked_at,
+                               expires_at=token.expires_at,
+                               registered_at=self.machine_rows[token.machine_id].created_at,
+                               inventory_hash=state.inventory_hash if state else None,
+                               usb_mode=policy.mode if policy else None, usb_status=policy.status if policy else None)
+
+    # the software index: (name, version) pairs get ids in the order first asked about
+
+    def _version_ids(self) -> dict:
+        for pair in sorted(set().union(*self.software.values())):
+            self.version_ids.setdefault(pair, len(self.version_ids) + 1)
+        return self.version_ids
+
+    def software_versions(self, name: str, exact, older_than_key) -> dict:
+        return {held: version for (package, version), held in self._version_ids().items()
+                if package == name and exact in (None, version)
+                and (older_than_key is None or version_key(version) < older_than_key)}
+
+    def software_holders(self, tenant_id, company_id, version_ids: list, after, limit: int) -> list:
+        ids, wanted = self._version_ids(), set(version_ids)
+        found = []
+        for machine, _ in self._with_last_seen(self.machine_rows.values()):
+            held = sorted(ids[pair] for pair in self.software.get(machine.id, ()) if ids[pair] in wanted)
+            if (machine.tenant_id == tenant_id and company_id in (None, machine.company_id) and held
+                    and (after is None or (machine.hostname, machine.id) > tuple(after))):
+                found.append((machine.id, machine.hostname, machine.company_id, held[0]))
+        return found[:limit]
+
+    def software_counts(self, tenant_id, company_id, version_ids: list) -> dict:
+        counts: dict = {}
+        for *_, held in self.software_holders(tenant_id, company_id, version_ids, None, 10 ** 9):
+            counts[held] = counts.get(held, 0) + 1
+        return counts
+
     # links and their people
 
     def link(self, machine_id, user_id):
@@ -194,3 +278,32 @@ class FakeDevicesRepository:
     def pending_usb_policies(self, requested_before) -> list:
         return [policy for policy in self.policies.values()
                 if policy.status == "PENDING" and policy.requested_at <= requested_before]
+
+    def _metric_days_before(self, day, tenant_id) -> list:
+        return [(key, metrics) for key, (metrics, _) in self.days.items()
+                if key[1] < day and metrics is not None
+                and (tenant_id is None or self.machine_rows[key[0]].tenant_id == tenant_id)]
+
+    def metrics_before(self, day, tenant_id=None) -> tuple:
+        found = self._metric_days_before(day, tenant_id)
+        return len(found), min((key[1] for key, _ in found), default=None)
+
+    def clear_metrics_before(self, day) -> None:
+        for key, _ in self._metric_days_before(day, None):
+            changes = self.days[key][1]
+            if changes is None:
+                del self.days[key]
+            else:
+                self.days[key] = (None, changes)
+
+    def _alerts_closed_before(self, moment, tenant_id) -> list:
+        return [alert for alert in self.alerts if alert.closed_at is not None and alert.closed_at < moment
+                and (tenant_id is None or self.machine_rows[alert.machine_id].tenant_id == tenant_id)]
+
+    def alerts_closed_before(self, moment, tenant_id=None) -> tuple:
+        found = self._alerts_closed_before(moment, tenant_id)
+        return len(found), min((alert.closed_at for alert in found), default=None)
+
+    def delete_alerts_closed_before(self, moment) -> None:
+        gone = {id(alert) for alert in self._alerts_closed_before(moment, None)}
+        self.alerts = [alert for alert in self.alerts if id(alert) not in gone]

@@ -1,5 +1,6 @@
 """The devices use cases over a fake unit of work and repository (no broker, no database):
-enrolment, heartbeat batches, USB policies, links and accounts' events, the sweeps. Every
+enrolment, heartbeat batches, USB policies, links and accounts' events, the sweeps and
+retention, the read models and the HTTP heartbeat route's hint. Every
 question to accounts is checked to be asked with no unit of work open."""
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pytest
 from common.deliveries import Delivery
 from common.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from services.devices import enrolment, heartbeats, links, queries, sweeps, usb_policy
-from services.devices.domain import StatusThresholds
-from services.devices.history import unpack_changes
+from services.devices.domain import StatusThresholds, hour_of
+from services.devices.history import (ChangeRecord, HourMetrics, day_of, day_start, pack_changes, pack_metrics,
+                                      unpack_changes, unpack_metrics)
+from services.devices.storage import Alert, Machine, MachineLink
 from tests.support.fake_devices import FakeDevicesRepository
 from tests.support.fake_uow import FakeStore, FakeUnitOfWork
 
@@ -356,3 +359,206 @@ def test_an_unacknowledged_usb_policy_goes_stale_with_an_alert(store, accounts):
     assert sweeps.expire_stale_usb_policies(store, ttl, NOW) == {"marked_stale": 0}
     view = queries.get_machine(store, THRESHOLDS, ADMIN, str(machine_id), NOW)
     assert [alert["kind"] for alert in view["open_alerts"]] == ["USB_POLICY_STALE"]
+
+
+# read models -------------------------------------------------------------------------------------
+
+OTHER_TENANT = uuid.uuid4()
+OTHER_ADMIN = {"user_id": str(uuid.uuid4()), "tenant_id": str(OTHER_TENANT), "role": "admin"}
+
+
+def add_machine(store, hostname: str, tenant=TENANT, seen: datetime | None = None, **fields) -> uuid.UUID:
+    """A machine put straight into the fake repository (enrolment is tested above)."""
+    machine = store.repo.add_machine(Machine(
+        tenant_id=tenant, company_id=COMPANY, hostname=hostname, os_name="Ubuntu", os_version="22.04",
+        os_build="", os_arch="x86_64", persona="collaborator", usb_policy_supported=False,
+        machine_user_id=uuid.uuid4(), created_at=ENROLLED_AT, **fields))
+    store.repo.states[machine.id].last_seen_at = seen
+    return machine.id
+
+
+def test_a_machine_s_page_is_its_tenant_s_only(store, accounts):
+    enrolled = register(store, accounts)
+    consume(store, delivery(0, enrolled["token"], beat(1, inventory_hash="a" * 64)))
+    view = queries.get_machine(store, THRESHOLDS, ADMIN, enrolled["machine_id"], NOW)
+    assert (view["id"], view["hostname"], view["status"]) == (enrolled["machine_id"], "pc-01", "online")
+    assert view["assigned_user"]["email"] == "ana@example.test"
+    with pytest.raises(NotFound) as other:
+        queries.get_machine(store, THRESHOLDS, OTHER_ADMIN, enrolled["machine_id"], NOW)
+    assert other.value.args[1] == "machine_not_found"
+    with pytest.raises(NotFound):
+        queries.get_machine(store, THRESHOLDS, ADMIN, str(uuid.uuid4()), NOW)
+
+
+def test_the_machine_list_pages_by_hostname_filters_by_status_and_shows_only_the_tenant_s(store):
+    for hostname in ("pc-c", "pc-a", "pc-b"):
+        add_machine(store, hostname, seen=NOW - timedelta(minutes=1) if hostname == "pc-b" else None)
+    add_machine(store, "pc-0", tenant=OTHER_TENANT)
+    first = queries.list_machines(store, THRESHOLDS, ADMIN, {"limit": 2}, NOW)
+    assert [m["hostname"] for m in first["items"]] == ["pc-a", "pc-b"] and first["next_cursor"]
+    rest = queries.list_machines(store, THRESHOLDS, ADMIN, {"limit": 2, "cursor": first["next_cursor"]}, NOW)
+    assert [m["hostname"] for m in rest["items"]] == ["pc-c"] and rest["next_cursor"] is None
+    online = queries.list_machines(store, THRESHOLDS, ADMIN, {"status": "online"}, NOW)
+    assert [(m["hostname"], m["status"]) for m in online["items"]] == [("pc-b", "online")]
+    offline = queries.list_machines(store, THRESHOLDS, ADMIN, {"status": "offline", "q": "-C"}, NOW)
+    assert [m["hostname"] for m in offline["items"]] == ["pc-c"]
+
+
+def test_a_user_s_machines_are_those_assigned_to_or_linked_with_them_in_the_tenant(store):
+    user = uuid.uuid4()
+    assigned = add_machine(store, "pc-b", assigned_user_id=user, assigned_user_email="ana@example.test",
+                           assigned_user_name="Ana")
+    linked = add_machine(store, "pc-a")
+    store.repo.add(MachineLink(machine_id=linked, user_id=user, user_email="ana@example.test", user_name="Ana"))
+    add_machine(store, "pc-c")  # nobody's
+    add_machine(store, "pc-0", tenant=OTHER_TENANT, assigned_user_id=user)
+    view = queries.user_machines(store, THRESHOLDS, ADMIN, str(user), NOW)
+    assert [(m["id"], m["relation"]) for m in view["items"]] == [(str(linked), "linked"), (str(assigned), "assigned")]
+    assert queries.user_machines(store, THRESHOLDS, ADMIN, str(uuid.uuid4()), NOW) == {"items": []}
+
+
+def test_inventory_changes_page_newest_first_and_the_current_inventory_is_the_last_version(store, accounts):
+    enrolled = register(store, accounts)
+    machine_id, token = enrolled["machine_id"], enrolled["token"]
+    assert queries.current_inventory(store, ADMIN, machine_id) == \
+        {"hash": None, "version": None, "updated_at": None, "document": None}
+    consume(store, delivery(0, token, beat(30, inventory=inventory("128.0"))))
+    consume(store, delivery(0, token, beat(25, inventory=inventory("129.0"))))
+    first = queries.inventory_changes(store, ADMIN, machine_id, {"limit": 1})
+    [newest] = first["items"]
+    assert newest["version"] == 2 and not newest["initial"] and newest["changes"]["changed"] and first["next_cursor"]
+    rest = queries.inventory_changes(store, ADMIN, machine_id, {"limit": 1, "cursor": first["next_cursor"]})
+    assert [(c["version"], c["initial"]) for c in rest["items"]] == [(1, True)] and rest["next_cursor"] is None
+    current = queries.current_inventory(store, ADMIN, machine_id)
+    assert current["version"] == 2 and current["hash"] == store.repo.inventory_rows[uuid.UUID(machine_id)].hash
+    assert {"name": "firefox", "version": "129.0"} in current["document"]["software"]["packages"]
+    for handler in (lambda: queries.inventory_changes(store, OTHER_ADMIN, machine_id, {}),
+                    lambda: queries.current_inventory(store, OTHER_ADMIN, machine_id)):
+        with pytest.raises(NotFound):
+            handler()
+
+
+def test_software_search_finds_the_tenant_s_machines_with_older_versions_and_pages(store):
+    held = {"pc-a": "115.0", "pc-b": "128.0", "pc-c": "115.0", "pc-d": "129.0"}
+    for hostname, version in held.items():
+        store.repo.software[add_machine(store, hostname)] = {("firefox", version), ("curl", "8.5")}
+    store.repo.software[add_machine(store, "pc-0", tenant=OTHER_TENANT)] = {("firefox", "100.0")}
+    found = queries.search_software(store, ADMIN, {"name": "firefox", "version_lt": "129", "limit": 2})
+    assert found["versions"] == [{"version": "128.0", "machines": 1}, {"version": "115.0", "machines": 2}]
+    assert [(m["hostname"], m["version"]) for m in found["items"]] == [("pc-a", "115.0"), ("pc-b", "128.0")]
+    rest = queries.search_software(store, ADMIN, {"name": "firefox", "version_lt": "129", "limit": 2,
+                                                  "cursor": found["next_cursor"]})
+    assert [m["hostname"] for m in rest["items"]] == ["pc-c"] and rest["next_cursor"] is None
+    assert rest["versions"] == []  # counted on the first page only
+    exact = queries.search_software(store, OTHER_ADMIN, {"name": "firefox", "version": "100.0"})
+    assert [m["hostname"] for m in exact["items"]] == ["pc-0"]
+    assert queries.search_software(store, ADMIN, {"name": "nothing"})["items"] == []
+
+
+def test_metrics_are_the_last_hours_from_day_rows_and_the_open_hour(store):
+    machine_id = add_machine(store, "pc-a")
+    hour = hour_of(NOW)
+    for hours_ago in (1, 5):
+        start = hour - timedelta(hours=hours_ago)
+        days = store.repo.days
+        stored = unpack_metrics(days.get((machine_id, day_of(start)), (None, None))[0])
+        stored[start.hour] = HourMetrics(samples=hours_ago, cpu_avg=10.0, cpu_max=20.0)
+        days[(machine_id, day_of(start))] = (pack_metrics(stored), None)
+    state = store.repo.states[machine_id]
+    state.agg_hour, state.agg_samples, state.agg_cpu_sum, state.agg_cpu_max = hour, 2, 30.0, 20.0
+    recent = queries.machine_metrics(store, ADMIN, str(machine_id), {"hours": 3}, NOW)
+    assert recent["since"] == (hour - timedelta(hours=2)).isoformat()
+    assert [(item["hour"], item["samples"]) for item in recent["items"]] == \
+        [((hour - timedelta(hours=1)).isoformat(), 1), (hour.isoformat(), 2)]
+    assert recent["items"][-1]["cpu_avg"] == 15.0
+    day = queries.machine_metrics(store, ADMIN, str(machine_id), {}, NOW)
+    assert [item["samples"] for item in day["items"]] == [5, 1, 2] and day["hours"] == 24
+    with pytest.raises(NotFound):
+        queries.machine_metrics(store, OTHER_ADMIN, str(machine_id), {}, NOW)
+
+
+def test_health_buckets_count_a_tenant_s_machines_or_everyone_s(store):
+    add_machine(store, "pc-a", seen=NOW - timedelta(minutes=1))
+    add_machine(store, "pc-b", seen=NOW - timedelta(hours=30))
+    add_machine(store, "pc-c")
+    add_machine(store, "pc-0", tenant=OTHER_TENANT, seen=NOW)
+    tenant = queries.health_buckets(store, THRESHOLDS, str(TENANT), NOW)
+    assert tenant["machines"] == 3
+    assert tenant["buckets"] == {"online": 1, "stale": 0, "offline_lt_24h": 0, "offline_gt_24h": 1, "never": 1}
+    assert tenant["thresholds"]["stale_seconds"] == int(THRESHOLDS.stale.total_seconds())
+    everyone = queries.health_buckets(store, THRESHOLDS, None, NOW)
+    assert everyone["machines"] == 4 and everyone["buckets"]["online"] == 2
+
+
+def test_last_seen_answers_only_the_machines_that_exist(store):
+    seen, never = add_machine(store, "pc-a", seen=NOW), add_machine(store, "pc-b")
+    assert queries.machines_last_seen(store, [str(seen), str(never), str(uuid.uuid4())]) == \
+        {str(seen): NOW.isoformat(), str(never): None}
+    assert queries.machines_last_seen(store, None) == {}
+
+
+# retention ----------------------------------------------------------------------------------------
+
+def test_retention_drops_metrics_and_closed_alerts_past_policy_and_a_tenant_s_dry_run_counts_its_own(store):
+    ours, theirs = add_machine(store, "pc-a"), add_machine(store, "pc-0", tenant=OTHER_TENANT)
+    old, older, recent = (day_of(NOW - timedelta(days=days)) for days in (100, 120, 10))
+    metrics = pack_metrics({3: HourMetrics(samples=1, cpu_avg=5.0)})
+    changes = pack_changes([ChangeRecord(1, day_start(older), {})], older)
+    store.repo.days.update({(ours, old): (metrics, None), (ours, older): (metrics, changes),
+                            (ours, recent): (metrics, None), (theirs, old): (metrics, None)})
+    closed_long_ago, closed_lately = NOW - timedelta(days=200), NOW - timedelta(days=10)
+    store.repo.alerts.extend([
+        Alert(id=uuid.uuid4(), machine_id=ours, kind="DISK_ALMOST_FULL", details="{}",
+              opened_at=closed_long_ago - timedelta(days=1), closed_at=closed_long_ago),
+        Alert(id=uuid.uuid4(), machine_id=theirs, kind="DISK_ALMOST_FULL", details="{}",
+              opened_at=closed_long_ago - timedelta(days=1), closed_at=closed_long_ago),
+        Alert(id=uuid.uuid4(), machine_id=ours, kind="DISK_ALMOST_FULL", details="{}",
+              opened_at=closed_lately - timedelta(days=1), closed_at=closed_lately),
+        Alert(id=uuid.uuid4(), machine_id=ours, kind="CPU_SATURATED", details="{}",
+              opened_at=closed_long_ago, closed_at=None)])
+    scoped = sweeps.apply_retention(store, NOW, dry_run=True, tenant_id=TENANT)
+    assert scoped["kinds"]["metrics_hourly"] == {"past_policy": 2, "deleted": 0,
+                                                 "oldest": day_start(older).isoformat()}
+    assert scoped["kinds"]["alerts"] == {"past_policy": 1, "deleted": 0, "oldest": closed_long_ago.isoformat()}
+    assert len(store.repo.days) == 4 and len(store.repo.alerts) == 4 and store.commits == 0
+    applied = sweeps.apply_retention(store, NOW)
+    assert {kind: (counts["past_policy"], counts["deleted"]) for kind, counts in applied["kinds"].items()} == \
+        {"metrics_hourly": (3, 3), "alerts": (2, 2)}
+    assert store.repo.days == {(ours, older): (None, changes), (ours, recent): (metrics, None)}  # history stays
+    assert [alert.closed_at for alert in store.repo.alerts] == [closed_lately, None]
+    assert store.commits == 1
+    again = sweeps.apply_retention(store, NOW)
+    assert again["kinds"]["metrics_hourly"]["past_policy"] == 0 and again["kinds"]["alerts"]["past_policy"] == 0
+    assert store.commits == 1  # nothing past policy, nothing written
+
+
+# the HTTP heartbeat route's hint -------------------------------------------------------------------
+
+def test_the_heartbeat_hint_names_the_machine_asks_for_inventory_and_questions_its_sent_at(store, accounts):
+    enrolled = register(store, accounts, capabilities=["usb_policy"])
+    token, machine_id = enrolled["token"], enrolled["machine_id"]
+    hint = heartbeats.heartbeat_hint(store, token, NOW, "a" * 64, sent_at=NOW.isoformat())
+    assert hint == {"machine_id": machine_id, "sent_at_problem": None, "need_inventory": True, "usb_policy": None}
+    assert not heartbeats.heartbeat_hint(store, token, NOW, "a" * 64, carries_inventory=True)["need_inventory"]
+    store.repo.states[uuid.UUID(machine_id)].inventory_hash = "a" * 64
+    assert not heartbeats.heartbeat_hint(store, token, NOW, "a" * 64)["need_inventory"]
+    assert heartbeats.heartbeat_hint(store, token, NOW, "b" * 64)["need_inventory"]
+    skewed = (ENROLLED_AT - timedelta(minutes=9)).isoformat()  # within the clock skew allowed
+    assert heartbeats.heartbeat_hint(store, token, NOW, sent_at=skewed)["sent_at_problem"] is None
+    before = (ENROLLED_AT - timedelta(minutes=11)).isoformat()
+    assert "before the machine was registered" in \
+        heartbeats.heartbeat_hint(store, token, NOW, sent_at=before)["sent_at_problem"]
+    assert "not an ISO 8601" in heartbeats.heartbeat_hint(store, token, NOW, sent_at="yesterday")["sent_at_problem"]
+    usb_policy.set_usb_policy(store, ADMIN, machine_id, {"mode": "BLOCK"}, NOW)
+    assert heartbeats.heartbeat_hint(store, token, NOW)["usb_policy"] == "BLOCK"
+
+
+def test_the_heartbeat_hint_refuses_unknown_expired_and_revoked_tokens(store, accounts):
+    token = register(store, accounts)["token"]
+    for refused, when in (("not-a-token", NOW), (None, NOW), (token, ENROLLED_AT + TOKEN_TTL)):
+        with pytest.raises(Unauthorized) as error:
+            heartbeats.heartbeat_hint(store, refused, when)
+        assert error.value.args[1] == "invalid_token"
+    store.repo.tokens[0].revoked_at = NOW
+    with pytest.raises(Unauthorized):
+        heartbeats.heartbeat_hint(store, token, NOW)
