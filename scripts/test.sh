@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: the main suite (unit and end-to-end) and, at the same time, two background
-# jobs — the browser tier then the integration tier, and the fault subset then the smoke run
-# of every benchmark. Each starts its own system (database and vhost of its own; the fault cases
+# jobs — the browser tier, and the fault subset, then the smoke run of every benchmark, then
+# the integration tier. Each starts its own system (database and vhost of its own; the fault cases
 # their own RabbitMQ node and PostgreSQL cluster), and all of them mostly wait on services, so
 # together they take about the time of the longest. The browser tier runs without eventlet
 # (Playwright hangs in an eventlet-patched process: docs/ENGINEERING.md pitfall 19). The side
@@ -46,30 +46,16 @@ wait_for() {  # a background run's exit status, waiting again after a trapped si
     wait "$1"
 }
 
-rm -f var/fault-tests.status var/browser-tests.status "$bench_log" "$integration_log"  # no stale report
-(
-    # the integration tier after the browser tier (each mostly waits on its services), unless
-    # a stop came first; a TERM is passed on to the current run, a Ctrl-C reached it already
-    stopping=0
-    trap 'stopping=1; kill -INT "$run" 2>/dev/null' TERM
-    trap 'stopping=1' USR1
-    "${limited[@]}" "$browser_limit" "${pytest[@]}" tests/browser --confcutdir=tests/browser "$@" \
-        >"$browser_log" 2>&1 &
-    run=$!
-    wait_for "$run"
-    echo $? >var/browser-tests.status
-    [ "$stopping" = 1 ] && exit 130
-    "${limited[@]}" "$integration_limit" "${pytest[@]}" tests/integration "$@" >"$integration_log" 2>&1 &
-    run=$!
-    wait_for "$run"
-) &
+rm -f var/fault-tests.status var/bench-tests.status "$bench_log" "$integration_log"  # no stale report
+"${limited[@]}" "$browser_limit" "${pytest[@]}" tests/browser --confcutdir=tests/browser "$@" \
+    >"$browser_log" 2>&1 &
 browser=$!
 (
     # no benchmark after a stop: a TERM is passed on to the current run; after a Ctrl-C (which
     # reached the fault run itself, USR1 from below) only a benchmark started since is stopped
     stopping=0
     trap 'stopping=1; kill -INT "$run" 2>/dev/null' TERM
-    trap 'stopping=1; [ "$current" = bench ] && kill -INT "$run" 2>/dev/null' USR1
+    trap 'stopping=1; [ "$current" != faults ] && kill -INT "$run" 2>/dev/null' USR1
     current=faults
     CHAMADOS_FAULTS_REQUIRED=1 "${limited[@]}" "$faults_limit" "${pytest[@]}" tests/faults "$@" \
         >"$faults_log" 2>&1 &
@@ -81,20 +67,28 @@ browser=$!
     "${limited[@]}" "$bench_limit" "${pytest[@]}" tests/bench "$@" >"$bench_log" 2>&1 &
     run=$!
     wait_for "$run"
+    echo $? >var/bench-tests.status
+    [ "$stopping" = 1 ] && exit 130
+    # last: the fault cases time answers, so they run beside no more than the main suite and
+    # the browser tier
+    current=integration
+    "${limited[@]}" "$integration_limit" "${pytest[@]}" tests/integration "$@" >"$integration_log" 2>&1 &
+    run=$!
+    wait_for "$run"
 ) &
 side=$!
 # a Ctrl-C reached every run (they share this process group): wait for their teardown and report
-trap 'kill -USR1 "$side" "$browser" 2>/dev/null' INT
-trap 'kill -TERM "$browser" "$side" 2>/dev/null' TERM
+trap 'kill -USR1 "$side" 2>/dev/null' INT
+trap 'kill -INT "$browser" 2>/dev/null; kill -TERM "$side" 2>/dev/null' TERM
 "${limited[@]}" "$main_limit" "${pytest[@]}" --ignore=tests/faults --ignore=tests/bench \
     --ignore=tests/integration "$@"
 main_status=$?
 wait_for "$side"
-bench_status=$?
-faults_status=$(cat var/fault-tests.status 2>/dev/null || echo 1)
-wait_for "$browser"
 integration_status=$?
-browser_status=$(cat var/browser-tests.status 2>/dev/null || echo 1)
+faults_status=$(cat var/fault-tests.status 2>/dev/null || echo 1)
+bench_status=$(cat var/bench-tests.status 2>/dev/null || echo 1)
+wait_for "$browser"
+browser_status=$?
 echo "=== fault subset (tests/faults, log: $faults_log; every case: make test-faults) ==="
 cat "$faults_log"
 echo "=== benchmarks at smoke size (tests/bench, log: $bench_log) ==="

@@ -93,7 +93,7 @@ def test_the_fault_tier_is_told_it_may_not_skip(checkout):
         in done.stdout
 
 
-def test_the_integration_tier_runs_after_the_browser_tier_and_counts(checkout):
+def test_the_integration_tier_runs_after_the_benchmarks_and_counts(checkout):
     done = run_script(checkout, integration=1)
     assert done.returncode == 1
     assert "FAILED: the integration tier exited 1" in done.stdout
