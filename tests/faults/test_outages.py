@@ -317,6 +317,10 @@ def tickets_per_marker(system: System, prefix: str) -> Counter:
     return Counter(subject.split(" ", 1)[0] for subject in subjects)
 
 
+# `make test-faults` only: it times answers (probes within 1 s), and beside make test's other
+# tiers on a 2-core machine /readyz took 1.2-2.8 s waiting for CPU and a worker (3 runs of 3);
+# alone it passes with no slow probe. make test keeps the broker kill of the heartbeat pipeline.
+@pytest.mark.slow_fault
 def test_broker_outages_under_open_load_run_each_create_once_and_answer_in_time(healthy, private_rabbit):
     """Each outage: the broker killed for 5 s at 20 creates/s. Every create makes at most one
     ticket (nameko redelivers an RPC whose ack was lost); no answer comes later than the RPC
