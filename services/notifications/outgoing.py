@@ -9,10 +9,10 @@ import logging
 
 import eventlet
 from eventlet.event import Event
-from eventlet.queue import Empty, LightQueue
-from nameko.extensions import DependencyProvider, Entrypoint, SharedExtension
+from nameko.extensions import DependencyProvider, Entrypoint
 
 from common.config import Settings
+from common.wakeups import Wakeups
 from services.notifications.sender import MailSettings
 from services.notifications.smtp import SmtpServer
 
@@ -21,19 +21,8 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 
 
-class SenderWakeups(SharedExtension):
-    def setup(self):
-        self._wakeups = LightQueue(maxsize=1)
-
-    def wake(self) -> None:
-        if self._wakeups.qsize() == 0:
-            self._wakeups.put_nowait(True)
-
-    def wait(self, timeout: float) -> None:
-        try:
-            self._wakeups.get(timeout=timeout)
-        except Empty:
-            pass
+class SenderWakeups(Wakeups):
+    """Shared by the sender's loop and the dependency that wakes it."""
 
 
 class SenderWakeup(DependencyProvider):

@@ -14,29 +14,17 @@ import logging
 
 import eventlet
 from eventlet.event import Event
-from eventlet.queue import Empty, LightQueue
-from nameko.extensions import DependencyProvider, Entrypoint, SharedExtension
+from nameko.extensions import DependencyProvider, Entrypoint
+
+from common.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
 RECOVERY_SECONDS = 60.0
 
 
-class ExportWakeups(SharedExtension):
+class ExportWakeups(Wakeups):
     """Shared by the entrypoint and the dependency, as the scheduler's JobTable is."""
-
-    def setup(self):
-        self._wakeups = LightQueue(maxsize=1)
-
-    def wake(self) -> None:
-        if self._wakeups.qsize() == 0:
-            self._wakeups.put_nowait(True)
-
-    def wait(self, timeout: float) -> None:
-        try:
-            self._wakeups.get(timeout=timeout)
-        except Empty:
-            pass
 
 
 class ExportMakerWakeup(DependencyProvider):
